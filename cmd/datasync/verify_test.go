@@ -1,0 +1,213 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/strangler-fig/strangler/internal/cli"
+	"github.com/strangler-fig/strangler/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// runDatasync runs datasync with args and returns its exit code and output.
+func runDatasync(tb testing.TB, args ...string) (code int, stdout, stderr string) {
+	tb.Helper()
+	var out, errOut bytes.Buffer
+	io := &cli.IO{In: strings.NewReader(""), Out: &out, ErrOut: &errOut, Getenv: func(string) string { return "" }}
+	code = run(context.Background(), args, io)
+	return code, out.String(), errOut.String()
+}
+
+func newVerifyDBs(tb testing.TB, sql string) (src, dst *pgtest.DB) {
+	tb.Helper()
+	src, dst = pgtest.NewDB(tb), pgtest.NewDB(tb)
+	for _, db := range []*pgtest.DB{src, dst} {
+		if _, err := db.Pool.Exec(context.Background(), sql); err != nil {
+			tb.Fatalf("%s: %v", sql, err)
+		}
+	}
+	return src, dst
+}
+
+const verifyUsers = `CREATE TABLE users (id bigint PRIMARY KEY, email text NOT NULL, created_at timestamptz);
+INSERT INTO users SELECT g, 'u' || g, timestamptz '2024-01-01 00:00:00+00' + g * interval '1 minute' FROM generate_series(1, 3000) g;
+CREATE TABLE events (at timestamptz NOT NULL, seq int NOT NULL, v text, PRIMARY KEY (at, seq));
+INSERT INTO events SELECT timestamptz '2024-01-01 00:00:00.5+00' + g * interval '1 hour', g % 3, 'v' FROM generate_series(1, 500) g;`
+
+func TestVerifyCommandExitCodes(t *testing.T) {
+	src, dst := newVerifyDBs(t, verifyUsers)
+	base := []string{"verify", "--source", src.URL, "--target", dst.URL, "--table", "users"}
+
+	code, out, stderr := runDatasync(t, base...)
+	if code != 0 {
+		t.Fatalf("identical tables: got exit %d, want 0; stdout %s stderr %s", code, out, stderr)
+	}
+	if !strings.Contains(out, "public.users: consistent (source 3000 rows, target 3000 rows") {
+		t.Errorf("got summary %q, want the table consistent with its row counts", out)
+	}
+
+	if _, err := dst.Pool.Exec(context.Background(), `UPDATE users SET email = 'changed' WHERE id = 42`); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name     string
+		args     []string
+		wantCode int
+		wantOut  string
+		wantErr  string
+	}{
+		{"differences", base, 1, "mismatched:        1 (id=42)", ""},
+		{"dry run", append(slices.Clone(base), "--repair", "--dry-run"), 1, "dry run, would repair: insert 0, update 1, delete 0", ""},
+		{"dry run needs repair", append(slices.Clone(base), "--dry-run"), 2, "", "--dry-run only makes sense with --repair"},
+		{"unknown table", []string{"verify", "--source", src.URL, "--target", dst.URL, "--table", "nope"}, 2, "", "source table public.nope does not exist"},
+		{"no source", []string{"verify", "--target", dst.URL, "--table", "users"}, 2, "", "no source database"},
+		{"unreachable", []string{"verify", "--source", "postgres://u:secret@127.0.0.1:1/db?connect_timeout=5", "--target", dst.URL, "--table", "users"}, 2, "", "source database"},
+		{"repair", append(slices.Clone(base), "--repair"), 0, "repaired: insert 0, update 1, delete 0", ""},
+		{"clean after repair", base, 0, "consistent: 1 table(s)", ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			code, out, stderr := runDatasync(t, tc.args...)
+			if code != tc.wantCode {
+				t.Fatalf("got exit %d, want %d; stdout %s stderr %s", code, tc.wantCode, out, stderr)
+			}
+			if !strings.Contains(out, tc.wantOut) {
+				t.Errorf("got stdout %q, want it to contain %q", out, tc.wantOut)
+			}
+			if !strings.Contains(stderr, tc.wantErr) {
+				t.Errorf("got stderr %q, want it to contain %q", stderr, tc.wantErr)
+			}
+			if strings.Contains(stderr, "secret") {
+				t.Errorf("got stderr %q, want no password in it", stderr)
+			}
+		})
+	}
+}
+
+func TestVerifyCommandReportAndMetrics(t *testing.T) {
+	src, dst := newVerifyDBs(t, verifyUsers)
+	if _, err := dst.Pool.Exec(context.Background(), `
+		DELETE FROM users WHERE id = 7;
+		DELETE FROM events WHERE seq = 1 AND at = timestamptz '2024-01-01 01:00:00.5+00';
+		INSERT INTO users VALUES (9999, 'extra', NULL);`); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var pushed string
+	gw := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		pushed = r.Method + " " + r.URL.Path + "\n" + string(b)
+		mu.Unlock()
+	}))
+	defer gw.Close()
+
+	dir := t.TempDir()
+	reportFile, textfile := filepath.Join(dir, "report.json"), filepath.Join(dir, "verify.prom")
+	config := filepath.Join(dir, "datasync.yaml")
+	if err := os.WriteFile(config, []byte("source: "+src.URL+"\ntarget: "+dst.URL+"\ntables:\n  - source: users\n  - source: events\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, stderr := runDatasync(t, "verify", "--config", config, "--report", reportFile,
+		"--textfile", textfile, "--pushgateway", gw.URL, "--max-samples", "1")
+	if code != 1 {
+		t.Fatalf("got exit %d, want 1; stdout %s stderr %s", code, out, stderr)
+	}
+
+	data, err := os.ReadFile(reportFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep map[string]any
+	if err := json.Unmarshal(data, &rep); err != nil {
+		t.Fatalf("report %s: %v", data, err)
+	}
+	if got, want := sortedKeys(rep), []string{"consistent", "duration_seconds", "started_at", "tables"}; !slices.Equal(got, want) {
+		t.Errorf("got report fields %v, want %v", got, want)
+	}
+	if _, err := time.Parse(time.RFC3339Nano, rep["started_at"].(string)); err != nil {
+		t.Errorf("got started_at %v, want RFC 3339: %v", rep["started_at"], err)
+	}
+	tables := rep["tables"].([]any)
+	if len(tables) != 2 {
+		t.Fatalf("got %d tables, want 2", len(tables))
+	}
+	users := tables[0].(map[string]any)
+	if got, want := sortedKeys(users), []string{"consistent", "extra_in_target", "mismatched", "missing_in_target", "repaired",
+		"samples", "source", "source_rows", "target", "target_rows"}; !slices.Equal(got, want) {
+		t.Errorf("got table fields %v, want %v", got, want)
+	}
+	samples, _ := json.Marshal(users["samples"])
+	if got, want := string(samples), `{"extra_in_target":[{"id":9999}],"mismatched":[],"missing_in_target":[{"id":7}]}`; got != want {
+		t.Errorf("got samples %s, want %s", got, want)
+	}
+	events, _ := json.Marshal(tables[1].(map[string]any)["samples"])
+	if got, want := string(events), `{"extra_in_target":[],"mismatched":[],"missing_in_target":[{"at":"2024-01-01T01:00:00.5Z","seq":1}]}`; got != want {
+		t.Errorf("got samples %s, want %s", got, want)
+	}
+	if rep["consistent"] != false || users["source_rows"] != 3000.0 || users["target_rows"] != 3000.0 {
+		t.Errorf("got consistent %v rows %v/%v, want false 3000/3000", rep["consistent"], users["source_rows"], users["target_rows"])
+	}
+
+	prom, err := os.ReadFile(textfile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, want := range []string{
+		`datasync_verify_rows{side="source",table="public.users"} 3000`,
+		`datasync_verify_differences{kind="missing_in_target",table="public.users"} 1`,
+		`datasync_verify_differences{kind="extra_in_target",table="public.users"} 1`,
+		`datasync_verify_differences{kind="missing_in_target",table="public.events"} 1`,
+		`datasync_verify_consistent{table="public.events"} 0`,
+		`datasync_verify_duration_seconds{table="public.users"} `,
+		`datasync_verify_last_run_timestamp_seconds `,
+	} {
+		if !strings.Contains(string(prom), want) {
+			t.Errorf("got textfile\n%s\nwant a line %q", prom, want)
+		}
+		if !strings.Contains(pushed, want) {
+			t.Errorf("got pushed\n%s\nwant a line %q", pushed, want)
+		}
+	}
+	if !strings.HasPrefix(pushed, "PUT /metrics/job/datasync_verify\n") {
+		t.Errorf("got push %q, want PUT /metrics/job/datasync_verify", strings.SplitN(pushed, "\n", 2)[0])
+	}
+}
+
+func sortedKeys(m map[string]any) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func TestVerifyHelp(t *testing.T) {
+	code, out, _ := runDatasync(t, "verify", "--help")
+	if code != 0 {
+		t.Fatalf("got exit %d, want 0", code)
+	}
+	for _, want := range []string{"--report", "--max-samples", "--recheck-delay", "--repair", "--dry-run", "--textfile", "--pushgateway", "Examples:", "Exit status: 0 consistent, 1 differences"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("got help without %q", want)
+		}
+	}
+	if strings.Contains(out, "--debug-bytes") {
+		t.Errorf("got help listing the hidden --debug-bytes")
+	}
+}

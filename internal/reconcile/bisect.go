@@ -1,0 +1,335 @@
+package reconcile
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgtype"
+)
+
+// keyRange is the half-open key range [lo, hi); a nil bound is open. Keys
+// are the key columns' text forms in the target's types.
+type keyRange struct {
+	lo, hi []string
+}
+
+// samplePages is how many pages the first sample reads: below twice that a
+// table is walked in full.
+const samplePages = 1024
+
+// maxDepth stops splitting ranges that a walk cannot divide any more; such
+// a range is compared row by row whatever its size.
+const maxDepth = 12
+
+// args collects query parameters and hands out their placeholders.
+type args []any
+
+func (a *args) add(v any) string {
+	*a = append(*a, v)
+	return "$" + strconv.Itoa(len(*a))
+}
+
+// keyTuple renders a key as a row of parameters cast to the key types.
+func (p *pair) keyTuple(k []string, a *args) string {
+	parts := make([]string, len(k))
+	for i, v := range k {
+		parts[i] = a.add(v) + "::" + p.keyTypes[i]
+	}
+	if len(parts) == 1 {
+		return parts[0]
+	}
+	return "(" + strings.Join(parts, ", ") + ")"
+}
+
+func (s *side) keyRow() string {
+	if len(s.keyCols) == 1 {
+		return s.keyCols[0]
+	}
+	return "(" + strings.Join(s.keyCols, ", ") + ")"
+}
+
+// where is the WHERE clause selecting the range on side s, with the source
+// filter.
+func (p *pair) where(s *side, r keyRange, a *args) string {
+	var conds []string
+	if s.filter != "" {
+		conds = append(conds, "("+s.filter+")")
+	}
+	if r.lo != nil {
+		conds = append(conds, s.keyRow()+" >= "+p.keyTuple(r.lo, a))
+	}
+	if r.hi != nil {
+		conds = append(conds, s.keyRow()+" < "+p.keyTuple(r.hi, a))
+	}
+	if len(conds) == 0 {
+		return ""
+	}
+	return " WHERE " + strings.Join(conds, " AND ")
+}
+
+// bucketExpr is a binary tree of key comparisons that numbers the bucket,
+// 0..len(bounds), a row falls in: bounds[i] is the first key of bucket i+1.
+func (p *pair) bucketExpr(s *side, bounds [][]string, a *args) string {
+	var tree func(lo, hi int) string
+	tree = func(lo, hi int) string {
+		if lo == hi {
+			return strconv.Itoa(lo)
+		}
+		mid := (lo + hi + 1) / 2
+		return "CASE WHEN " + s.keyRow() + " < " + p.keyTuple(bounds[mid-1], a) +
+			" THEN " + tree(lo, mid-1) + " ELSE " + tree(mid, hi) + " END"
+	}
+	return tree(0, len(bounds))
+}
+
+// agg is a bucket's row count and hash sum on one side.
+type agg struct {
+	count int64
+	sum   string
+}
+
+// aggregate returns, per bucket of r split at bounds, the count and hash sum
+// of side s. Buckets without rows are absent.
+func (p *pair) aggregate(ctx context.Context, s *side, r keyRange, bounds [][]string) (map[int]agg, error) {
+	var a args
+	bucket := p.bucketExpr(s, bounds, &a)
+	q := "SELECT b, count(*), coalesce(sum(h), 0)::text FROM (SELECT " + bucket + " AS b, " + s.rowHash + " AS h" +
+		s.from() + p.where(s, r, &a) + ") s GROUP BY b"
+	rows, err := s.pool.Query(ctx, q, a...)
+	if err != nil {
+		return nil, fmt.Errorf("checksum %s ranges: %w", s.name, err)
+	}
+	out := map[int]agg{}
+	for rows.Next() {
+		var b int
+		var g agg
+		if err := rows.Scan(&b, &g.count, &g.sum); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("checksum %s ranges: %w", s.name, err)
+		}
+		out[b] = g
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("checksum %s ranges: %w", s.name, err)
+	}
+	return out, nil
+}
+
+// walk returns keys that split r on side s into about parts ranges of
+// equal row counts: every Nth key of an ordered walk over the range. With
+// pct > 0 the walk reads a TABLESAMPLE of that many percent of the pages
+// and sizes the parts by leafRows over the estimated row count. It also
+// returns the number of rows (or sampled rows) walked.
+func (p *pair) walk(ctx context.Context, s *side, r keyRange, parts, leafRows int, pct float64) ([][]string, int64, error) {
+	var a args
+	sample := ""
+	frac := 1.0
+	if pct > 0 && pct < 100 {
+		sample = " TABLESAMPLE SYSTEM (" + a.add(pct) + "::float8)"
+		frac = pct / 100
+	}
+	cols := make([]string, len(s.keyText))
+	outer := make([]string, len(s.keyText))
+	for i, k := range s.keyText {
+		cols[i] = fmt.Sprintf("%s AS k%d", k, i)
+		outer[i] = fmt.Sprintf("k%d", i)
+	}
+	// parts: as many as the estimated rows fill leaves, up to parts.
+	nParts := "least(" + a.add(parts) + "::float8, greatest(1, ceil(n / " + a.add(frac) + "::float8 / " + a.add(leafRows) + "::float8)))"
+	q := "SELECT " + strings.Join(outer, ", ") + ", n FROM (SELECT " + strings.Join(cols, ", ") +
+		", row_number() OVER (ORDER BY " + strings.Join(s.keyCols, ", ") + ") AS rn, count(*) OVER () AS n" +
+		" FROM " + s.rel + sample + p.where(s, r, &a) + ") s" +
+		" WHERE rn < n AND rn % greatest(1, ceil(n / " + nParts + "))::bigint = 0 ORDER BY rn"
+	rows, err := s.pool.Query(ctx, q, a...)
+	if err != nil {
+		return nil, 0, fmt.Errorf("sample %s keys: %w", s.name, err)
+	}
+	defer rows.Close()
+	var bounds [][]string
+	var n int64
+	for rows.Next() {
+		k := make([]string, len(s.keyText))
+		dest := make([]any, 0, len(k)+1)
+		for i := range k {
+			dest = append(dest, &k[i])
+		}
+		dest = append(dest, &n)
+		if err := rows.Scan(dest...); err != nil {
+			return nil, 0, fmt.Errorf("sample %s keys: %w", s.name, err)
+		}
+		bounds = append(bounds, k)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, 0, fmt.Errorf("sample %s keys: %w", s.name, err)
+	}
+	return bounds, n, nil
+}
+
+// result is what comparing a table found.
+type result struct {
+	sourceRows, targetRows int64
+	diffs                  diffs
+	done, total            int64
+}
+
+// compare runs the checksum bisection over the whole table.
+func (p *pair) compare(ctx context.Context, opts Options) (*result, error) {
+	res := &result{}
+	// Sample the larger side, so that a range holding only extra (or only
+	// missing) rows is split too.
+	s, pages := p.src, p.srcPages
+	if p.dstPages > pages {
+		s, pages = p.dst, p.dstPages
+	}
+	pct := 0.0
+	if pages > 2*samplePages {
+		pct = 100 * float64(samplePages) / float64(pages)
+	}
+	bounds, n, err := p.walk(ctx, s, keyRange{}, opts.MaxBuckets, opts.LeafRows, pct)
+	if err != nil {
+		return nil, err
+	}
+	res.total = n
+	if pct > 0 {
+		res.total = int64(float64(n) * 100 / pct)
+	}
+	p.progress(opts, PhaseScan, 0, res.total)
+	err = p.check(ctx, keyRange{}, bounds, opts, res, 0)
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// check compares r, split at bounds, on both sides; it recurses into the
+// buckets that differ.
+func (p *pair) check(ctx context.Context, r keyRange, bounds [][]string, opts Options, res *result, depth int) error {
+	var srcAgg, dstAgg map[int]agg
+	err := both(ctx,
+		func(ctx context.Context) (err error) { srcAgg, err = p.aggregate(ctx, p.src, r, bounds); return err },
+		func(ctx context.Context) (err error) { dstAgg, err = p.aggregate(ctx, p.dst, r, bounds); return err })
+	if err != nil {
+		return err
+	}
+	if depth == 0 {
+		for _, g := range srcAgg {
+			res.sourceRows += g.count
+		}
+		for _, g := range dstAgg {
+			res.targetRows += g.count
+		}
+		res.total = max(res.sourceRows, res.targetRows)
+	}
+	for i := 0; i <= len(bounds); i++ {
+		sa, da := srcAgg[i], dstAgg[i]
+		if sa.count == 0 {
+			sa.sum = "0"
+		}
+		if da.count == 0 {
+			da.sum = "0"
+		}
+		rows := max(sa.count, da.count)
+		if sa == da {
+			res.done += rows
+			continue
+		}
+		sub := keyRange{lo: r.lo, hi: r.hi}
+		if i > 0 {
+			sub.lo = bounds[i-1]
+		}
+		if i < len(bounds) {
+			sub.hi = bounds[i]
+		}
+		if rows > int64(opts.LeafRows) && depth < maxDepth {
+			s := p.src
+			if da.count > sa.count {
+				s = p.dst
+			}
+			parts := min(opts.Fanout, int(rows/int64(opts.LeafRows))+1)
+			subBounds, _, err := p.walk(ctx, s, sub, parts, opts.LeafRows, 0)
+			if err != nil {
+				return err
+			}
+			if len(subBounds) > 0 {
+				if err := p.check(ctx, sub, subBounds, opts, res, depth+1); err != nil {
+					return err
+				}
+				continue
+			}
+		}
+		if err := p.leaf(ctx, sub, res); err != nil {
+			return err
+		}
+		res.done += rows
+		p.progress(opts, PhaseBisect, res.done, res.total)
+	}
+	if depth == 0 {
+		p.progress(opts, PhaseScan, res.done, res.total)
+	}
+	return nil
+}
+
+// row is one row of a leaf: its key's text and each column's hash.
+type row struct {
+	key    []string
+	hashes []pgtype.Int8
+}
+
+// leaf fetches range r from both sides and compares it row by row.
+func (p *pair) leaf(ctx context.Context, r keyRange, res *result) error {
+	var srcRows, dstRows []row
+	err := both(ctx,
+		func(ctx context.Context) (err error) { srcRows, err = p.fetchRange(ctx, p.src, r); return err },
+		func(ctx context.Context) (err error) { dstRows, err = p.fetchRange(ctx, p.dst, r); return err })
+	if err != nil {
+		return err
+	}
+	res.diffs.add(compareRows(srcRows, dstRows))
+	return nil
+}
+
+func (p *pair) rowSelect(s *side) string {
+	return "SELECT " + strings.Join(s.keyText, ", ") + ", " + strings.Join(s.colHash, ", ")
+}
+
+func (p *pair) fetchRange(ctx context.Context, s *side, r keyRange) ([]row, error) {
+	var a args
+	q := p.rowSelect(s) + s.from() + p.where(s, r, &a) + " ORDER BY " + strings.Join(s.keyCols, ", ")
+	return p.scanRows(ctx, s, q, a)
+}
+
+func (p *pair) scanRows(ctx context.Context, s *side, q string, a args) ([]row, error) {
+	rows, err := s.pool.Query(ctx, q, a...)
+	if err != nil {
+		return nil, fmt.Errorf("read %s rows: %w", s.name, err)
+	}
+	defer rows.Close()
+	var out []row
+	nk, nc := len(s.keyText), len(s.colHash)
+	for rows.Next() {
+		rw := row{key: make([]string, nk), hashes: make([]pgtype.Int8, nc)}
+		dest := make([]any, 0, nk+nc)
+		for i := range rw.key {
+			dest = append(dest, &rw.key[i])
+		}
+		for i := range rw.hashes {
+			dest = append(dest, &rw.hashes[i])
+		}
+		if err := rows.Scan(dest...); err != nil {
+			return nil, fmt.Errorf("read %s rows: %w", s.name, err)
+		}
+		out = append(out, rw)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read %s rows: %w", s.name, err)
+	}
+	return out, nil
+}
+
+func (p *pair) progress(opts Options, phase Phase, done, total int64) {
+	if opts.Progress != nil {
+		opts.Progress(Progress{Table: p.table.Target.String(), Phase: phase, Done: min(done, total), Total: total})
+	}
+}

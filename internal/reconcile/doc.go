@@ -1,0 +1,54 @@
+// Package reconcile compares a table in the source database with its mapped
+// table in the target database, names every row that differs, and can make
+// the target match the source.
+//
+// # Checksum bisection
+//
+// Comparing row by row would move both tables over the network. Instead each
+// database reduces a key range to two numbers, its row count and the sum (as
+// numeric, so order does not matter and nothing overflows) of a 64-bit hash of
+// each row's canonical form. Both databases answer at the same time, and only
+// these aggregates cross the network:
+//
+//  1. Bucket boundaries come from a sample of the keys: a TABLESAMPLE of
+//     the larger table when it is big, else a keyset walk that keeps every
+//     Nth key. Boundaries are keys that exist, so gaps in the key space cost
+//     nothing, and any key type works, composite keys included.
+//  2. One scan per side assigns each row its bucket (a binary tree of key
+//     comparisons) and returns (bucket, count, sum) for up to MaxBuckets
+//     buckets. When every bucket agrees, the table is consistent: that is one
+//     pass over each table, run in parallel.
+//  3. A bucket whose count or sum differs is split again from a keyset walk
+//     over just that range, until a range holds at most LeafRows rows on
+//     either side. Such a range is fetched from both sides as keys and
+//     per-column hashes, and compared in Go, giving the exact keys and the
+//     columns that differ.
+//
+// # Canonical form
+//
+// The source side is read through the mapping's SourceSelectList, so every
+// column arrives in the target column's type, in the target's column order.
+// Values compare by value: NULL differs from ”, a timestamp one microsecond
+// off differs, 1.5 and 1.50 are one number, text compares byte for byte. On
+// PostgreSQL 14 and later the row hash is hash_record_extended over a row of
+// the mapped columns: each column is hashed with its type's own extended hash
+// function (the one hash partitioning relies on, stable across versions),
+// which hashes numeric by value and timestamps to the microsecond. A column
+// whose type has no extended hash (json, point, ...) is hashed through its
+// text form. Older servers use md5 over the row's text form, with numeric
+// values stripped of trailing fractional zeros first. Sessions run with
+// TimeZone UTC, DateStyle ISO and extra_float_digits 3, so text forms are
+// exact and the same on both sides.
+//
+// # Rows in flight
+//
+// While a sync runs, a difference may be a change not yet applied. With a
+// recheck delay, every differing key is read again from both sides after the
+// delay, and only the differences that persist are reported.
+//
+// # Repair
+//
+// Repair reads the source's current values for every differing key, upserts
+// them into the target and deletes target rows whose key no longer has a
+// (filtered) source row, in batched transactions; then it verifies again.
+package reconcile

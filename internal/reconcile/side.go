@@ -1,0 +1,263 @@
+package reconcile
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/strangler-fig/strangler/internal/mapping"
+)
+
+// side is one database's view of a mapped table: the SQL expressions that
+// read its keys and values in the target's types.
+type side struct {
+	name string // "source" or "target"
+	pool *pgxpool.Pool
+	rel  string // quoted table
+	// filter is the source row filter, or "".
+	filter string
+	// keyCols are the key columns as compared in range predicates: the raw
+	// column, so its index serves, compared with parameters cast to the
+	// target's type.
+	keyCols []string
+	// keyText reads each key column as text in the target's type.
+	keyText []string
+	// values reads each mapped column in the target's type.
+	values []string
+	// rowHash hashes a row's canonical form to a bigint.
+	rowHash string
+	// colHash hashes each column's canonical form; NULL for NULL.
+	colHash []string
+}
+
+// pair is a table mapping with both sides ready to be queried.
+type pair struct {
+	table    *mapping.Table
+	mode     HashMode
+	src, dst *side
+	// keyCols are the key columns (target side names and types).
+	keyCols []mapping.Column
+	// keyTypes are the target types of the key columns, for casts.
+	keyTypes []string
+	// colNames are the target column names in order.
+	colNames []string
+	// pages is each side's table size in pages, to size the first sample.
+	srcPages, dstPages int64
+}
+
+func newPair(ctx context.Context, src, dst *pgxpool.Pool, t *mapping.Table, mode HashMode) (*pair, error) {
+	p := &pair{table: t, keyCols: t.KeyColumns()}
+	for _, c := range p.keyCols {
+		p.keyTypes = append(p.keyTypes, c.TargetType)
+	}
+	for _, c := range t.Columns {
+		p.colNames = append(p.colNames, c.Target)
+	}
+	var srcVer, dstVer int
+	err := both(ctx,
+		func(ctx context.Context) error {
+			var err error
+			srcVer, p.srcPages, err = serverInfo(ctx, src, t.Source)
+			return err
+		},
+		func(ctx context.Context) error {
+			var err error
+			dstVer, p.dstPages, err = serverInfo(ctx, dst, t.Target)
+			return err
+		})
+	if err != nil {
+		return nil, err
+	}
+	record := srcVer >= 140000 && dstVer >= 140000
+	switch mode {
+	case HashAuto:
+		mode = HashMD5
+		if record {
+			mode = HashRecord
+		}
+	case HashRecord:
+		if !record {
+			return nil, fmt.Errorf("%w: %s needs PostgreSQL 14 or later on both sides", ErrHashMode, mode)
+		}
+	case HashMD5:
+	default:
+		return nil, fmt.Errorf("%w: %q", ErrHashMode, mode)
+	}
+	p.mode = mode
+
+	hashable := make([]bool, len(t.Columns))
+	if mode == HashRecord {
+		for i, c := range t.Columns {
+			ok := true
+			for _, db := range []*pgxpool.Pool{src, dst} {
+				h, err := hasExtendedHash(ctx, db, c.TargetType)
+				if err != nil {
+					return nil, err
+				}
+				ok = ok && h
+			}
+			hashable[i] = ok
+		}
+	}
+
+	p.src = &side{name: "source", pool: src, rel: t.Source.Quoted(), filter: t.Where}
+	p.dst = &side{name: "target", pool: dst, rel: t.Target.Quoted()}
+	for _, c := range t.Columns {
+		p.src.values = append(p.src.values, c.SourceExpr())
+		p.dst.values = append(p.dst.values, mapping.QuoteIdent(c.Target))
+	}
+	for _, k := range t.Key {
+		c := t.Columns[k]
+		p.src.keyCols = append(p.src.keyCols, mapping.QuoteIdent(c.Source))
+		p.dst.keyCols = append(p.dst.keyCols, mapping.QuoteIdent(c.Target))
+		p.src.keyText = append(p.src.keyText, "("+c.SourceExpr()+")::text")
+		p.dst.keyText = append(p.dst.keyText, mapping.QuoteIdent(c.Target)+"::text")
+	}
+	for _, s := range []*side{p.src, p.dst} {
+		s.rowHash, s.colHash = hashExprs(mode, t.Columns, s.values, hashable)
+	}
+	return p, nil
+}
+
+// serverInfo returns the server's version number and the table's size in
+// pages.
+func serverInfo(ctx context.Context, db *pgxpool.Pool, rel mapping.Ident) (version int, pages int64, err error) {
+	var v, tz string
+	err = db.QueryRow(ctx, `SELECT current_setting('server_version_num'), current_setting('TimeZone'),
+			pg_relation_size($1::regclass) / current_setting('block_size')::int`, rel.Quoted()).Scan(&v, &tz, &pages)
+	if err != nil {
+		return 0, 0, fmt.Errorf("read server version and size of %s: %w", rel, err)
+	}
+	if tz != "UTC" {
+		return 0, 0, fmt.Errorf("session TimeZone is %s: %w", tz, ErrSession)
+	}
+	version, err = strconv.Atoi(v)
+	if err != nil {
+		return 0, 0, fmt.Errorf("server version %q: %w", v, err)
+	}
+	return version, pages, nil
+}
+
+// hasExtendedHash reports whether typ has an extended hash function, by
+// asking hash_record_extended to hash a NULL of the type: it looks up every
+// field's hash function before it looks at the values.
+func hasExtendedHash(ctx context.Context, db *pgxpool.Pool, typ string) (bool, error) {
+	var h int64
+	err := db.QueryRow(ctx, "SELECT hash_record_extended(ROW(NULL::"+typ+"), 0)").Scan(&h)
+	if err == nil {
+		return true, nil
+	}
+	if strings.Contains(err.Error(), "could not identify") {
+		return false, nil
+	}
+	return false, fmt.Errorf("probe hash function of type %s: %w", typ, err)
+}
+
+// hashExprs builds the row hash and the per-column hashes over the value
+// expressions of one side.
+func hashExprs(mode HashMode, cols []mapping.Column, values []string, hashable []bool) (row string, perCol []string) {
+	canon := make([]string, len(values))
+	switch mode {
+	case HashRecord:
+		for i, v := range values {
+			canon[i] = v
+			if !hashable[i] {
+				// No extended hash for the type: hash its text form,
+				// byte for byte.
+				canon[i] = "(" + v + `)::text COLLATE "C"`
+			}
+			perCol = append(perCol, fmt.Sprintf("CASE WHEN num_nulls(%s) = 1 THEN NULL ELSE hash_record_extended(ROW(%s), 0) END", v, canon[i]))
+		}
+		return "hash_record_extended(ROW(" + strings.Join(canon, ", ") + "), 0)", perCol
+	default:
+		for i, v := range values {
+			canon[i] = v
+			if isNumeric(cols[i].TargetType) {
+				// Text of a numeric keeps its scale: 1.50 must hash like 1.5.
+				canon[i] = fmt.Sprintf(`regexp_replace(regexp_replace((%s)::text, '(\.[0-9]*[1-9])0+$', '\1'), '\.0+$', '')`, v)
+			}
+			perCol = append(perCol, md5Bigint("("+canon[i]+")::text"))
+		}
+		return md5Bigint("ROW(" + strings.Join(canon, ", ") + ")::text"), perCol
+	}
+}
+
+func md5Bigint(textExpr string) string {
+	return "('x' || left(md5(" + textExpr + "), 16))::bit(64)::bigint"
+}
+
+func isNumeric(typ string) bool {
+	return typ == "numeric" || strings.HasPrefix(typ, "numeric(")
+}
+
+// from is the FROM clause of the side's table.
+func (s *side) from() string { return " FROM " + s.rel }
+
+// both runs f and g at the same time and returns the first error.
+func both(ctx context.Context, f, g func(context.Context) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() {
+		err := g(ctx)
+		if err != nil {
+			cancel()
+		}
+		errc <- err
+	}()
+	err := f(ctx)
+	if err != nil {
+		cancel()
+	}
+	if gerr := <-errc; err == nil {
+		err = gerr
+	}
+	return err
+}
+
+// sessionParams make text forms exact and equal on both sides: times in
+// UTC, ISO dates, floats with all their digits. JIT is off because
+// compiling the bucket trees costs more than it saves.
+func sessionParams() map[string]string {
+	return map[string]string{
+		"TimeZone":           "UTC",
+		"DateStyle":          "ISO, YMD",
+		"IntervalStyle":      "postgres",
+		"extra_float_digits": "3",
+		"bytea_output":       "hex",
+		"jit":                "off",
+		"application_name":   "datasync-verify",
+	}
+}
+
+// Connect opens a connection pool to url with the session settings Verify
+// relies on. Pools passed to Verify must come from Connect or be configured
+// with ConfigurePool.
+func Connect(ctx context.Context, url string) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("parse database URL: %w", err)
+	}
+	ConfigurePool(cfg)
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s: %w", cfg.ConnConfig.Host, err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("connect to %s:%d/%s: %w", cfg.ConnConfig.Host, cfg.ConnConfig.Port, cfg.ConnConfig.Database, err)
+	}
+	return pool, nil
+}
+
+// ConfigurePool sets the session settings Verify relies on in cfg.
+func ConfigurePool(cfg *pgxpool.Config) {
+	for k, v := range sessionParams() {
+		if _, set := cfg.ConnConfig.RuntimeParams[k]; !set || k != "application_name" {
+			cfg.ConnConfig.RuntimeParams[k] = v
+		}
+	}
+}
