@@ -2,10 +2,12 @@ package reconcile
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/strangler-fig/strangler/internal/mapping"
@@ -119,7 +121,62 @@ func newPair(ctx context.Context, src, dst *pgxpool.Pool, t *mapping.Table, mode
 	for _, s := range []*side{p.src, p.dst} {
 		s.rowHash, s.colHash = hashExprs(mode, t.Columns, s.values, hashable)
 	}
+
+	// Range predicates are evaluated by each database under its own
+	// collation; when a text key's collations differ, both sides must
+	// order by bytes, or a row would fall in different ranges.
+	var srcColl, dstColl []string
+	err = both(ctx,
+		func(ctx context.Context) (err error) {
+			srcColl, err = keyCollations(ctx, src, t.Source, keyNames(p.keyCols, true))
+			return err
+		},
+		func(ctx context.Context) (err error) {
+			dstColl, err = keyCollations(ctx, dst, t.Target, keyNames(p.keyCols, false))
+			return err
+		})
+	if err != nil {
+		return nil, err
+	}
+	for i := range p.keyCols {
+		if srcColl[i] != dstColl[i] && srcColl[i] != "" && dstColl[i] != "" {
+			p.src.keyCols[i] += ` COLLATE "C"`
+			p.dst.keyCols[i] += ` COLLATE "C"`
+		}
+	}
 	return p, nil
+}
+
+func keyNames(cols []mapping.Column, source bool) []string {
+	out := make([]string, len(cols))
+	for i, c := range cols {
+		out[i] = c.Target
+		if source {
+			out[i] = c.Source
+		}
+	}
+	return out
+}
+
+// keyCollations returns, per key column of rel, the collation its
+// comparisons use ("" for types without one), resolving the database
+// default to the database's locale.
+func keyCollations(ctx context.Context, db *pgxpool.Pool, rel mapping.Ident, names []string) ([]string, error) {
+	out := make([]string, len(names))
+	for i, name := range names {
+		err := db.QueryRow(ctx, `SELECT CASE WHEN a.attcollation = 0 THEN ''
+				WHEN c.collname = 'default' THEN 'default:' || d.datcollate
+				ELSE n.nspname || '.' || c.collname || ':' || coalesce(c.collcollate, '') END
+			FROM pg_attribute a
+			LEFT JOIN pg_collation c ON c.oid = a.attcollation
+			LEFT JOIN pg_namespace n ON n.oid = c.collnamespace
+			JOIN pg_database d ON d.datname = current_database()
+			WHERE a.attrelid = $1::regclass AND a.attname = $2`, rel.Quoted(), name).Scan(&out[i])
+		if err != nil {
+			return nil, fmt.Errorf("read collation of %s.%s: %w", rel, name, err)
+		}
+	}
+	return out, nil
 }
 
 // serverInfo returns the server's version number and the table's size in
@@ -141,6 +198,10 @@ func serverInfo(ctx context.Context, db *pgxpool.Pool, rel mapping.Ident) (versi
 	return version, pages, nil
 }
 
+// sqlstateUndefinedFunction is the SQLSTATE of "could not identify an
+// extended hash function".
+const sqlstateUndefinedFunction = "42883"
+
 // hasExtendedHash reports whether typ has an extended hash function, by
 // asking hash_record_extended to hash a NULL of the type: it looks up every
 // field's hash function before it looks at the values.
@@ -150,7 +211,8 @@ func hasExtendedHash(ctx context.Context, db *pgxpool.Pool, typ string) (bool, e
 	if err == nil {
 		return true, nil
 	}
-	if strings.Contains(err.Error(), "could not identify") {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == sqlstateUndefinedFunction {
 		return false, nil
 	}
 	return false, fmt.Errorf("probe hash function of type %s: %w", typ, err)
