@@ -5,13 +5,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"runtime/debug"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/strangler-fig/strangler/internal/loop"
 )
 
 // Outcome is what happened to one request a guarded flag sent to its service.
@@ -221,27 +222,12 @@ func (s *Set) Tick() {
 
 // Run calls Tick every TickEvery until ctx is done. A panic in a tick is
 // logged with its stack and ends Run with an error.
-func (s *Set) Run(ctx context.Context) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			s.log.Error("guard loop panicked", "panic", r, "stack", string(debug.Stack()))
-			err = fmt.Errorf("guard loop: panic: %v", r)
-		}
-	}()
+func (s *Set) Run(ctx context.Context) error {
 	every := s.opts.TickEvery
 	if every <= 0 {
 		every = time.Second
 	}
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-			s.Tick()
-		}
-	}
+	return loop.Every(ctx, s.log, "guard", every, func(context.Context) { s.Tick() })
 }
 
 // slotsPerWindow is how many slots make a window.

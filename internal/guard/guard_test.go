@@ -9,6 +9,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/strangler-fig/strangler/internal/problem"
 )
 
 // fakeClock is a clock tests move by hand.
@@ -319,10 +321,7 @@ func TestConfigValidate(t *testing.T) {
 			want: []string{"g"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var got []string
-			for _, p := range tc.cfg.Validate("g") {
-				got = append(got, p.Path)
-			}
+			got := problem.Paths(tc.cfg.Validate("g"))
 			if strings.Join(got, ",") != strings.Join(tc.want, ",") {
 				t.Fatalf("got problems at %v, want at %v", tc.cfg.Validate("g"), tc.want)
 			}

@@ -31,3 +31,12 @@ func Join(parent, field string) string {
 	}
 	return parent + "." + field
 }
+
+// Paths returns the paths of ps, in order.
+func Paths(ps []Problem) []string {
+	out := make([]string, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, p.Path)
+	}
+	return out
+}

@@ -10,13 +10,13 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"slices"
 	"strconv"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/strangler-fig/strangler/internal/loop"
 	"github.com/strangler-fig/strangler/internal/problem"
 )
 
@@ -249,29 +249,16 @@ func (c *Controller) State(flag string) (st FlagState, ok bool, err error) {
 
 // Run calls Tick every TickEvery until ctx is done; errors are logged. A
 // panic in a tick is logged with its stack and ends Run with an error.
-func (c *Controller) Run(ctx context.Context) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			c.log.Error("ramp loop panicked", "panic", r, "stack", string(debug.Stack()))
-			err = fmt.Errorf("ramp loop: panic: %v", r)
-		}
-	}()
+func (c *Controller) Run(ctx context.Context) error {
 	every := c.opts.TickEvery
 	if every <= 0 {
 		every = 5 * time.Second
 	}
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-			if err := c.Tick(ctx); err != nil {
-				c.log.Error("ramp tick failed", "error", err)
-			}
+	return loop.Every(ctx, c.log, "ramp", every, func(ctx context.Context) {
+		if err := c.Tick(ctx); err != nil {
+			c.log.Error("ramp tick failed", "error", err)
 		}
-	}
+	})
 }
 
 // update runs fn on the state file's content under the exclusive lock and

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/strangler-fig/strangler/internal/problem"
 )
 
 // fakeClock is a clock tests move by hand.
@@ -300,10 +302,7 @@ func TestConfigValidate(t *testing.T) {
 			want: []string{"r.steps[1]", "r.steps[2]", "r.steps[3]", "r.interval"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var got []string
-			for _, p := range tc.cfg.Validate("r") {
-				got = append(got, p.Path)
-			}
+			got := problem.Paths(tc.cfg.Validate("r"))
 			if !slices.Equal(got, tc.want) {
 				t.Fatalf("got problems at %v, want at %v", tc.cfg.Validate("r"), tc.want)
 			}
