@@ -95,6 +95,10 @@ type Options struct {
 	// NoiseObservations is how many A/A checks a path must differ in to
 	// become noise; zero means DefaultNoiseObservations.
 	NoiseObservations int
+	// OnResult, when set, is called with every comparison's result
+	// (dropped ones included), after it was counted; from the goroutine
+	// that produced it, so it must be quick.
+	OnResult func(route, result string)
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Rand returns a number in [0, 1) for sampling; nil means math/rand/v2.
@@ -265,6 +269,9 @@ func (s *Shadower) Submit(routeName string, req Request, mono Answer) bool {
 
 func (s *Shadower) count(route, result string) {
 	s.results.WithLabelValues(route, result).Inc()
+	if s.opts.OnResult != nil {
+		s.opts.OnResult(route, result)
+	}
 }
 
 // compare runs one comparison; it owns a slot of the semaphore.
@@ -306,11 +313,11 @@ func (s *Shadower) compare(r *route, req Request, mono Answer) {
 		s.count(r.Name, ResultMatch)
 		return
 	}
-	s.count(r.Name, ResultMismatch)
 	r.state.add(Mismatch{
 		At: s.opts.Now(), Route: r.Name, Method: req.Method, Path: req.Path,
 		MonolithStatus: mono.Status, ServiceStatus: svc.Status, Diffs: diffs,
 	}, s.opts.KeepMismatches)
+	s.count(r.Name, ResultMismatch)
 }
 
 var errBodyTooLarge = errors.New("body exceeds the shadow body limit")
