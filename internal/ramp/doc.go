@@ -32,8 +32,9 @@
 // the ramp last set means an operator lowered it by hand: the ramp stops, as
 // after a trip, rather than undo the operator's change.
 //
-// [Controller.Stop] stops a flag's ramp (the proxy calls it from the guard's
-// trip callback, after setting the percentage to 0); the stop is persisted,
+// [Controller.Trip] is the guard's trip callback: it sets the flag's
+// percentage to 0 through the store and stops its ramp ([Controller.Stop]
+// alone stops a ramp without touching the percentage). The stop is persisted,
 // so no replica advances the flag until [Controller.Resume], which takes the
 // next step at the next tick and then one per interval again. A stop is
 // recorded for a guarded flag without a ramp too, so its trip stays visible.

@@ -219,6 +219,21 @@ func (c *Controller) Stop(ctx context.Context, flag, reason string) error {
 	})
 }
 
+// Trip is what the proxy does when flag's guard trips: it sets the flag's
+// percentage to 0 through the Store (persisted like a manual change, with
+// the reason in the audit log) and stops the flag's ramp for every replica.
+// It does both even when one fails, and returns the errors joined.
+func (c *Controller) Trip(ctx context.Context, flag, reason string) error {
+	var errs []error
+	if err := c.opts.Store.SetPercentage(ctx, flag, 0, "guard tripped: "+reason); err != nil {
+		errs = append(errs, fmt.Errorf("set %s to 0%%: %w", flag, err))
+	}
+	if err := c.Stop(ctx, flag, reason); err != nil {
+		errs = append(errs, fmt.Errorf("stop ramp of %s: %w", flag, err))
+	}
+	return errors.Join(errs...)
+}
+
 // Resume lets flag's ramp continue: the next tick of any replica takes the
 // step above the flag's current percentage, then one step per interval.
 func (c *Controller) Resume(ctx context.Context, flag string) error {
