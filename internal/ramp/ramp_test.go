@@ -1,10 +1,12 @@
 package ramp
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -90,7 +92,7 @@ func (s *fileStore) SetPercentage(_ context.Context, flag string, p float64, _ s
 		return err
 	}
 	defer f.Close()
-	_, err = fmt.Fprintf(f, "%s %s %d\n", flag, fmtPct(p), s.now().UnixNano())
+	_, err = fmt.Fprintf(f, "%s %s %d %d\n", flag, fmtPct(p), s.now().UnixNano(), os.Getpid())
 	return err
 }
 
@@ -98,6 +100,7 @@ type auditEntry struct {
 	flag string
 	pct  float64
 	at   time.Time
+	pid  int
 }
 
 func readAudit(tb testing.TB, dir string) []auditEntry {
@@ -113,7 +116,7 @@ func readAudit(tb testing.TB, dir string) []auditEntry {
 	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
 		var e auditEntry
 		var nanos int64
-		if _, err := fmt.Sscanf(line, "%s %g %d", &e.flag, &e.pct, &nanos); err != nil {
+		if _, err := fmt.Sscanf(line, "%s %g %d %d", &e.flag, &e.pct, &nanos, &e.pid); err != nil {
 			tb.Fatalf("audit line %q: %v", line, err)
 		}
 		e.at = time.Unix(0, nanos).UTC()
@@ -144,6 +147,19 @@ func newReplica(tb testing.TB, dir string, clock *fakeClock, holding func(string
 	return c, store
 }
 
+// checkSchedule checks that usersRamp took each step once, on the minute.
+func checkSchedule(tb testing.TB, entries []auditEntry) {
+	tb.Helper()
+	if got, want := auditPercentages(entries), usersRamp.Steps; !slices.Equal(got, want) {
+		tb.Fatalf("got steps %v, want %v", got, want)
+	}
+	for i, e := range entries {
+		if want := t0.Add(time.Duration(i+1) * usersRamp.Interval); !e.at.Equal(want) {
+			tb.Errorf("step %d (%s%%): got at %s, want at %s", i+1, fmtPct(e.pct), e.at.Format(time.TimeOnly), want.Format(time.TimeOnly))
+		}
+	}
+}
+
 func tick(tb testing.TB, c *Controller) {
 	tb.Helper()
 	if err := c.Tick(context.Background()); err != nil {
@@ -167,15 +183,7 @@ func TestTwoReplicasAdvanceOncePerInterval(t *testing.T) {
 		wg.Wait()
 		clock.Add(10 * time.Second)
 	}
-	entries := readAudit(t, dir)[1:] // the first entry is the test's own start
-	if got, want := auditPercentages(entries), usersRamp.Steps; !slices.Equal(got, want) {
-		t.Fatalf("got steps %v, want %v", got, want)
-	}
-	for i, e := range entries {
-		if want := t0.Add(time.Duration(i+1) * time.Minute); !e.at.Equal(want) {
-			t.Errorf("step %d (%s%%): got at %s, want at %s", i+1, fmtPct(e.pct), e.at.Format(time.TimeOnly), want.Format(time.TimeOnly))
-		}
-	}
+	checkSchedule(t, readAudit(t, dir)[1:]) // the first entry is the test's own start
 	st, ok, err := a.State("users-migration")
 	if err != nil || !ok || !st.Done || st.LastStep != 100 {
 		t.Fatalf("got state %+v (ok %v, err %v), want done at 100", st, ok, err)
@@ -311,7 +319,8 @@ func TestConfigValidate(t *testing.T) {
 }
 
 // The helper process: a second replica, in its own process, ticking the
-// shared files through the same fake schedule as the test.
+// shared files in lockstep with the test: it reads "tick" on stdin, ticks at
+// its fake time, moves its clock 10 s on and answers "ticked".
 const helperEnv = "RAMP_TEST_HELPER_DIR"
 
 func TestHelperReplicaProcess(t *testing.T) {
@@ -319,19 +328,13 @@ func TestHelperReplicaProcess(t *testing.T) {
 	if dir == "" {
 		t.Skip("only runs as the helper of TestTwoProcessesAdvanceOncePerInterval")
 	}
-	runSchedule(t, dir)
-}
-
-// runSchedule ticks a replica every 10 s of fake time for eight minutes. The
-// two processes run it at once without keeping in step, so one may tick at
-// a fake time the other has passed; that one must then take no step.
-func runSchedule(tb testing.TB, dir string) {
-	tb.Helper()
 	clock := &fakeClock{now: t0}
-	c, _ := newReplica(tb, dir, clock, nil)
-	for range 8 * 6 {
-		tick(tb, c)
+	c, _ := newReplica(t, dir, clock, nil)
+	in := bufio.NewScanner(os.Stdin)
+	for in.Scan() {
+		tick(t, c)
 		clock.Add(10 * time.Second)
+		fmt.Println("ticked")
 	}
 }
 
@@ -340,29 +343,50 @@ func TestTwoProcessesAdvanceOncePerInterval(t *testing.T) {
 		t.Skip("starts a process")
 	}
 	dir := t.TempDir()
-	store := newFileStore(dir, func() time.Time { return t0 })
+	clock := &fakeClock{now: t0}
+	c, store := newReplica(t, dir, clock, nil)
 	if err := store.SetPercentage(context.Background(), "users-migration", 0, "start"); err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperReplicaProcess$", "-test.count=1")
 	cmd.Env = append(os.Environ(), helperEnv+"="+dir)
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	toHelper, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromHelper, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	runSchedule(t, dir)
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("helper process: %v\n%s", err, out.String())
-	}
-	entries := readAudit(t, dir)[1:]
-	if got, want := auditPercentages(entries), usersRamp.Steps; !slices.Equal(got, want) {
-		t.Fatalf("got steps %v, want %v", got, want)
-	}
-	for i := 1; i < len(entries); i++ {
-		if gap := entries[i].at.Sub(entries[i-1].at); gap < usersRamp.Interval {
-			t.Errorf("steps %s%% and %s%% only %s apart, want at least %s",
-				fmtPct(entries[i-1].pct), fmtPct(entries[i].pct), gap, usersRamp.Interval)
+	answers := bufio.NewScanner(fromHelper)
+	for range 8 * 6 { // eight minutes in 10 s ticks, both processes at once
+		if _, err := io.WriteString(toHelper, "tick\n"); err != nil {
+			t.Fatalf("to helper: %v\n%s", err, stderr.String())
+		}
+		tick(t, c)
+		clock.Add(10 * time.Second)
+		for answers.Scan() && answers.Text() != "ticked" {
+		}
+		if answers.Err() != nil {
+			t.Fatalf("from helper: %v", answers.Err())
 		}
 	}
+	toHelper.Close()
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("helper process: %v\n%s", err, stderr.String())
+	}
+	entries := readAudit(t, dir)[1:]
+	checkSchedule(t, entries)
+	byUs := 0
+	for _, e := range entries {
+		if e.pid == os.Getpid() {
+			byUs++
+		}
+	}
+	t.Logf("steps taken: %d by this process, %d by the helper", byUs, len(entries)-byUs)
 }
