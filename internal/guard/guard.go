@@ -177,6 +177,13 @@ func (s *Set) State(flag string) (st State, ok bool) {
 	return m.state(), true
 }
 
+// Holding reports whether flag's guard holds: true for a flag without a
+// guard or with one that has not tripped. It fits ramp.Options.Holding.
+func (s *Set) Holding(flag string) bool {
+	st, ok := s.State(flag)
+	return !ok || !st.Tripped
+}
+
 // Rearm clears flag's trip and empties its windows, so the guard judges
 // only what happens from now on. The proxy calls it when an operator
 // resumes the flag. It reports whether the flag has a guard.

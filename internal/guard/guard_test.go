@@ -184,10 +184,14 @@ func TestRearmJudgesOnlyNewOutcomes(t *testing.T) {
 	if got := h.trips.count(); got != 1 {
 		t.Fatalf("got %d trips, want 1", got)
 	}
+	if h.set.Holding("f") || !h.set.Holding("unguarded") {
+		t.Fatalf("got Holding %v for the tripped flag and %v for an unguarded one, want false and true",
+			h.set.Holding("f"), h.set.Holding("unguarded"))
+	}
 	if !h.set.Rearm("f") {
 		t.Fatal("Rearm: got false for a guarded flag, want true")
 	}
-	if st, _ := h.set.State("f"); st.Tripped {
+	if st, _ := h.set.State("f"); st.Tripped || !h.set.Holding("f") {
 		t.Fatalf("after Rearm got state %+v, want not tripped", st)
 	}
 	for range 70 {
