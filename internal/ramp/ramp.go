@@ -234,18 +234,29 @@ func (c *Controller) Trip(ctx context.Context, flag, reason string) error {
 	return errors.Join(errs...)
 }
 
+// ErrNotStopped is returned by Resume for a flag whose ramp is not stopped;
+// nothing was changed.
+var ErrNotStopped = errors.New("ramp is not stopped")
+
 // Resume lets flag's ramp continue: the next tick of any replica takes the
-// step above the flag's current percentage, then one step per interval.
+// step above the flag's current percentage, then one step per interval. The
+// proxy calls it for `rollout resume FLAG`, with the guard's Rearm.
 func (c *Controller) Resume(ctx context.Context, flag string) error {
-	return c.update(ctx, func(st *stateFile, now time.Time) {
+	stopped := false
+	err := c.update(ctx, func(st *stateFile, now time.Time) {
 		fl := st.Flags[flag]
-		if fl == nil {
+		if fl == nil || !fl.Stopped {
 			return
 		}
+		stopped = true
 		fl.Stopped, fl.StoppedReason, fl.StoppedAt = false, "", time.Time{}
 		fl.LastAdvancedAt, fl.LastStep, fl.Done = time.Time{}, 0, false
 		c.log.Info("ramp resumed", "flag", flag)
 	})
+	if err == nil && !stopped {
+		return fmt.Errorf("resume %s: %w", flag, ErrNotStopped)
+	}
+	return err
 }
 
 // State returns flag's ramp state as the state file holds it; ok is false

@@ -228,6 +228,9 @@ func TestTrippedRampStopsUntilResumed(t *testing.T) {
 	if err := other.Resume(ctx, "users-migration"); err != nil {
 		t.Fatal(err)
 	}
+	if err := c.Resume(ctx, "users-migration"); !errors.Is(err, ErrNotStopped) {
+		t.Fatalf("resuming twice: got %v, want ErrNotStopped", err)
+	}
 	tick(t, c)
 	if p, _ := store.Percentage("users-migration"); p != 1 {
 		t.Fatalf("first tick after resume: got %v%%, want 1%%", p)
