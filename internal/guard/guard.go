@@ -83,6 +83,19 @@ type State struct {
 	LastWindow *WindowStats `json:"last_window,omitempty"`
 }
 
+// String summarises st for `rollout get` and `explain`, e.g. "tripped at
+// 2026-01-01T12:00:36Z: error rate 0.307 > 0.02 over 1m0s (212 requests)"
+// or "holding (last window: 212 requests, error rate 0.00472, p99 36ms)".
+func (st State) String() string {
+	if st.Tripped {
+		return fmt.Sprintf("tripped at %s: %s", st.At.UTC().Format(time.RFC3339), st.Reason)
+	}
+	if w := st.LastWindow; w != nil {
+		return fmt.Sprintf("holding (last window: %d requests, error rate %s, p99 %s)", w.Requests, fmtRate(w.ErrorRate()), w.P99)
+	}
+	return "holding (no window evaluated yet)"
+}
+
 // Options configure a Set. Every field may be left zero.
 type Options struct {
 	// Registerer receives strangler_guard_trips_total; nil registers nothing.

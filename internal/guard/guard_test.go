@@ -2,6 +2,7 @@ package guard
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -117,6 +118,9 @@ func TestErrorsUnderHalfRampTripWithinOneWindow(t *testing.T) {
 	if !ok || !st.Tripped || st.Reason == "" || st.At.IsZero() {
 		t.Fatalf("got state %+v (ok %v), want tripped with a reason and a time", st, ok)
 	}
+	if got, want := st.String(), "tripped at "+st.At.Format(time.RFC3339)+": "+st.Reason; got != want {
+		t.Fatalf("got %q, want %q", got, want)
+	}
 	if got := testutil.ToFloat64(h.set.trips.WithLabelValues("users-migration")); got != 1 {
 		t.Fatalf("got strangler_guard_trips_total %v, want 1", got)
 	}
@@ -136,6 +140,9 @@ func TestWindowsBelowMinRequestsDecideNothing(t *testing.T) {
 	st, _ := h.set.State("f")
 	if st.LastWindow == nil || st.LastWindow.Requests >= 50 || st.LastWindow.Errors != st.LastWindow.Requests {
 		t.Fatalf("got last window %+v, want fewer than 50 requests, all errors", st.LastWindow)
+	}
+	if got, want := st.String(), fmt.Sprintf("holding (last window: %d requests, error rate 1, p99 5.24288s)", st.LastWindow.Requests); got != want {
+		t.Fatalf("got %q, want %q", got, want)
 	}
 }
 

@@ -172,14 +172,17 @@ func (d *differ) value(a, b any) {
 		if !ok {
 			break
 		}
-		keys := map[string]bool{}
+		keys := make([]string, 0, len(av)+len(bv))
 		for k := range av {
-			keys[k] = true
+			keys = append(keys, k)
 		}
 		for k := range bv {
-			keys[k] = true
+			if _, ok := av[k]; !ok {
+				keys = append(keys, k)
+			}
 		}
-		for _, k := range slices.Sorted(maps.Keys(keys)) {
+		slices.Sort(keys)
+		for _, k := range keys {
 			d.path = append(d.path, seg{kind: segKey, key: k})
 			d.member(av, bv, k)
 			d.path = d.path[:len(d.path)-1]

@@ -217,10 +217,12 @@ func (s *Shadower) Configure(routes []Route) {
 // listener stopped.
 func (s *Shadower) Wait() { s.wg.Wait() }
 
-// Close cancels the comparisons in flight and waits for them to end.
+// Close cancels the comparisons in flight, waits for them to end and
+// closes idle connections.
 func (s *Shadower) Close() {
 	s.cancel()
 	s.wg.Wait()
+	s.client.CloseIdleConnections()
 }
 
 // SafeMethod reports whether method may be shadowed: a copy of anything else
