@@ -14,42 +14,22 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/strangler-fig/strangler/internal/netcount"
 )
 
-type counter struct{ n atomic.Int64 }
-
-type countingConn struct {
-	net.Conn
-	c *counter
-}
-
-func (c countingConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
-	c.c.n.Add(int64(n))
-	return n, err
-}
-
-func connect(ctx context.Context, url string, c *counter) (*pgx.Conn, error) {
+func connect(ctx context.Context, url string, c *netcount.Counter) (*pgx.Conn, error) {
 	cfg, err := pgx.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("parse URL: %w", err)
 	}
 	cfg.RuntimeParams["jit"] = "off"
-	cfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		var d net.Dialer
-		conn, err := d.DialContext(ctx, network, addr)
-		if err != nil {
-			return nil, err
-		}
-		return countingConn{Conn: conn, c: c}, nil
-	}
+	cfg.DialFunc = c.Dial
 	return pgx.ConnectConfig(ctx, cfg)
 }
 
@@ -65,7 +45,7 @@ func main() {
 }
 
 func run(ctx context.Context, mode, srcURL, dstURL, table string, rest []string) error {
-	var srcN, dstN counter
+	var srcN, dstN netcount.Counter
 	src, err := connect(ctx, srcURL, &srcN)
 	if err != nil {
 		return fmt.Errorf("source: %w", err)
@@ -77,8 +57,8 @@ func run(ctx context.Context, mode, srcURL, dstURL, table string, rest []string)
 	}
 	defer dst.Close(ctx)
 	// Connecting is not part of what is measured.
-	srcN.n.Store(0)
-	dstN.n.Store(0)
+	srcN.Reset()
+	dstN.Reset()
 	start := time.Now()
 	var found string
 	switch mode {
@@ -95,7 +75,7 @@ func run(ctx context.Context, mode, srcURL, dstURL, table string, rest []string)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("%s seconds=%.3f source_bytes=%d target_bytes=%d %s\n", mode, time.Since(start).Seconds(), srcN.n.Load(), dstN.n.Load(), found)
+	fmt.Printf("%s seconds=%.3f source_bytes=%d target_bytes=%d %s\n", mode, time.Since(start).Seconds(), srcN.Received(), dstN.Received(), found)
 	return nil
 }
 

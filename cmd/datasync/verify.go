@@ -5,10 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -16,6 +14,7 @@ import (
 
 	"github.com/strangler-fig/strangler/internal/cli"
 	"github.com/strangler-fig/strangler/internal/mapping"
+	"github.com/strangler-fig/strangler/internal/netcount"
 	"github.com/strangler-fig/strangler/internal/reconcile"
 )
 
@@ -112,37 +111,14 @@ Exit status: 0 consistent, 1 differences found (after --repair: still there), 2 
 
 func newCmdVerify(io *cli.IO) *cobra.Command { return NewCmdVerify(io, nil) }
 
-// byteCounter counts the bytes read from the connections it dialled.
-type byteCounter struct{ n atomic.Int64 }
-
-type countingConn struct {
-	net.Conn
-	c *byteCounter
-}
-
-func (c countingConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
-	c.c.n.Add(int64(n))
-	return n, err
-}
-
-func (b *byteCounter) dial(ctx context.Context, network, addr string) (net.Conn, error) {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, network, addr)
-	if err != nil {
-		return nil, err
-	}
-	return countingConn{Conn: conn, c: b}, nil
-}
-
-func connectVerify(ctx context.Context, url, side string, counter *byteCounter) (*pgxpool.Pool, error) {
+func connectVerify(ctx context.Context, url, side string, counter *netcount.Counter) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("%s database: %w", side, err)
 	}
 	reconcile.ConfigurePool(cfg)
 	if counter != nil {
-		cfg.ConnConfig.DialFunc = counter.dial
+		cfg.ConnConfig.DialFunc = counter.Dial
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
@@ -164,9 +140,9 @@ func verifyRun(ctx context.Context, opts *VerifyOptions) error {
 	if err != nil {
 		return err
 	}
-	var srcBytes, dstBytes *byteCounter
+	var srcBytes, dstBytes *netcount.Counter
 	if opts.DebugBytes {
-		srcBytes, dstBytes = &byteCounter{}, &byteCounter{}
+		srcBytes, dstBytes = &netcount.Counter{}, &netcount.Counter{}
 	}
 	src, err := connectVerify(ctx, cfg.Source, "source", srcBytes)
 	if err != nil {
@@ -206,7 +182,7 @@ func verifyRun(ctx context.Context, opts *VerifyOptions) error {
 		return err
 	}
 	if opts.DebugBytes {
-		fmt.Fprintf(opts.IO.ErrOut, "bytes received: source %d, target %d\n", srcBytes.n.Load(), dstBytes.n.Load())
+		fmt.Fprintf(opts.IO.ErrOut, "bytes received: source %d, target %d\n", srcBytes.Received(), dstBytes.Received())
 	}
 	if opts.ReportFile != "" {
 		var b bytes.Buffer
