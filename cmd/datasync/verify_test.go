@@ -74,7 +74,7 @@ func TestVerifyCommandExitCodes(t *testing.T) {
 		{"unknown table", []string{"verify", "--source", src.URL, "--target", dst.URL, "--table", "nope"}, 2, "", "source table public.nope does not exist"},
 		{"no source", []string{"verify", "--target", dst.URL, "--table", "users"}, 2, "", "no source database"},
 		{"unreachable", []string{"verify", "--source", "postgres://u:secret@127.0.0.1:1/db?connect_timeout=5", "--target", dst.URL, "--table", "users"}, 2, "", "source database"},
-		{"repair", append(slices.Clone(base), "--repair"), 0, "repaired: insert 0, update 1, delete 0", ""},
+		{"repair", append(slices.Clone(base), "--repair"), 0, "public.users: consistent after repair (source 3000 rows, target 3000 rows", ""},
 		{"clean after repair", base, 0, "consistent: 1 table(s)", ""},
 	}
 	for _, tc := range cases {

@@ -118,8 +118,11 @@ func (r *Report) WriteSummary(w io.Writer) error {
 	var b strings.Builder
 	for _, t := range r.Tables {
 		state := "consistent"
-		if !t.Consistent {
+		switch {
+		case !t.Consistent:
 			state = "DIFFERENT"
+		case t.Plan != nil && !t.Plan.DryRun:
+			state = "consistent after repair"
 		}
 		name := t.Source
 		if t.Target != t.Source {

@@ -282,10 +282,7 @@ func both(ctx context.Context, f, g func(context.Context) error) error {
 
 // sessionParams make text forms exact and equal on both sides: times in
 // UTC, ISO dates, floats with all their digits. JIT is off because
-// compiling the bucket trees costs more than it saves. Sorts are
-// discouraged because the planner cannot know that the bucket expression
-// yields at most MaxBuckets groups: it estimates one group per row and,
-// with parallel workers, would sort the whole table to group it.
+// compiling the bucket trees costs more than it saves.
 func sessionParams() map[string]string {
 	return map[string]string{
 		"TimeZone":           "UTC",
@@ -294,7 +291,6 @@ func sessionParams() map[string]string {
 		"extra_float_digits": "3",
 		"bytea_output":       "hex",
 		"jit":                "off",
-		"enable_sort":        "off",
 		"application_name":   "datasync-verify",
 	}
 }
