@@ -460,3 +460,23 @@ func TestVerifyTextKeyUnderDifferentCollations(t *testing.T) {
 	rep := p.verify(t, Options{LeafRows: 20, MaxBuckets: 8, Fanout: 4}, mapping.TableSpec{Source: "words"})
 	checkDiffs(t, rep.Tables[0], []string{"w=B1"}, nil, []string{"w=é1004:n"})
 }
+
+func FuzzKeyJSON(f *testing.F) {
+	f.Add("id", "17", int64(17))
+	f.Add("tenant \"a\"", "2024-01-01 00:00:00+00", int64(-1))
+	f.Add("", "\x00\xff", int64(0))
+	f.Fuzz(func(t *testing.T, col, text string, n int64) {
+		k := Key{{col, text}, {col + "2", n}, {"at", keyValue(oidTimestamptz, text)}}
+		data, err := json.Marshal(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var back map[string]any
+		if err := json.Unmarshal(data, &back); err != nil {
+			t.Fatalf("got invalid JSON %s: %v", data, err)
+		}
+		if len(back) != len(k) && col != "at" && col+"2" != "at" {
+			t.Fatalf("got %d fields from %s, want %d", len(back), data, len(k))
+		}
+	})
+}
