@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -209,5 +210,48 @@ func TestVerifyHelp(t *testing.T) {
 	}
 	if strings.Contains(out, "--debug-bytes") {
 		t.Errorf("got help listing the hidden --debug-bytes")
+	}
+}
+
+func TestNewCmdVerifyFlags(t *testing.T) {
+	cases := []struct {
+		name    string
+		args    []string
+		want    VerifyOptions
+		wantErr string
+	}{
+		{name: "defaults", args: nil, want: VerifyOptions{MaxSamples: 100, LeafRows: 2000, MaxBuckets: 1024}},
+		{name: "everything", args: []string{"--report", "r.json", "--max-samples", "5", "--recheck-delay", "2s", "--repair", "--dry-run",
+			"--textfile", "v.prom", "--pushgateway", "http://gw:9091", "--hash", "md5"},
+			want: VerifyOptions{ReportFile: "r.json", MaxSamples: 5, RecheckDelay: 2 * time.Second, Repair: true, DryRun: true,
+				Textfile: "v.prom", Pushgateway: "http://gw:9091", Hash: "md5", LeafRows: 2000, MaxBuckets: 1024}},
+		{name: "negative samples", args: []string{"--max-samples", "-1"}, wantErr: "--max-samples -1"},
+		{name: "negative delay", args: []string{"--recheck-delay", "-1s"}, wantErr: "--recheck-delay -1s"},
+		{name: "unknown hash", args: []string{"--hash", "sha1"}, wantErr: `--hash "sha1"`},
+		{name: "arguments", args: []string{"users"}, wantErr: "unknown command"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var got *VerifyOptions
+			io := &cli.IO{Out: &bytes.Buffer{}, ErrOut: &bytes.Buffer{}, Getenv: func(string) string { return "" }}
+			cmd := NewCmdVerify(io, func(_ context.Context, o *VerifyOptions) error { got = o; return nil })
+			cmd.SetArgs(tc.args)
+			cmd.SetOut(io.Out)
+			cmd.SetErr(io.ErrOut)
+			err := cmd.Execute()
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("got error %v, want one containing %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			got.IO, got.Flags = nil, tc.want.Flags
+			if !reflect.DeepEqual(*got, tc.want) {
+				t.Errorf("got %+v, want %+v", *got, tc.want)
+			}
+		})
 	}
 }

@@ -145,22 +145,9 @@ func verifyTable(ctx context.Context, src, dst *pgxpool.Pool, t *mapping.Table, 
 		return nil, err
 	}
 	opts.Logger.DebugContext(ctx, "verify table", "source", t.Source.String(), "target", t.Target.String(), "hash", pair.mode)
-	res, err := pair.compare(ctx, opts)
+	res, err := pair.find(ctx, opts)
 	if err != nil {
 		return nil, err
-	}
-	if opts.RecheckDelay > 0 && res.diffs.count() > 0 {
-		pair.progress(opts, PhaseRecheck, 0, int64(res.diffs.count()))
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(opts.RecheckDelay):
-		}
-		d, err := pair.recheck(ctx, res.diffs, opts.BatchSize)
-		if err != nil {
-			return nil, err
-		}
-		res.diffs = d
 	}
 	tr := &TableReport{
 		Source:          t.Source.String(),
@@ -181,7 +168,7 @@ func verifyTable(ctx context.Context, src, dst *pgxpool.Pool, t *mapping.Table, 
 		tr.Plan = plan
 		if !opts.DryRun {
 			tr.Repaired = plan.Inserted + plan.Updated + plan.Deleted
-			again, err := pair.compare(ctx, opts)
+			again, err := pair.find(ctx, opts)
 			if err != nil {
 				return nil, fmt.Errorf("verify after repair: %w", err)
 			}
@@ -191,4 +178,27 @@ func verifyTable(ctx context.Context, src, dst *pgxpool.Pool, t *mapping.Table, 
 	tr.Duration = time.Since(start)
 	pair.progress(opts, PhaseDone, max(res.sourceRows, res.targetRows), max(res.sourceRows, res.targetRows))
 	return tr, nil
+}
+
+// find compares the table and, with a recheck delay, keeps only the
+// differences that are still there after the delay.
+func (p *pair) find(ctx context.Context, opts Options) (*result, error) {
+	res, err := p.compare(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	if opts.RecheckDelay <= 0 || res.diffs.count() == 0 {
+		return res, nil
+	}
+	p.progress(opts, PhaseRecheck, 0, int64(res.diffs.count()))
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-time.After(opts.RecheckDelay):
+	}
+	res.diffs, err = p.recheck(ctx, res.diffs, opts.BatchSize)
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
 }

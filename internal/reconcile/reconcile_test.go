@@ -5,6 +5,7 @@ import (
 	"crypto/md5"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -479,4 +480,28 @@ func FuzzKeyJSON(f *testing.F) {
 			t.Fatalf("got %d fields from %s, want %d", len(back), data, len(k))
 		}
 	})
+}
+
+func TestVerifyRefusesUnconfiguredPool(t *testing.T) {
+	db := pgtest.NewDB(t)
+	execSQL(t, db.Pool, `CREATE TABLE t (id int PRIMARY KEY); SET TimeZone = 'Europe/Paris'`)
+	ctx := context.Background()
+	cfg, err := pgxpool.ParseConfig(db.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ConnConfig.RuntimeParams["TimeZone"] = "Europe/Paris"
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	tables, err := mapping.ResolveAll(ctx, pool, pool, []mapping.TableSpec{{Source: "t"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Verify(ctx, pool, pool, tables, Options{})
+	if !errors.Is(err, ErrSession) {
+		t.Fatalf("got %v, want ErrSession", err)
+	}
 }
