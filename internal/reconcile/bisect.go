@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"github.com/jackc/pgx/v5/pgtype"
+	"golang.org/x/sync/errgroup"
 )
 
 // keyRange is the half-open key range [lo, hi); a nil bound is open. Keys
@@ -16,8 +18,9 @@ type keyRange struct {
 }
 
 // samplePages is how many pages the first sample reads: below twice that a
-// table is walked in full.
-const samplePages = 1024
+// table is walked in full. A page holds a run of neighbouring keys, so the
+// first pass makes at most one bucket per sampled page.
+const samplePages = 512
 
 // maxDepth stops splitting ranges that a walk cannot divide any more; such
 // a range is compared row by row whatever its size.
@@ -174,7 +177,9 @@ func (p *pair) walk(ctx context.Context, s *side, r keyRange, parts, leafRows in
 type result struct {
 	sourceRows, targetRows int64
 	diffs                  diffs
-	done, total            int64
+	// done counts the rows checked so far, of total.
+	done  atomic.Int64
+	total int64
 }
 
 // compare runs the checksum bisection over the whole table.
@@ -190,7 +195,11 @@ func (p *pair) compare(ctx context.Context, opts Options) (*result, error) {
 	if pages > 2*samplePages {
 		pct = 100 * float64(samplePages) / float64(pages)
 	}
-	bounds, n, err := p.walk(ctx, s, keyRange{}, opts.MaxBuckets, opts.LeafRows, pct)
+	parts := opts.MaxBuckets
+	if pct > 0 {
+		parts = min(parts, samplePages)
+	}
+	bounds, n, err := p.walk(ctx, s, keyRange{}, parts, opts.LeafRows, pct)
 	if err != nil {
 		return nil, err
 	}
@@ -199,22 +208,24 @@ func (p *pair) compare(ctx context.Context, opts Options) (*result, error) {
 		res.total = int64(float64(n) * 100 / pct)
 	}
 	p.progress(opts, PhaseScan, 0, res.total)
-	err = p.check(ctx, keyRange{}, bounds, opts, res, 0)
+	res.diffs, err = p.check(ctx, keyRange{}, bounds, opts, res, 0)
 	if err != nil {
 		return nil, err
 	}
+	p.progress(opts, PhaseScan, res.done.Load(), res.total)
 	return res, nil
 }
 
-// check compares r, split at bounds, on both sides; it recurses into the
-// buckets that differ.
-func (p *pair) check(ctx context.Context, r keyRange, bounds [][]string, opts Options, res *result, depth int) error {
+// check compares r, split at bounds, on both sides, narrows down the
+// buckets that differ, and returns their differences in key order. The
+// buckets of the first pass are narrowed down by opts.Workers at a time.
+func (p *pair) check(ctx context.Context, r keyRange, bounds [][]string, opts Options, res *result, depth int) (diffs, error) {
 	var srcAgg, dstAgg map[int]agg
 	err := both(ctx,
 		func(ctx context.Context) (err error) { srcAgg, err = p.aggregate(ctx, p.src, r, bounds); return err },
 		func(ctx context.Context) (err error) { dstAgg, err = p.aggregate(ctx, p.dst, r, bounds); return err })
 	if err != nil {
-		return err
+		return diffs{}, err
 	}
 	if depth == 0 {
 		for _, g := range srcAgg {
@@ -225,6 +236,11 @@ func (p *pair) check(ctx context.Context, r keyRange, bounds [][]string, opts Op
 		}
 		res.total = max(res.sourceRows, res.targetRows)
 	}
+	type task struct {
+		sub    keyRange
+		sa, da agg
+	}
+	var tasks []task
 	for i := 0; i <= len(bounds); i++ {
 		sa, da := srcAgg[i], dstAgg[i]
 		if sa.count == 0 {
@@ -233,9 +249,8 @@ func (p *pair) check(ctx context.Context, r keyRange, bounds [][]string, opts Op
 		if da.count == 0 {
 			da.sum = "0"
 		}
-		rows := max(sa.count, da.count)
 		if sa == da {
-			res.done += rows
+			res.done.Add(max(sa.count, da.count))
 			continue
 		}
 		sub := keyRange{lo: r.lo, hi: r.hi}
@@ -245,33 +260,56 @@ func (p *pair) check(ctx context.Context, r keyRange, bounds [][]string, opts Op
 		if i < len(bounds) {
 			sub.hi = bounds[i]
 		}
-		if rows > int64(opts.LeafRows) && depth < maxDepth {
-			s := p.src
-			if da.count > sa.count {
-				s = p.dst
-			}
-			parts := min(opts.Fanout, int(rows/int64(opts.LeafRows))+1)
-			subBounds, _, err := p.walk(ctx, s, sub, parts, opts.LeafRows, 0)
-			if err != nil {
-				return err
-			}
-			if len(subBounds) > 0 {
-				if err := p.check(ctx, sub, subBounds, opts, res, depth+1); err != nil {
-					return err
-				}
-				continue
-			}
-		}
-		if err := p.leaf(ctx, sub, res); err != nil {
-			return err
-		}
-		res.done += rows
-		p.progress(opts, PhaseBisect, res.done, res.total)
+		tasks = append(tasks, task{sub, sa, da})
 	}
+	found := make([]diffs, len(tasks))
+	g, gctx := errgroup.WithContext(ctx)
 	if depth == 0 {
-		p.progress(opts, PhaseScan, res.done, res.total)
+		g.SetLimit(opts.Workers)
+	} else {
+		g.SetLimit(1)
 	}
-	return nil
+	for i, t := range tasks {
+		g.Go(func() error {
+			d, err := p.narrow(gctx, t.sub, t.sa, t.da, opts, res, depth)
+			found[i] = d
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return diffs{}, err
+	}
+	var all diffs
+	for _, d := range found {
+		all.add(d)
+	}
+	return all, nil
+}
+
+// narrow finds the differences of a range whose aggregates differ: split
+// again while it is large, else compared row by row.
+func (p *pair) narrow(ctx context.Context, r keyRange, sa, da agg, opts Options, res *result, depth int) (diffs, error) {
+	rows := max(sa.count, da.count)
+	if rows > int64(opts.LeafRows) && depth < maxDepth {
+		s := p.src
+		if da.count > sa.count {
+			s = p.dst
+		}
+		parts := min(opts.Fanout, int(rows/int64(opts.LeafRows))+1)
+		subBounds, _, err := p.walk(ctx, s, r, parts, opts.LeafRows, 0)
+		if err != nil {
+			return diffs{}, err
+		}
+		if len(subBounds) > 0 {
+			return p.check(ctx, r, subBounds, opts, res, depth+1)
+		}
+	}
+	d, err := p.leaf(ctx, r)
+	if err != nil {
+		return diffs{}, err
+	}
+	p.progress(opts, PhaseBisect, res.done.Add(rows), res.total)
+	return d, nil
 }
 
 // row is one row of a leaf: its key's text and each column's hash.
@@ -281,16 +319,15 @@ type row struct {
 }
 
 // leaf fetches range r from both sides and compares it row by row.
-func (p *pair) leaf(ctx context.Context, r keyRange, res *result) error {
+func (p *pair) leaf(ctx context.Context, r keyRange) (diffs, error) {
 	var srcRows, dstRows []row
 	err := both(ctx,
 		func(ctx context.Context) (err error) { srcRows, err = p.fetchRange(ctx, p.src, r); return err },
 		func(ctx context.Context) (err error) { dstRows, err = p.fetchRange(ctx, p.dst, r); return err })
 	if err != nil {
-		return err
+		return diffs{}, err
 	}
-	res.diffs.add(compareRows(srcRows, dstRows))
-	return nil
+	return compareRows(srcRows, dstRows), nil
 }
 
 func (p *pair) rowSelect(s *side) string {

@@ -19,6 +19,7 @@ const (
 	DefaultMaxBuckets = 1024
 	DefaultFanout     = 32
 	DefaultBatchSize  = 1000
+	DefaultWorkers    = 4
 )
 
 // HashMode chooses how rows are hashed.
@@ -56,9 +57,13 @@ type Options struct {
 	// BatchSize is the number of keys per repair transaction and per
 	// recheck query (DefaultBatchSize).
 	BatchSize int
+	// Workers is how many differing ranges are narrowed down at once
+	// (DefaultWorkers); each holds a connection to each database.
+	Workers int
 	// Hash forces a hash mode; the default picks by server version.
 	Hash HashMode
-	// Progress, if set, is called as ranges of a table are checked.
+	// Progress, if set, is called as ranges of a table are checked, from
+	// several goroutines at once.
 	Progress func(Progress)
 	// Logger receives debug details; nil discards them.
 	Logger *slog.Logger
@@ -101,6 +106,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Fanout <= 1 {
 		o.Fanout = DefaultFanout
+	}
+	if o.Workers <= 0 {
+		o.Workers = DefaultWorkers
 	}
 	if o.BatchSize <= 0 {
 		o.BatchSize = DefaultBatchSize
