@@ -50,6 +50,9 @@ type pair struct {
 	srcPages, dstPages int64
 }
 
+// newPair prepares the queries of both sides of t: it picks the hash mode
+// by server version, finds which column types have an extended hash, and
+// whether text keys must be compared by bytes.
 func newPair(ctx context.Context, src, dst *pgxpool.Pool, t *mapping.Table, mode HashMode) (*pair, error) {
 	p := &pair{table: t, keyCols: t.KeyColumns()}
 	for _, c := range p.keyCols {
@@ -92,16 +95,28 @@ func newPair(ctx context.Context, src, dst *pgxpool.Pool, t *mapping.Table, mode
 
 	hashable := make([]bool, len(t.Columns))
 	if mode == HashRecord {
-		for i, c := range t.Columns {
-			ok := true
-			for _, db := range []*pgxpool.Pool{src, dst} {
-				h, err := hasExtendedHash(ctx, db, c.TargetType)
-				if err != nil {
-					return nil, err
-				}
-				ok = ok && h
+		byType := map[string]bool{}
+		for _, c := range t.Columns {
+			if _, done := byType[c.TargetType]; done {
+				continue
 			}
-			hashable[i] = ok
+			var srcOK, dstOK bool
+			err := both(ctx,
+				func(ctx context.Context) (err error) {
+					srcOK, err = hasExtendedHash(ctx, src, c.TargetType)
+					return err
+				},
+				func(ctx context.Context) (err error) {
+					dstOK, err = hasExtendedHash(ctx, dst, c.TargetType)
+					return err
+				})
+			if err != nil {
+				return nil, err
+			}
+			byType[c.TargetType] = srcOK && dstOK
+		}
+		for i, c := range t.Columns {
+			hashable[i] = byType[c.TargetType]
 		}
 	}
 
