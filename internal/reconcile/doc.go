@@ -35,7 +35,10 @@
 // function (the one hash partitioning relies on, stable across versions),
 // which hashes numeric by value and timestamps to the microsecond. A column
 // whose type has no extended hash (json, point, ...) is hashed through its
-// text form. Older servers use md5 over the row's text form, with numeric
+// text form, and text-like columns are hashed under the "C" collation, so a
+// case-insensitive (nondeterministic) collation does not make 'a' equal 'A'.
+// Text keys are ordered by bytes when the two sides' collations differ, so
+// a key falls in the same range on both sides. Older servers use md5 over the row's text form, with numeric
 // values stripped of trailing fractional zeros first. Sessions run with
 // TimeZone UTC, DateStyle ISO and extra_float_digits 3, so text forms are
 // exact and the same on both sides.

@@ -205,6 +205,8 @@ func TestVerifyValueRules(t *testing.T) {
 		{"text byte for byte: case", "text", "'Straße'", "'STRASSE'", false},
 		{"text byte for byte: normalisation", "text", "U&'\\00E9'", "U&'e\\0301'", false},
 		{"text equal", "text", "'héllo'", "'héllo'", true},
+		{"text under a case-insensitive collation", "text COLLATE ci", "'abc'", "'ABC'", false},
+		{"varchar array", "varchar(5)[]", "'{a,b}'", "'{a,B}'", false},
 		{"float exact", "double precision", "0.1::float8 + 0.2::float8", "0.3", false},
 		{"json has no hash, compared as text", "json", `'{"a": 1}'`, `'{"a":1}'`, false},
 		{"json same text", "json", `'{"a": 1}'`, `'{"a": 1}'`, true},
@@ -213,6 +215,9 @@ func TestVerifyValueRules(t *testing.T) {
 		{"int array", "int[]", "'{1,2}'", "'{1,2,NULL}'", false},
 	}
 	var srcSQL, dstSQL strings.Builder
+	for _, b := range []*strings.Builder{&srcSQL, &dstSQL} {
+		b.WriteString("CREATE COLLATION ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false);\n")
+	}
 	var specs []mapping.TableSpec
 	for i, tc := range cases {
 		fmt.Fprintf(&srcSQL, "CREATE TABLE v%d (id int PRIMARY KEY, v %s); INSERT INTO v%d VALUES (1, %s);\n", i, tc.typ, i, tc.src)

@@ -119,6 +119,10 @@ func newPair(ctx context.Context, src, dst *pgxpool.Pool, t *mapping.Table, mode
 			hashable[i] = byType[c.TargetType]
 		}
 	}
+	collatable, err := collatableColumns(ctx, dst, t.Columns)
+	if err != nil {
+		return nil, err
+	}
 
 	p.src = &side{name: "source", pool: src, rel: t.Source.Quoted(), filter: t.Where}
 	p.dst = &side{name: "target", pool: dst, rel: t.Target.Quoted()}
@@ -134,7 +138,7 @@ func newPair(ctx context.Context, src, dst *pgxpool.Pool, t *mapping.Table, mode
 		p.dst.keyText = append(p.dst.keyText, mapping.QuoteIdent(c.Target)+"::text")
 	}
 	for _, s := range []*side{p.src, p.dst} {
-		s.rowHash, s.colHash = hashExprs(mode, t.Columns, s.values, hashable)
+		s.rowHash, s.colHash = hashExprs(mode, t.Columns, s.values, hashable, collatable)
 	}
 
 	// Range predicates are evaluated by each database under its own
@@ -233,14 +237,36 @@ func hasExtendedHash(ctx context.Context, db *pgxpool.Pool, typ string) (bool, e
 	return false, fmt.Errorf("probe hash function of type %s: %w", typ, err)
 }
 
+// collatableColumns reports which columns' (target) types take a
+// collation.
+func collatableColumns(ctx context.Context, db *pgxpool.Pool, cols []mapping.Column) ([]bool, error) {
+	oids := make([]uint32, len(cols))
+	for i, c := range cols {
+		oids[i] = c.TargetOID
+	}
+	var out []bool
+	err := db.QueryRow(ctx, `SELECT array_agg(coalesce(t.typcollation <> 0, false) ORDER BY o.n)
+		FROM unnest($1::oid[]) WITH ORDINALITY AS o(oid, n) LEFT JOIN pg_type t ON t.oid = o.oid`, oids).Scan(&out)
+	if err != nil {
+		return nil, fmt.Errorf("read collatable column types: %w", err)
+	}
+	return out, nil
+}
+
 // hashExprs builds the row hash and the per-column hashes over the value
 // expressions of one side.
-func hashExprs(mode HashMode, cols []mapping.Column, values []string, hashable []bool) (row string, perCol []string) {
+func hashExprs(mode HashMode, cols []mapping.Column, values []string, hashable, collatable []bool) (row string, perCol []string) {
 	canon := make([]string, len(values))
 	switch mode {
 	case HashRecord:
 		for i, v := range values {
 			canon[i] = v
+			if collatable[i] {
+				// A nondeterministic collation hashes equal strings
+				// ('a' and 'A' when case-insensitive) alike; "C" hashes
+				// the bytes.
+				canon[i] = "(" + v + `) COLLATE "C"`
+			}
 			if !hashable[i] {
 				// No extended hash for the type: hash its text form,
 				// byte for byte.
