@@ -65,12 +65,6 @@ func TestDemoNonInteractive(t *testing.T) {
 		}
 	})
 
-	t.Run("runs again", func(t *testing.T) {
-		if out, err := runDemo(t, env); err != nil {
-			t.Fatalf("second demo.sh: %v\n%s", err, out)
-		}
-	})
-
 	t.Run("port in use", func(t *testing.T) {
 		l, err := net.Listen("tcp", "127.0.0.1:"+ports[2])
 		if err != nil {
