@@ -25,8 +25,11 @@ type Resource struct {
 
 // InvalidCase is a body that must be refused with 400 naming Field.
 type InvalidCase struct {
-	Name  string
-	Body  string
+	// Name names the subtest.
+	Name string
+	// Body is the raw request body.
+	Body string
+	// Field is the field the 400 answer must name.
 	Field string
 }
 
