@@ -24,6 +24,15 @@
 # "STEP" banners below say.
 set -euo pipefail
 
+if [[ ${1:-} == -h || ${1:-} == --help ]]; then
+  sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"
+  exit 0
+fi
+if (($# > 0)); then
+  echo "demo: unexpected arguments: $*; settings come from the environment (see --help)" >&2
+  exit 2
+fi
+
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BIN=${DEMO_BIN:-$ROOT/bin}
 DEMO_DIR=${DEMO_DIR:-$ROOT/.demo}
