@@ -81,7 +81,7 @@ func (a App) Run(ctx context.Context, args []string, getenv func(string) string,
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
-		return fmt.Errorf("%w: %v", errUsage, err)
+		return fmt.Errorf("%w: %w", errUsage, err)
 	}
 	if fset.NArg() > 0 {
 		a.usage(stderr)
