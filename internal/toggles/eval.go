@@ -82,7 +82,7 @@ func NewSnapshot(f *File) (*Snapshot, error) {
 		}
 		for _, name := range fl.Segments {
 			rule := f.Segments[name]
-			rule.Header = http.CanonicalHeaderKey(rule.Header)
+			rule.Header = headerName(rule.Header)
 			cs := compiledSegment{name: name, rule: rule, threshold: c.threshold}
 			if p, ok := fl.SegmentPercentages[name]; ok {
 				cs.threshold, cs.ownPct = Threshold(p), true
@@ -93,6 +93,9 @@ func NewSnapshot(f *File) (*Snapshot, error) {
 	}
 	return s, nil
 }
+
+// headerName is the canonical form of a header name ("" stays "").
+func headerName(h string) string { return http.CanonicalHeaderKey(h) }
 
 func setOf(xs []string) map[string]struct{} {
 	if len(xs) == 0 {
@@ -146,8 +149,8 @@ func (s *Snapshot) AppendMemberships(dst []string, flagKey string, claims map[st
 // Evaluate applies DESIGN.md's rollout rules: the service iff the flag is
 // enabled and the user is not excluded and (included, or eligible and the
 // bucket is below the percentage that applies). inSegments names the
-// segments the user belongs to; a user in several of a flag's segments gets
-// the first one listed on the flag that lets them in.
+// segments the user belongs to; a user in several of a flag's segments is
+// judged by the first of them the flag lists.
 func (s *Snapshot) Evaluate(flagKey, userID string, inSegments []string) Result {
 	f := s.flags[flagKey]
 	switch {
@@ -168,35 +171,18 @@ func (s *Snapshot) Evaluate(flagKey, userID string, inSegments []string) Result 
 	if len(f.segments) == 0 {
 		return Result{Service: b < f.threshold, Rule: RuleSplit, Bucket: b, Threshold: f.threshold}
 	}
-	eligible := false
+	// The first of the flag's segments the user is in decides, as in the
+	// flagd export, where each segment is one branch of an "if".
 	for i := range f.segments {
 		cs := &f.segments[i]
 		if !slices.Contains(inSegments, cs.name) {
 			continue
 		}
-		eligible = true
-		if b < cs.threshold {
-			r := Result{Service: true, Rule: RuleSplit, Bucket: b, Threshold: cs.threshold}
-			if cs.ownPct {
-				r.Segment = cs.name
-			}
-			return r
+		r := Result{Service: b < cs.threshold, Rule: RuleSplit, Bucket: b, Threshold: cs.threshold}
+		if cs.ownPct {
+			r.Segment = cs.name
 		}
-	}
-	if !eligible {
-		return Result{Rule: RuleNotEligible, Bucket: b}
-	}
-	// Eligible but out in every segment: report the first segment the user
-	// is in, for explain.
-	for i := range f.segments {
-		cs := &f.segments[i]
-		if slices.Contains(inSegments, cs.name) {
-			r := Result{Rule: RuleSplit, Bucket: b, Threshold: cs.threshold}
-			if cs.ownPct {
-				r.Segment = cs.name
-			}
-			return r
-		}
+		return r
 	}
 	return Result{Rule: RuleNotEligible, Bucket: b}
 }
