@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/open-feature/go-sdk/openfeature"
+	"github.com/open-feature/go-sdk/openfeature/isolated"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -70,6 +71,45 @@ func BenchmarkSDKClient(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = shutdown(context.Background()) })
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		_, _ = client.BooleanValueDetails(ctx, "users-migration", false,
+			openfeature.NewEvaluationContext("550e8400-e29b-41d4-a716-446655440000", nil))
+	}
+}
+
+// constProvider answers every boolean flag with true, doing no work: with
+// it, BenchmarkSDKOverhead measures what the SDK itself costs per call.
+type constProvider struct{}
+
+func (constProvider) Metadata() openfeature.Metadata { return openfeature.Metadata{Name: "const"} }
+func (constProvider) Hooks() []openfeature.Hook      { return nil }
+func (constProvider) BooleanEvaluation(context.Context, string, bool, openfeature.FlattenedContext) openfeature.BoolResolutionDetail {
+	return openfeature.BoolResolutionDetail{Value: true, ProviderResolutionDetail: openfeature.ProviderResolutionDetail{Reason: openfeature.StaticReason}}
+}
+func (constProvider) StringEvaluation(_ context.Context, _ string, v string, _ openfeature.FlattenedContext) openfeature.StringResolutionDetail {
+	return openfeature.StringResolutionDetail{Value: v}
+}
+func (constProvider) FloatEvaluation(_ context.Context, _ string, v float64, _ openfeature.FlattenedContext) openfeature.FloatResolutionDetail {
+	return openfeature.FloatResolutionDetail{Value: v}
+}
+func (constProvider) IntEvaluation(_ context.Context, _ string, v int64, _ openfeature.FlattenedContext) openfeature.IntResolutionDetail {
+	return openfeature.IntResolutionDetail{Value: v}
+}
+func (constProvider) ObjectEvaluation(_ context.Context, _ string, v any, _ openfeature.FlattenedContext) openfeature.InterfaceResolutionDetail {
+	return openfeature.InterfaceResolutionDetail{Value: v}
+}
+
+// BenchmarkSDKOverhead is the OpenFeature client over a provider that does
+// nothing: the SDK's own cost per evaluation.
+func BenchmarkSDKOverhead(b *testing.B) {
+	api := isolated.NewAPI()
+	if err := api.SetProviderAndWait(context.Background(), constProvider{}); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = api.Shutdown(context.Background()) })
+	client := api.NewClient()
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {

@@ -20,6 +20,24 @@ const (
 // reason than a missing flag or user id.
 const ReasonError = "error"
 
+// reasonLabel maps an OpenFeature reason (and the value, which tells
+// included from excluded) to a Rule label.
+func reasonLabel(r openfeature.Reason, value bool) string {
+	switch r {
+	case openfeature.SplitReason:
+		return string(RuleSplit)
+	case openfeature.DisabledReason:
+		return string(RuleDisabled)
+	case openfeature.TargetingMatchReason:
+		if value {
+			return string(RuleIncluded)
+		}
+		return string(RuleExcluded)
+	}
+	// Another provider's reason.
+	return strings.ToLower(string(r))
+}
+
 // Decision is where one request goes for one flag.
 type Decision struct {
 	// Service is true when the request goes to the service.
@@ -85,9 +103,9 @@ func (d *Decider) decide(ctx context.Context, flagKey string, id Identity, h htt
 		return Decision{Reason: string(RuleNoUser)}
 	}
 	var attrs map[string]any
-	snap := d.store.Snapshot()
-	var buf [8]string
-	if in := snap.AppendMemberships(buf[:0], flagKey, id.Claims, h); len(in) > 0 {
+	// Memberships are only worked out (and only allocate) for a flag
+	// with segments.
+	if in := d.store.Snapshot().AppendMemberships(nil, flagKey, id.Claims, h); len(in) > 0 {
 		attrs = map[string]any{AttrSegments: in}
 	}
 	details, err := d.client.BooleanValueDetails(ctx, flagKey, false, openfeature.NewEvaluationContext(id.UserID, attrs))
@@ -101,8 +119,7 @@ func (d *Decider) decide(ctx context.Context, flagKey string, id Identity, h htt
 	case rule != "":
 		dec.Reason = rule
 	default:
-		// Another provider: fall back to its OpenFeature reason.
-		dec.Reason = strings.ToLower(string(details.Reason))
+		dec.Reason = reasonLabel(details.Reason, details.Value)
 	}
 	if dec.Reason == string(RuleSplit) || dec.Reason == string(RuleNotEligible) {
 		dec.Bucket, dec.HasBucket = Bucket(flagKey, id.UserID), true

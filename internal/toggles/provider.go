@@ -35,7 +35,8 @@ const ProviderName = "strangler-flags-file"
 // exclude_users, include_users or the flag's segments decided; SPLIT when
 // the user's bucket decided; ERROR with FLAG_NOT_FOUND for a missing flag,
 // TARGETING_KEY_MISSING without a user id and TYPE_MISMATCH for a
-// non-boolean evaluation. The flag metadata "rule" holds the finer Rule.
+// non-boolean evaluation. The flag metadata "rule" tells excluded from
+// not_eligible, the two rules behind TARGETING_MATCH to the monolith.
 type Provider struct {
 	store *Store
 	meta  map[Rule]openfeature.FlagMetadata
@@ -68,7 +69,13 @@ func (p *Provider) BooleanEvaluation(_ context.Context, flag string, defaultValu
 	var buf [8]string
 	res := p.store.Snapshot().Evaluate(flag, userID, segmentsAttr(buf[:0], flatCtx[AttrSegments]))
 	d := openfeature.BoolResolutionDetail{Value: res.Service}
-	d.FlagMetadata = p.meta[res.Rule]
+	if res.Rule == RuleExcluded || res.Rule == RuleNotEligible {
+		// The one reason (TARGETING_MATCH to the monolith) that stands for
+		// two rules says which in the metadata. The other rules follow from
+		// the reason and value alone, and skip the map copy the SDK makes
+		// of any metadata.
+		d.FlagMetadata = p.meta[res.Rule]
+	}
 	d.Variant = VariantMonolith
 	if res.Service {
 		d.Variant = VariantService
