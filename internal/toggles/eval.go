@@ -187,6 +187,45 @@ func (s *Snapshot) Evaluate(flagKey, userID string, inSegments []string) Result 
 	return Result{Rule: RuleNotEligible, Bucket: b}
 }
 
+// EvaluateFor evaluates the flag for an identity, working out its segment
+// memberships from its claims and the request headers h. It is Evaluate
+// without the OpenFeature client, for explaining a decision.
+func (s *Snapshot) EvaluateFor(flagKey string, id Identity, h http.Header) Result {
+	return s.Evaluate(flagKey, id.UserID, s.AppendMemberships(nil, flagKey, id.Claims, h))
+}
+
+// Explain says in a sentence why the result sends the user where it does.
+func (r Result) Explain() string {
+	side := "the monolith"
+	if r.Service {
+		side = "the service"
+	}
+	switch r.Rule {
+	case RuleNotFound:
+		return "the flag is not in the flags file: " + side
+	case RuleNoUser:
+		return "the request has no user id: " + side
+	case RuleDisabled:
+		return "the flag is disabled: " + side
+	case RuleExcluded:
+		return "the user is in exclude_users: " + side
+	case RuleIncluded:
+		return "the user is in include_users: " + side
+	case RuleNotEligible:
+		return "the user is in none of the flag's segments: " + side
+	}
+	of := "the flag's percentage"
+	if r.Segment != "" {
+		of = "segment " + r.Segment + "'s own percentage"
+	}
+	cmp := "below"
+	if !r.Service {
+		cmp = "not below"
+	}
+	return fmt.Sprintf("bucket %d is %s %d (%s%%, %s): %s",
+		r.Bucket, cmp, r.Threshold, formatNumber(float64(r.Threshold)/100), of, side)
+}
+
 // Matches reports whether a subject with these verified claims and request
 // headers is in the segment. A claim that is a string, boolean or number is
 // compared by its text; a claim that is a list matches when any element

@@ -60,3 +60,68 @@ func Example() {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+func ExampleExportFlagd() {
+	f, err := toggles.Parse([]byte("flags:\n  users-migration: {percentage: 12.5, exclude_users: [u-bad]}\n"))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	out, err := toggles.ExportFlagd(f)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Print(string(out))
+	// Output:
+	// {
+	//   "$schema": "https://flagd.dev/schema/v0/flags.json",
+	//   "flags": {
+	//     "users-migration": {
+	//       "state": "ENABLED",
+	//       "variants": {
+	//         "monolith": false,
+	//         "service": true
+	//       },
+	//       "defaultVariant": "monolith",
+	//       "targeting": {
+	//         "if": [
+	//           {
+	//             "in": [
+	//               {
+	//                 "var": "targetingKey"
+	//               },
+	//               [
+	//                 "u-bad"
+	//               ]
+	//             ]
+	//           },
+	//           "monolith",
+	//           {
+	//             "fractional": [
+	//               {
+	//                 "cat": [
+	//                   {
+	//                     "var": "$flagd.flagKey"
+	//                   },
+	//                   {
+	//                     "var": "targetingKey"
+	//                   }
+	//                 ]
+	//               },
+	//               [
+	//                 "service",
+	//                 1250
+	//               ],
+	//               [
+	//                 "monolith",
+	//                 8750
+	//               ]
+	//             ]
+	//           }
+	//         ]
+	//       }
+	//     }
+	//   }
+	// }
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/open-feature/go-sdk/openfeature"
@@ -215,5 +216,41 @@ func TestMetrics(t *testing.T) {
 	}
 	if n, err := testutil.GatherAndCount(reg, "strangler_rollout_decisions_total"); err != nil || n != 2 {
 		t.Errorf("decision series gathered: got %d (%v), want 2", n, err)
+	}
+}
+
+func TestExplain(t *testing.T) {
+	snap := openStore(t, `segments:
+  employees: {claim: email, suffix: "@example.com"}
+flags:
+  plain: {percentage: 41.15, exclude_users: [u-out], include_users: [u-in]}
+  staff: {percentage: 0, segments: [employees], segment_percentages: {employees: 100}}
+  off: {enabled: false}
+`, StoreOptions{}).Snapshot()
+	employee := map[string]any{"email": "a@example.com"}
+	tests := []struct {
+		name, flag, user string
+		claims           map[string]any
+		want             string
+	}{
+		// Buckets computed outside this package as for bucketVectors:
+		// plain+u-3 is 4114, plain+u-1 is 9785.
+		{"split in", "plain", "u-3", nil, "bucket 4114 is below 4115 (41.15%, the flag's percentage): the service"},
+		{"split out", "plain", "u-1", nil, "bucket 9785 is not below 4115 (41.15%, the flag's percentage): the monolith"},
+		{"segment's own percentage", "staff", "u-1", employee, "(100%, segment employees's own percentage): the service"},
+		{"not eligible", "staff", "u-1", nil, "the user is in none of the flag's segments: the monolith"},
+		{"excluded", "plain", "u-out", nil, "the user is in exclude_users: the monolith"},
+		{"included", "plain", "u-in", nil, "the user is in include_users: the service"},
+		{"disabled", "off", "u-1", nil, "the flag is disabled: the monolith"},
+		{"missing", "nope", "u-1", nil, "the flag is not in the flags file: the monolith"},
+		{"anonymous", "plain", "", nil, "the request has no user id: the monolith"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := snap.EvaluateFor(tt.flag, Identity{UserID: tt.user, Claims: tt.claims}, nil).Explain()
+			if !strings.HasSuffix(got, tt.want) {
+				t.Fatalf("got %q, want it to end with %q", got, tt.want)
+			}
+		})
 	}
 }

@@ -179,17 +179,24 @@ func (s *Store) Watch(ctx context.Context, interval time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			data, err := readFlagsFile(s.path)
-			if err != nil {
-				s.log.Warn("flags file unreadable", "path", s.path, "err", err)
-				continue
-			}
-			settled := bytes.Equal(data, seen)
-			seen = data
-			if settled {
-				_, _ = s.Reload() // errors are reported through OnReload
-			}
+			s.poll(&seen)
 		}
+	}
+}
+
+// poll is one look at the file by Watch: it reloads when the content read
+// now is the content read by the previous poll (*seen) and differs from
+// what is in force.
+func (s *Store) poll(seen *[]byte) {
+	data, err := readFlagsFile(s.path)
+	if err != nil {
+		s.log.Warn("flags file unreadable", "path", s.path, "err", err)
+		return
+	}
+	settled := bytes.Equal(data, *seen)
+	*seen = data
+	if settled {
+		_, _ = s.Reload() // errors are reported through OnReload
 	}
 }
 

@@ -161,9 +161,30 @@ func TestWatchReloadsAndKeepsOldStateOnInvalidFile(t *testing.T) {
 	if f, _ := s.Snapshot().Flag("a"); f.Percentage != 7 {
 		t.Fatalf("percentage after an invalid edit: got %v, want the old 7", f.Percentage)
 	}
-	// The same bad content is reported once, not on every poll.
-	time.Sleep(50 * time.Millisecond)
-	if got := nReloads(); got != 2 {
-		t.Fatalf("reports after the bad file stayed: got %d, want 2", got)
+}
+
+func TestPollWaitsForSettledContentAndReportsABadFileOnce(t *testing.T) {
+	var reports []error
+	s := openStore(t, "flags:\n  a: {percentage: 5}\n", StoreOptions{OnReload: func(err error) { reports = append(reports, err) }})
+	var seen []byte
+	s.poll(&seen) // first look: the content in force
+	replaceFile(t, s.Path(), "flags:\n  a: {percentage: 6}\n")
+	s.poll(&seen)
+	if f, _ := s.Snapshot().Flag("a"); f.Percentage != 5 {
+		t.Fatalf("after one poll of new content: got %v, want the old 5 until it settles", f.Percentage)
+	}
+	s.poll(&seen)
+	if f, _ := s.Snapshot().Flag("a"); f.Percentage != 6 {
+		t.Fatalf("after the content settled: got %v, want 6", f.Percentage)
+	}
+	replaceFile(t, s.Path(), "flags:\n  a: {percentage: 600}\n")
+	for range 5 {
+		s.poll(&seen)
+	}
+	if len(reports) != 2 || reports[0] != nil || !errors.Is(reports[1], ErrInvalid) {
+		t.Fatalf("reports: got %v, want [nil, one ErrInvalid] (a bad file is reported once)", reports)
+	}
+	if f, _ := s.Snapshot().Flag("a"); f.Percentage != 6 {
+		t.Fatalf("after a bad file: got %v, want the old 6", f.Percentage)
 	}
 }
