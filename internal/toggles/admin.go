@@ -22,6 +22,9 @@ type FlagView struct {
 	SegmentPercentages map[string]float64 `json:"segment_percentages,omitempty"`
 	Guard              *Guard             `json:"guard,omitempty"`
 	Ramp               *Ramp              `json:"ramp,omitempty"`
+	// State is what AdminOptions.State adds, e.g. the guard's and the
+	// ramp's progress.
+	State any `json:"state,omitempty"`
 }
 
 // FlagList is the answer of GET /admin/flags.
@@ -65,6 +68,9 @@ type AdminOptions struct {
 	Actor func(*http.Request) string
 	// Logger receives unexpected errors. Nil discards.
 	Logger *slog.Logger
+	// State, when set, adds run-time state to a flag's view (GET of one
+	// flag and PUT answers), e.g. its guard and ramp progress.
+	State func(key string) any
 }
 
 // maxPatchBody bounds a PUT body.
@@ -81,7 +87,7 @@ const maxPatchBody = 64 << 10
 //
 // Errors are APIError bodies.
 func NewAdminHandler(store *Store, opts AdminOptions) http.Handler {
-	a := &admin{store: store, actor: opts.Actor, log: opts.Logger}
+	a := &admin{store: store, actor: opts.Actor, log: opts.Logger, state: opts.State}
 	if a.actor == nil {
 		a.actor = func(r *http.Request) string { return r.RemoteAddr }
 	}
@@ -99,6 +105,16 @@ type admin struct {
 	store *Store
 	actor func(*http.Request) string
 	log   *slog.Logger
+	state func(string) any
+}
+
+// view is ViewOf with the run-time state added.
+func (a *admin) view(key string, f Flag) FlagView {
+	v := ViewOf(key, f)
+	if a.state != nil {
+		v.State = a.state(key)
+	}
+	return v
 }
 
 func (a *admin) list(w http.ResponseWriter, _ *http.Request) {
@@ -118,7 +134,7 @@ func (a *admin) get(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, APIError{Error: fmt.Sprintf("flag %q is not in the flags file", key)})
 		return
 	}
-	writeJSON(w, http.StatusOK, ViewOf(key, f))
+	writeJSON(w, http.StatusOK, a.view(key, f))
 }
 
 func (a *admin) put(w http.ResponseWriter, r *http.Request) {
@@ -139,7 +155,7 @@ func (a *admin) put(w http.ResponseWriter, r *http.Request) {
 		a.log.Error("admin flag update failed", "flag", key, "err", err)
 		writeJSON(w, http.StatusInternalServerError, APIError{Error: err.Error()})
 	default:
-		writeJSON(w, http.StatusOK, ViewOf(key, f))
+		writeJSON(w, http.StatusOK, a.view(key, f))
 	}
 }
 

@@ -121,6 +121,33 @@ func TestAdminPut(t *testing.T) {
 	}
 }
 
+func TestAdminStateAndActor(t *testing.T) {
+	var audits []AuditEvent
+	s := openStore(t, designFlags, StoreOptions{Audit: func(e AuditEvent) { audits = append(audits, e) }})
+	srv := httptest.NewServer(NewAdminHandler(s, AdminOptions{
+		Actor: func(r *http.Request) string { return "token-holder@" + r.Header.Get("X-Forwarded-For") },
+		State: func(key string) any { return map[string]any{"guard": "holding", "flag": key} },
+	}))
+	t.Cleanup(srv.Close)
+	var one FlagView
+	if code := do(t, http.MethodGet, srv.URL+"/admin/flags/users-migration", "", &one); code != http.StatusOK {
+		t.Fatalf("GET: got %d, want 200", code)
+	}
+	if st, _ := one.State.(map[string]any); st["guard"] != "holding" || st["flag"] != "users-migration" {
+		t.Fatalf("state: got %v, want the State hook's answer", one.State)
+	}
+	req, _ := http.NewRequest(http.MethodPut, srv.URL+"/admin/flags/users-migration", strings.NewReader(`{"percentage": 5}`))
+	req.Header.Set("X-Forwarded-For", "10.1.2.3")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if len(audits) != 1 || audits[0].Actor != "token-holder@10.1.2.3" {
+		t.Fatalf("audit: got %+v, want one change by token-holder@10.1.2.3", audits)
+	}
+}
+
 func TestAdminMethodNotAllowed(t *testing.T) {
 	srv, _ := adminServer(t, designFlags, StoreOptions{})
 	if code := do(t, http.MethodDelete, srv.URL+"/admin/flags/users-migration", "", nil); code != http.StatusMethodNotAllowed {

@@ -188,3 +188,31 @@ func TestPollWaitsForSettledContentAndReportsABadFileOnce(t *testing.T) {
 		t.Fatalf("after a bad file: got %v, want the old 6", f.Percentage)
 	}
 }
+
+func TestConcurrentUpdatesAndReads(t *testing.T) {
+	s := openStore(t, "flags:\n  a: {percentage: 0}\n  b: {percentage: 0}\n", StoreOptions{})
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Go(func() {
+			key := []string{"a", "b"}[i%2]
+			for j := range 10 {
+				if _, err := s.Update(key, Patch{Percentage: ptr(float64(i*10 + j))}, "test"); err != nil {
+					t.Errorf("Update: %v", err)
+				}
+				s.Snapshot().Evaluate(key, "u-1", nil)
+			}
+		})
+	}
+	wg.Wait()
+	reopened, err := OpenStore(s.Path(), StoreOptions{})
+	if err != nil {
+		t.Fatalf("reopen after concurrent updates: %v", err)
+	}
+	for _, key := range []string{"a", "b"} {
+		got, _ := reopened.Snapshot().Flag(key)
+		want, _ := s.Snapshot().Flag(key)
+		if got.Percentage != want.Percentage {
+			t.Fatalf("flag %s on disk: got %v, want the %v in force", key, got.Percentage, want.Percentage)
+		}
+	}
+}
