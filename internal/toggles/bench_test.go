@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"testing"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/open-feature/go-sdk/openfeature"
 	"github.com/open-feature/go-sdk/openfeature/isolated"
 	"github.com/prometheus/client_golang/prometheus"
@@ -147,5 +148,19 @@ func BenchmarkSnapshotEvaluate(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		snap.Evaluate("users-migration", "550e8400-e29b-41d4-a716-446655440000", nil)
+	}
+}
+
+// BenchmarkResolveJWT is the identity step from an HS256 token.
+func BenchmarkResolveJWT(b *testing.B) {
+	var failures []string
+	r := newTestResolver(b, []IdentitySource{{JWT: &JWTSource{HS256SecretEnv: "JWT_SECRET"}}}, AnonymousMonolith, &failures)
+	req := httptest.NewRequest(http.MethodGet, "/", nil)
+	req.Header.Set("Authorization", "Bearer "+signHS(b, jwt.SigningMethodHS256, []byte(testSecret), jwt.MapClaims{"sub": "u-1", "email": "a@example.com"}))
+	b.ReportAllocs()
+	for b.Loop() {
+		if r.Resolve(req).UserID == "" {
+			b.Fatal("token not believed")
+		}
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"gopkg.in/yaml.v3"
 )
 
 const testSecret = "s3cret-for-tests-only"
@@ -251,4 +252,45 @@ func FuzzResolveJWT(f *testing.F) {
 			t.Fatalf("believed %q for a token that does not verify: %v", id.UserID, err)
 		}
 	})
+}
+
+func TestIdentityConfigDecodesFromTheProxyConfig(t *testing.T) {
+	// The identity part of DESIGN.md's proxy config, decoded strictly into
+	// the types a proxy config embeds.
+	const design = `identity:
+  - header: X-User-ID
+  - cookie: uid
+  - jwt: {header: Authorization, claim: sub, hs256_secret_env: JWT_SECRET}
+  - jwt: {claim: sub, rs256_public_key_file: keys/jwt.pub}
+anonymous: sticky_cookie
+`
+	var cfg struct {
+		Identity  []IdentitySource `yaml:"identity"`
+		Anonymous AnonymousMode    `yaml:"anonymous"`
+	}
+	dec := yaml.NewDecoder(strings.NewReader(design))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil {
+		t.Fatalf("decode: %v", err)
+	}
+	if got := len(cfg.Identity); got != 4 {
+		t.Fatalf("sources: got %d, want 4", got)
+	}
+	if j := cfg.Identity[2].JWT; j == nil || j.HS256SecretEnv != "JWT_SECRET" || j.Claim != "sub" || j.Header != "Authorization" {
+		t.Fatalf("identity[2].jwt: got %+v, want the HS256 source", cfg.Identity[2].JWT)
+	}
+	if got := cfg.Identity[3].JWT.RS256PublicKeyFile; got != "keys/jwt.pub" {
+		t.Fatalf("identity[3].jwt.rs256_public_key_file: got %q, want keys/jwt.pub", got)
+	}
+	if cfg.Anonymous != AnonymousStickyCookie {
+		t.Fatalf("anonymous: got %q, want sticky_cookie", cfg.Anonymous)
+	}
+	if ps := ValidateIdentity(cfg.Identity, cfg.Anonymous); len(ps) != 0 {
+		t.Fatalf("ValidateIdentity: got %v, want no problems", ps)
+	}
+	bad := yaml.NewDecoder(strings.NewReader("identity:\n  - jwt: {secret_env: X}\n"))
+	bad.KnownFields(true)
+	if err := bad.Decode(&cfg); err == nil || !strings.Contains(err.Error(), "line 2: field secret_env not found") {
+		t.Fatalf("unknown jwt key: got %v, want an error naming line 2 and the field", err)
+	}
 }
