@@ -11,7 +11,9 @@ import (
 	"strings"
 )
 
-// FlagView is a flag as the admin API shows it.
+// FlagView is a flag as the admin API shows it: the flags file's fields
+// under the same names, with enabled spelled out and empty user lists as
+// [].
 type FlagView struct {
 	Key                string             `json:"key"`
 	Enabled            bool               `json:"enabled"`
@@ -29,7 +31,7 @@ type FlagView struct {
 
 // FlagList is the answer of GET /admin/flags.
 type FlagList struct {
-	Flags []FlagView `json:"flags"`
+	Flags []FlagView `json:"flags"` // by key
 }
 
 // APIError is the body of every admin API error answer.

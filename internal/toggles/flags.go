@@ -78,16 +78,16 @@ func (f Flag) Clone() Flag {
 
 // Guard trips a flag back to 0 % when its service misbehaves.
 type Guard struct {
-	Window       Duration `yaml:"window" json:"window"`
-	MinRequests  int      `yaml:"min_requests" json:"min_requests"`
-	MaxErrorRate float64  `yaml:"max_error_rate,omitempty" json:"max_error_rate,omitempty"`
-	MaxP99       Duration `yaml:"max_p99,omitempty" json:"max_p99,omitempty"`
+	Window       Duration `yaml:"window" json:"window"`                                     // the span each verdict looks at
+	MinRequests  int      `yaml:"min_requests" json:"min_requests"`                         // fewer requests in a window: no verdict
+	MaxErrorRate float64  `yaml:"max_error_rate,omitempty" json:"max_error_rate,omitempty"` // 0..1; above it the guard trips
+	MaxP99       Duration `yaml:"max_p99,omitempty" json:"max_p99,omitempty"`               // a p99 above it trips the guard
 }
 
 // Ramp advances a flag's percentage one step per interval.
 type Ramp struct {
-	Steps    []float64 `yaml:"steps" json:"steps"`
-	Interval Duration  `yaml:"interval" json:"interval"`
+	Steps    []float64 `yaml:"steps" json:"steps"`       // increasing percentages
+	Interval Duration  `yaml:"interval" json:"interval"` // time between two steps
 }
 
 // Segment is a named rule over a verified JWT claim or a request header.
@@ -98,12 +98,12 @@ type Ramp struct {
 // can send X-Beta-Tester: true unless something in front of the proxy strips
 // or sets it. Use claims of a verified JWT for anything that matters.
 type Segment struct {
-	Claim  string   `yaml:"claim,omitempty" json:"claim,omitempty"`
-	Header string   `yaml:"header,omitempty" json:"header,omitempty"`
-	Equals *Scalar  `yaml:"equals,omitempty" json:"equals,omitempty"`
-	Prefix string   `yaml:"prefix,omitempty" json:"prefix,omitempty"`
-	Suffix string   `yaml:"suffix,omitempty" json:"suffix,omitempty"`
-	In     []string `yaml:"in,omitempty" json:"in,omitempty"`
+	Claim  string   `yaml:"claim,omitempty" json:"claim,omitempty"`   // a verified JWT claim
+	Header string   `yaml:"header,omitempty" json:"header,omitempty"` // a request header
+	Equals *Scalar  `yaml:"equals,omitempty" json:"equals,omitempty"` // the value is exactly this
+	Prefix string   `yaml:"prefix,omitempty" json:"prefix,omitempty"` // the value starts with this
+	Suffix string   `yaml:"suffix,omitempty" json:"suffix,omitempty"` // the value ends with this
+	In     []string `yaml:"in,omitempty" json:"in,omitempty"`         // the value is one of these
 }
 
 // Scalar is a YAML scalar kept as its text, so `equals: true` and
@@ -175,7 +175,7 @@ func (p Problem) String() string { return p.Path + ": " + p.Message }
 
 // ValidationError lists every problem found. It wraps ErrInvalid.
 type ValidationError struct {
-	Problems []Problem
+	Problems []Problem // in file order: segments, then flags, by name
 }
 
 // Error lists the problems, one a line.

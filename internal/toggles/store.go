@@ -38,19 +38,19 @@ type StoreOptions struct {
 
 // AuditEvent describes one change made through Update.
 type AuditEvent struct {
-	Time  time.Time
-	Flag  string
-	Actor string
-	Old   Flag
-	New   Flag
+	Time  time.Time // when the change was in force
+	Flag  string    // the flag's key
+	Actor string    // who made it (the admin request's remote address by default)
+	Old   Flag      // the flag before
+	New   Flag      // the flag as now in force
 }
 
 // Patch is a change to one flag. Nil fields are left as they are.
 type Patch struct {
-	Percentage   *float64  `json:"percentage,omitempty"`
-	Enabled      *bool     `json:"enabled,omitempty"`
-	IncludeUsers *[]string `json:"include_users,omitempty"`
-	ExcludeUsers *[]string `json:"exclude_users,omitempty"`
+	Percentage   *float64  `json:"percentage,omitempty"`    // 0..100, at most two decimals
+	Enabled      *bool     `json:"enabled,omitempty"`       // false is the kill switch
+	IncludeUsers *[]string `json:"include_users,omitempty"` // replaces the list
+	ExcludeUsers *[]string `json:"exclude_users,omitempty"` // replaces the list
 }
 
 // Store holds the flags file's current snapshot. Reads (Snapshot) are lock

@@ -22,10 +22,10 @@ func NewCmdFlags(d Deps) *cobra.Command {
 
 // ExportOptions are the options of "flags export".
 type ExportOptions struct {
-	Deps      Deps
-	Format    string
-	FlagsFile string
-	Output    string // empty or "-": Deps.Out
+	Deps      Deps   // streams, HTTP client, environment
+	Format    string // --format: flagd
+	FlagsFile string // --flags
+	Output    string // --output; empty or "-": Deps.Out
 }
 
 // NewCmdExport returns "flags export --format flagd --flags FILE".

@@ -40,8 +40,8 @@ func (d Deps) getenv(k string) string {
 
 // AdminFlags are the flags every rollout command shares.
 type AdminFlags struct {
-	URL   string
-	Token string
+	URL   string // --admin
+	Token string // --token
 }
 
 func (a *AdminFlags) client(d Deps) *AdminClient {
@@ -69,10 +69,10 @@ A change is validated, written to the flags file and in force when the command r
 
 // GetOptions are the options of "rollout get".
 type GetOptions struct {
-	Deps   Deps
-	Admin  *AdminFlags
-	Flag   string // empty: every flag
-	AsJSON bool
+	Deps   Deps        // streams, HTTP client, environment
+	Admin  *AdminFlags // --admin and --token
+	Flag   string      // empty: every flag
+	AsJSON bool        // --json: print the admin API's JSON
 }
 
 // NewCmdGet returns "rollout get [FLAG]". runF replaces getRun in tests;
@@ -121,10 +121,10 @@ func getRun(ctx context.Context, opts *GetOptions) error {
 
 // SetOptions are the options of "rollout set".
 type SetOptions struct {
-	Deps       Deps
-	Admin      *AdminFlags
-	Flag       string
-	Percentage float64
+	Deps       Deps        // streams, HTTP client, environment
+	Admin      *AdminFlags // --admin and --token
+	Flag       string      // FLAG
+	Percentage float64     // PERCENT
 }
 
 // NewCmdSet returns "rollout set FLAG PERCENT".
@@ -182,10 +182,10 @@ func disabledNote(f toggles.FlagView) string {
 
 // EnableOptions are the options of "rollout enable" and "rollout disable".
 type EnableOptions struct {
-	Deps    Deps
-	Admin   *AdminFlags
-	Flag    string
-	Enabled bool
+	Deps    Deps        // streams, HTTP client, environment
+	Admin   *AdminFlags // --admin and --token
+	Flag    string      // FLAG
+	Enabled bool        // true for enable, false for disable
 }
 
 // NewCmdEnable returns "rollout enable FLAG" (enable true) or "rollout
