@@ -19,7 +19,15 @@ type Metrics struct {
 // strangler_rollout_decisions_total{flag,backend,reason} and
 // strangler_identity_jwt_failures_total{reason}.
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
-	m := &Metrics{
+	m := newMetrics()
+	if err := m.register(reg); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func newMetrics() *Metrics {
+	return &Metrics{
 		percentage: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: "strangler", Subsystem: "rollout", Name: "percentage",
 			Help: "Percentage of users a flag sends to its service (0 while the flag is disabled).",
@@ -33,12 +41,15 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Tokens that were present but not believed, by reason.",
 		}, []string{"reason"}),
 	}
+}
+
+func (m *Metrics) register(reg prometheus.Registerer) error {
 	for _, c := range []prometheus.Collector{m.percentage, m.decisions, m.jwtFailures} {
 		if err := reg.Register(c); err != nil {
-			return nil, fmt.Errorf("register rollout metrics: %w", err)
+			return fmt.Errorf("register rollout metrics: %w", err)
 		}
 	}
-	return m, nil
+	return nil
 }
 
 // ObserveDecision counts one decision.

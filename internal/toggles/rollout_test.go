@@ -2,11 +2,17 @@ package toggles
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/open-feature/go-sdk/openfeature"
 	"github.com/prometheus/client_golang/prometheus"
@@ -252,5 +258,86 @@ flags:
 				t.Fatalf("got %q, want it to end with %q", got, tt.want)
 			}
 		})
+	}
+}
+
+func TestRolloutWiresThePieces(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	var reloads []error
+	var mu sync.Mutex
+	path := writeFlags(t, "flags:\n  users-migration: {percentage: 0, include_users: [u-qa-1]}\n")
+	r, err := Start(context.Background(), Config{
+		FlagsFile:    path,
+		Identity:     []IdentitySource{{Header: "X-User-ID"}, {JWT: &JWTSource{HS256SecretEnv: "JWT_SECRET"}}},
+		Anonymous:    AnonymousStickyCookie,
+		Getenv:       func(string) string { return testSecret },
+		Registerer:   reg,
+		OnReload:     func(err error) { mu.Lock(); reloads = append(reloads, err); mu.Unlock() },
+		PollInterval: 5 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := r.Close(context.Background()); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	decide := func(user string) (Decision, Identity) {
+		req := httptest.NewRequest(http.MethodGet, "/api/users", nil)
+		if user != "" {
+			req.Header.Set("X-User-ID", user)
+		}
+		return r.Decide(req, "users-migration")
+	}
+	if d, _ := decide("u-qa-1"); !d.Service || d.Reason != "included" {
+		t.Fatalf("u-qa-1: got %+v, want the service (included)", d)
+	}
+	if d, id := decide(""); d.Service || id.Cookie() == nil || d.UserID != id.UserID {
+		t.Fatalf("anonymous: got %+v with cookie %v, want a sticky id, bucketed, and a cookie to set", d, id.Cookie())
+	}
+	forged := httptest.NewRequest(http.MethodGet, "/", nil)
+	forged.Header.Set("Authorization", "Bearer "+signHS(t, jwt.SigningMethodHS256, []byte("guess"), jwt.MapClaims{"sub": "u-qa-1"}))
+	if d, _ := r.Decide(forged, "users-migration"); d.UserID == "u-qa-1" {
+		t.Fatalf("forged JWT: got user %q, want it not believed", d.UserID)
+	}
+	if got := testutil.ToFloat64(r.metrics.jwtFailures.WithLabelValues(JWTBadSignature)); got != 1 {
+		t.Fatalf("jwt failures{bad_signature}: got %v, want 1", got)
+	}
+
+	// The watcher picks up an edit of the file; the gauge follows.
+	replaceFile(t, path, "flags:\n  users-migration: {percentage: 100}\n")
+	waitFor(t, "the edit to be in force", func() bool { d, _ := decide("u-1"); return d.Service })
+	waitFor(t, "the percentage gauge", func() bool {
+		return testutil.ToFloat64(r.metrics.percentage.WithLabelValues("users-migration")) == 100
+	})
+	mu.Lock()
+	if len(reloads) != 1 || reloads[0] != nil {
+		t.Fatalf("reload reports: got %v, want one success", reloads)
+	}
+	mu.Unlock()
+
+	res, _ := r.Explain(httptest.NewRequest(http.MethodGet, "/", nil), "users-migration")
+	if res.Rule != RuleSplit {
+		t.Fatalf("Explain of an anonymous sticky visitor: got %+v, want a split", res)
+	}
+	if err := r.SetIdentity([]IdentitySource{{JWT: &JWTSource{HS256SecretEnv: "UNSET"}}}, "", "", func(string) string { return "" }); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("SetIdentity with a missing secret: got %v, want ErrInvalid", err)
+	}
+}
+
+func TestStartFailsCleanly(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	_, err := Start(context.Background(), Config{FlagsFile: writeFlags(t, "flags:\n  a: {percentage: 500}\n"), Registerer: reg})
+	if !errors.Is(err, ErrInvalid) {
+		t.Fatalf("Start with an invalid flags file: got %v, want ErrInvalid", err)
+	}
+	// Nothing was left registered: a second start with a good file works.
+	r, err := Start(context.Background(), Config{FlagsFile: writeFlags(t, "flags:\n  a: {percentage: 5}\n"), Registerer: reg})
+	if err != nil {
+		t.Fatalf("second Start: %v", err)
+	}
+	if err := r.Close(context.Background()); err != nil {
+		t.Fatalf("Close: %v", err)
 	}
 }
