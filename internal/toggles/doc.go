@@ -35,8 +35,14 @@
 // proxy strips or sets it. Base anything that matters on claims of a
 // verified JWT.
 //
-// AdminHandler serves the admin API's /admin/flags endpoints over a Store;
-// Metrics registers strangler_rollout_percentage and
-// strangler_rollout_decisions_total into a registry it is given. The
+// Start wires these together for a proxy and returns a Rollout: per
+// request, Rollout.Decide(req, flagKey) returns the decision and the
+// identity (whose sticky cookie, if new, goes on the response). The lower
+// pieces stay available for the explain command and for tests.
+//
+// NewAdminHandler serves the admin API's /admin/flags endpoints over a Store;
+// NewMetrics registers strangler_rollout_percentage,
+// strangler_rollout_decisions_total and
+// strangler_identity_jwt_failures_total into a registry it is given. The
 // togglescmd subpackage has the rollout and flags export commands.
 package toggles
