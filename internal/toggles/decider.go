@@ -80,8 +80,12 @@ func NewDecider(client *openfeature.Client, store *Store, metrics *Metrics) *Dec
 // Provider over store, waits until it is ready and returns a client of it.
 // Call shutdown when done.
 func NewClient(ctx context.Context, store *Store) (client *openfeature.Client, shutdown func(context.Context) error, err error) {
+	return newClientFor(ctx, NewProvider(store))
+}
+
+func newClientFor(ctx context.Context, p *Provider) (*openfeature.Client, func(context.Context) error, error) {
 	api := isolated.NewAPI()
-	if err := api.SetProviderAndWait(ctx, NewProvider(store)); err != nil {
+	if err := api.SetProviderAndWait(ctx, p); err != nil {
 		return nil, nil, fmt.Errorf("set up flag provider: %w", err)
 	}
 	return api.NewClient(), api.Shutdown, nil

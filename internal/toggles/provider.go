@@ -38,16 +38,20 @@ const ProviderName = "strangler-flags-file"
 // non-boolean evaluation. The flag metadata "rule" tells excluded from
 // not_eligible, the two rules behind TARGETING_MATCH to the monolith.
 type Provider struct {
-	store *Store
-	meta  map[Rule]openfeature.FlagMetadata
+	store  *Store
+	meta   map[Rule]openfeature.FlagMetadata
+	events chan openfeature.Event
 }
 
-var _ openfeature.FeatureProvider = (*Provider)(nil)
+var (
+	_ openfeature.FeatureProvider = (*Provider)(nil)
+	_ openfeature.EventHandler    = (*Provider)(nil)
+)
 
 // NewProvider returns a provider reading store's snapshot in force at each
 // evaluation.
 func NewProvider(store *Store) *Provider {
-	p := &Provider{store: store, meta: make(map[Rule]openfeature.FlagMetadata)}
+	p := &Provider{store: store, meta: make(map[Rule]openfeature.FlagMetadata), events: make(chan openfeature.Event, 1)}
 	for _, r := range []Rule{RuleNotFound, RuleNoUser, RuleDisabled, RuleExcluded, RuleIncluded, RuleNotEligible, RuleSplit} {
 		p.meta[r] = openfeature.FlagMetadata{MetadataRule: string(r)}
 	}
@@ -57,6 +61,29 @@ func NewProvider(store *Store) *Provider {
 // Metadata names the provider.
 func (p *Provider) Metadata() openfeature.Metadata {
 	return openfeature.Metadata{Name: ProviderName}
+}
+
+// EventChannel delivers PROVIDER_CONFIGURATION_CHANGED events; see
+// ConfigurationChanged.
+func (p *Provider) EventChannel() <-chan openfeature.Event { return p.events }
+
+// ConfigurationChanged tells the OpenFeature API that the flags changed
+// (use it from StoreOptions.OnChange). Evaluations always read the snapshot
+// in force, so the event is for the API's handlers only; while one event is
+// still undelivered, another is not queued behind it.
+func (p *Provider) ConfigurationChanged(s *Snapshot) {
+	ev := openfeature.Event{
+		ProviderName: ProviderName,
+		EventType:    openfeature.ProviderConfigChange,
+		ProviderEventDetails: openfeature.ProviderEventDetails{
+			Message:     "flags file changed",
+			FlagChanges: s.FlagKeys(),
+		},
+	}
+	select {
+	case p.events <- ev:
+	default:
+	}
 }
 
 // Hooks returns no hooks.

@@ -45,6 +45,7 @@ type Config struct {
 // and the metrics.
 type Rollout struct {
 	store    *Store
+	provider *Provider
 	decider  *Decider
 	metrics  *Metrics
 	resolver atomic.Pointer[Resolver]
@@ -78,6 +79,7 @@ func Start(ctx context.Context, cfg Config) (*Rollout, error) {
 			if r.metrics != nil {
 				r.metrics.SetPercentages(s)
 			}
+			r.provider.ConfigurationChanged(s)
 		},
 	})
 	if err != nil {
@@ -87,7 +89,8 @@ func Start(ctx context.Context, cfg Config) (*Rollout, error) {
 	if r.metrics != nil {
 		r.metrics.SetPercentages(store.Snapshot())
 	}
-	client, shutdown, err := NewClient(ctx, store)
+	r.provider = NewProvider(store)
+	client, shutdown, err := newClientFor(ctx, r.provider)
 	if err != nil {
 		return nil, fmt.Errorf("start rollout: %w", err)
 	}
