@@ -85,7 +85,8 @@ const maxPatchBody = 64 << 10
 //	PUT /admin/flags/{key}  a JSON body with any of percentage, enabled,
 //	                        include_users, exclude_users; answers the flag
 //	                        as now in force, 400 naming the field on bad
-//	                        input, 404 for an unknown flag
+//	                        input, 404 for an unknown flag, 409 while the
+//	                        file on disk is invalid
 //
 // Errors are APIError bodies.
 func NewAdminHandler(store *Store, opts AdminOptions) http.Handler {
@@ -149,6 +150,8 @@ func (a *admin) put(w http.ResponseWriter, r *http.Request) {
 	f, err := a.store.Update(key, p, a.actor(r))
 	var verr *ValidationError
 	switch {
+	case errors.Is(err, ErrFileInvalid):
+		writeJSON(w, http.StatusConflict, APIError{Error: err.Error()})
 	case errors.Is(err, ErrFlagNotFound):
 		writeJSON(w, http.StatusNotFound, APIError{Error: fmt.Sprintf("flag %q is not in the flags file: add it there first", key)})
 	case errors.As(err, &verr):

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 )
@@ -145,6 +146,21 @@ func TestAdminStateAndActor(t *testing.T) {
 	resp.Body.Close()
 	if len(audits) != 1 || audits[0].Actor != "token-holder@10.1.2.3" {
 		t.Fatalf("audit: got %+v, want one change by token-holder@10.1.2.3", audits)
+	}
+}
+
+func TestAdminPutOverAnInvalidFileOnDisk(t *testing.T) {
+	srv, s := adminServer(t, designFlags, StoreOptions{})
+	replaceFile(t, s.Path(), "flags:\n  users-migration: {percentage: 900}\n")
+	var e APIError
+	if code := do(t, http.MethodPut, srv.URL+"/admin/flags/users-migration", `{"percentage": 5}`, &e); code != http.StatusConflict {
+		t.Fatalf("PUT: got %d %+v, want 409", code, e)
+	}
+	if !strings.Contains(e.Error, "flags file on disk is invalid") || !strings.Contains(e.Error, "900 is out of range") {
+		t.Fatalf("error: got %q, want it to say the file on disk is invalid and why", e.Error)
+	}
+	if data, _ := os.ReadFile(s.Path()); !strings.Contains(string(data), "900") {
+		t.Fatalf("file: got %q, want the operator's edit left for them to fix", data)
 	}
 }
 

@@ -16,8 +16,15 @@ import (
 	"time"
 )
 
-// ErrFlagNotFound is returned for a flag key the flags file does not have.
-var ErrFlagNotFound = errors.New("flag not found")
+var (
+	// ErrFlagNotFound is returned for a flag key the flags file does not
+	// have.
+	ErrFlagNotFound = errors.New("flag not found")
+	// ErrFileInvalid is returned by Update when the flags file on disk was
+	// edited into an invalid state: it must be fixed before a change can be
+	// written over it.
+	ErrFileInvalid = errors.New("the flags file on disk is invalid: fix it (or restore it) first")
+)
 
 // StoreOptions are a Store's hooks. Every field may be left zero.
 type StoreOptions struct {
@@ -210,7 +217,7 @@ func (s *Store) Update(key string, patch Patch, actor string) (Flag, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, _, err := s.reloadLocked(); err != nil {
-		return Flag{}, fmt.Errorf("update flag %s: %w", key, err)
+		return Flag{}, fmt.Errorf("update flag %s: %w: %w", key, ErrFileInvalid, err)
 	}
 	cur := s.snap.Load()
 	old, ok := cur.file.Flags[key]
