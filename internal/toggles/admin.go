@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"slices"
 	"strings"
 )
 
@@ -164,8 +163,17 @@ func (a *admin) put(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// patchFields are the fields a PUT may set.
-var patchFields = []string{"percentage", "enabled", "include_users", "exclude_users"}
+// patchFields lists the fields a PUT may set, for messages.
+const patchFields = "percentage, enabled, include_users, exclude_users"
+
+// isPatchField reports whether a PUT may set the field.
+func isPatchField(f string) bool {
+	switch f {
+	case "percentage", "enabled", "include_users", "exclude_users":
+		return true
+	}
+	return false
+}
 
 func decodePatch(body io.Reader, p *Patch) *APIError {
 	dec := json.NewDecoder(body)
@@ -175,20 +183,20 @@ func decodePatch(body io.Reader, p *Patch) *APIError {
 	var maxErr *http.MaxBytesError
 	switch {
 	case errors.Is(err, io.EOF):
-		return &APIError{Error: "empty body: send a JSON object with any of " + strings.Join(patchFields, ", ")}
+		return &APIError{Error: "empty body: send a JSON object with any of " + patchFields}
 	case errors.As(err, &typeErr):
 		return &APIError{Error: fmt.Sprintf("%s: want %s, got a JSON %s", typeErr.Field, wantType(typeErr.Field), typeErr.Value), Field: typeErr.Field}
 	case errors.As(err, &maxErr):
 		return &APIError{Error: fmt.Sprintf("body is larger than %d bytes", maxErr.Limit)}
 	case err != nil && strings.HasPrefix(err.Error(), "json: unknown field "):
 		field := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
-		return &APIError{Error: fmt.Sprintf("%s: unknown field; the fields are %s", field, strings.Join(patchFields, ", ")), Field: field}
+		return &APIError{Error: fmt.Sprintf("%s: unknown field; the fields are %s", field, patchFields), Field: field}
 	case err != nil:
 		return &APIError{Error: "body is not a JSON object: " + err.Error()}
 	case dec.More():
 		return &APIError{Error: "body has more than one JSON value"}
 	case p.Percentage == nil && p.Enabled == nil && p.IncludeUsers == nil && p.ExcludeUsers == nil:
-		return &APIError{Error: "nothing to change: set any of " + strings.Join(patchFields, ", ")}
+		return &APIError{Error: "nothing to change: set any of " + patchFields}
 	}
 	return nil
 }
@@ -214,7 +222,7 @@ func validationAPIError(key string, verr *ValidationError) APIError {
 	if rest, ok := strings.CutPrefix(verr.Problems[0].Path, prefix); ok {
 		field, _, _ := strings.Cut(rest, "[")
 		field, _, _ = strings.Cut(field, ".")
-		if slices.Contains(patchFields, field) {
+		if isPatchField(field) {
 			out.Field = field
 		}
 	}
