@@ -168,6 +168,8 @@ type Problem struct {
 	Path string
 	// Message says what is wrong and, where it helps, what to do.
 	Message string
+	// Line is the line of the file the path leads to, 0 when unknown.
+	Line int
 }
 
 // String formats the problem as "path: message".
@@ -218,13 +220,18 @@ func Decode(r io.Reader) (*File, error) {
 	return &f, nil
 }
 
-// Parse decodes and validates a flags file.
+// Parse decodes and validates a flags file. Validation problems carry the
+// line their path leads to.
 func Parse(data []byte) (*File, error) {
 	f, err := Decode(bytes.NewReader(data))
 	if err != nil {
 		return nil, err
 	}
 	if err := f.Validate(); err != nil {
+		var verr *ValidationError
+		if errors.As(err, &verr) {
+			addLines(data, verr.Problems)
+		}
 		return nil, err
 	}
 	return f, nil

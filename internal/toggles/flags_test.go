@@ -158,3 +158,35 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+func TestParseProblemsCarryLines(t *testing.T) {
+	const in = `segments:
+  s: {claim: email}
+flags:
+  users.v2:
+    percentage: 150
+    segments:
+      - s
+      - nope
+  other: {percentage: 1.234}
+`
+	_, err := Parse([]byte(in))
+	var verr *ValidationError
+	if !errors.As(err, &verr) {
+		t.Fatalf("Parse: got %v, want a *ValidationError", err)
+	}
+	want := map[string]int{
+		"segments.s":                 2,
+		"flags.other.percentage":     9,
+		"flags.users.v2.percentage":  5,
+		"flags.users.v2.segments[1]": 8,
+	}
+	if len(verr.Problems) != len(want) {
+		t.Fatalf("problems: got %v, want %d", verr, len(want))
+	}
+	for _, p := range verr.Problems {
+		if got, ok := want[p.Path]; !ok || p.Line != got {
+			t.Errorf("%s: got line %d, want %d", p.Path, p.Line, want[p.Path])
+		}
+	}
+}
