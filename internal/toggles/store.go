@@ -37,7 +37,8 @@ type StoreOptions struct {
 	// strangler_config_reloads_total.
 	OnReload func(err error)
 	// OnChange is called with the new snapshot after it is in force,
-	// from a reload or an Update.
+	// from a reload or an Update. Hooks run without the Store's lock held,
+	// so they may call back into it.
 	OnChange func(*Snapshot)
 	// Audit is called after every Update is in force.
 	Audit func(AuditEvent)
@@ -128,43 +129,54 @@ func snapshotOf(data []byte) (*Snapshot, error) {
 // was put in force.
 func (s *Store) Reload() (changed bool, err error) {
 	s.mu.Lock()
-	snap, changed, err := s.reloadLocked()
+	o := s.reloadLocked()
 	s.mu.Unlock()
-	if changed && s.opts.OnChange != nil {
-		s.opts.OnChange(snap)
+	s.notify(o)
+	return o.snap != nil, o.err
+}
+
+// reloadOutcome is what a reload did, for the hooks that are called once
+// the lock is released (so a hook may call back into the Store).
+type reloadOutcome struct {
+	snap   *Snapshot // the new snapshot in force, or nil
+	err    error
+	report bool // call OnReload with err: new content, or a new bad content
+}
+
+// notify runs the hooks for a reload outcome. Call it without s.mu held.
+func (s *Store) notify(o reloadOutcome) {
+	if o.report && s.opts.OnReload != nil {
+		s.opts.OnReload(o.err)
 	}
-	return changed, err
+	if o.snap != nil && s.opts.OnChange != nil {
+		s.opts.OnChange(o.snap)
+	}
 }
 
 // reloadLocked adopts the file's content if it differs from what was last
-// loaded or written. It reports a bad content once through OnReload.
-func (s *Store) reloadLocked() (*Snapshot, bool, error) {
+// loaded or written. A bad content is reported once.
+func (s *Store) reloadLocked() reloadOutcome {
 	data, err := readFlagsFile(s.path)
 	if err != nil {
-		return nil, false, fmt.Errorf("reload flags: %w", err)
+		return reloadOutcome{err: fmt.Errorf("reload flags: %w", err)}
 	}
 	if bytes.Equal(data, s.onDisk) {
-		return nil, false, nil
+		return reloadOutcome{}
 	}
 	snap, err := snapshotOf(data)
 	if err != nil {
 		err = fmt.Errorf("reload flags %s (the previous flags stay in force): %w", s.path, err)
-		if !bytes.Equal(data, s.badDisk) {
+		o := reloadOutcome{err: err, report: !bytes.Equal(data, s.badDisk)}
+		if o.report {
 			s.badDisk = data
 			s.log.Error("flags file rejected", "path", s.path, "err", err)
-			if s.opts.OnReload != nil {
-				s.opts.OnReload(err)
-			}
 		}
-		return nil, false, err
+		return o
 	}
 	s.snap.Store(snap)
 	s.onDisk, s.badDisk = data, nil
 	s.log.Info("flags file reloaded", "path", s.path, "flags", len(snap.file.Flags))
-	if s.opts.OnReload != nil {
-		s.opts.OnReload(nil)
-	}
-	return snap, true, nil
+	return reloadOutcome{snap: snap, report: true}
 }
 
 // Watch polls the flags file every interval and reloads it when its
@@ -214,46 +226,54 @@ func (s *Store) poll(seen *[]byte) {
 // made to the file on disk and not yet picked up by Watch is loaded first,
 // so it is not overwritten.
 func (s *Store) Update(key string, patch Patch, actor string) (Flag, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, _, err := s.reloadLocked(); err != nil {
-		return Flag{}, fmt.Errorf("update flag %s: %w: %w", key, ErrFileInvalid, err)
-	}
-	cur := s.snap.Load()
-	old, ok := cur.file.Flags[key]
-	if !ok {
-		return Flag{}, fmt.Errorf("update flag %s: %w", key, ErrFlagNotFound)
-	}
-	next := old.Clone()
-	patch.apply(&next)
-	file := cur.file.Clone()
-	file.Flags[key] = next
-	if err := file.Validate(); err != nil {
-		return Flag{}, fmt.Errorf("update flag %s: %w", key, err)
-	}
-	var buf bytes.Buffer
-	buf.WriteString("# Rollout flags. strangler-proxy rewrites this file when a flag is changed\n# through its admin API; comments are not kept.\n")
-	if err := file.Encode(&buf); err != nil {
-		return Flag{}, fmt.Errorf("update flag %s: %w", key, err)
-	}
-	snap, err := NewSnapshot(file)
+	ev, snap, reloaded, err := s.update(key, patch, actor)
+	s.notify(reloaded)
 	if err != nil {
-		return Flag{}, fmt.Errorf("update flag %s: %w", key, err)
+		return Flag{}, err
 	}
-	if err := writeFileAtomic(s.path, buf.Bytes()); err != nil {
-		return Flag{}, fmt.Errorf("update flag %s: %w", key, err)
-	}
-	s.snap.Store(snap)
-	s.onDisk = buf.Bytes()
-	ev := AuditEvent{Time: time.Now(), Flag: key, Actor: actor, Old: old.Clone(), New: next.Clone()}
-	s.log.Info("flag changed", "flag", key, "actor", actor, "old", describeFlag(old), "new", describeFlag(next))
+	s.log.Info("flag changed", "flag", key, "actor", actor, "old", describeFlag(ev.Old), "new", describeFlag(ev.New))
 	if s.opts.Audit != nil {
 		s.opts.Audit(ev)
 	}
 	if s.opts.OnChange != nil {
 		s.opts.OnChange(snap)
 	}
-	return next.Clone(), nil
+	return ev.New.Clone(), nil
+}
+
+// update does Update's work under the lock; the hooks run after it.
+func (s *Store) update(key string, patch Patch, actor string) (AuditEvent, *Snapshot, reloadOutcome, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	reloaded := s.reloadLocked()
+	if reloaded.err != nil {
+		return AuditEvent{}, nil, reloaded, fmt.Errorf("update flag %s: %w: %w", key, ErrFileInvalid, reloaded.err)
+	}
+	cur := s.snap.Load()
+	old, ok := cur.file.Flags[key]
+	if !ok {
+		return AuditEvent{}, nil, reloaded, fmt.Errorf("update flag %s: %w", key, ErrFlagNotFound)
+	}
+	next := old.Clone()
+	patch.apply(&next)
+	file := cur.file.Clone()
+	file.Flags[key] = next
+	snap, err := NewSnapshot(file) // validates the whole file
+	if err != nil {
+		return AuditEvent{}, nil, reloaded, fmt.Errorf("update flag %s: %w", key, err)
+	}
+	var buf bytes.Buffer
+	buf.WriteString("# Rollout flags. strangler-proxy rewrites this file when a flag is changed\n# through its admin API; comments are not kept.\n")
+	if err := file.Encode(&buf); err != nil {
+		return AuditEvent{}, nil, reloaded, fmt.Errorf("update flag %s: %w", key, err)
+	}
+	if err := writeFileAtomic(s.path, buf.Bytes()); err != nil {
+		return AuditEvent{}, nil, reloaded, fmt.Errorf("update flag %s: %w", key, err)
+	}
+	s.snap.Store(snap)
+	s.onDisk = buf.Bytes()
+	ev := AuditEvent{Time: time.Now(), Flag: key, Actor: actor, Old: old.Clone(), New: next.Clone()}
+	return ev, snap, reloaded, nil
 }
 
 func (p Patch) apply(f *Flag) {

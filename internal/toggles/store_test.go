@@ -216,3 +216,32 @@ func TestConcurrentUpdatesAndReads(t *testing.T) {
 		}
 	}
 }
+
+func TestHooksMayCallBackIntoTheStore(t *testing.T) {
+	var s *Store
+	var seen []float64
+	s = openStore(t, "flags:\n  a: {percentage: 5}\n", StoreOptions{
+		OnChange: func(snap *Snapshot) {
+			// A hook that reads and reloads must not deadlock.
+			if _, err := s.Reload(); err != nil {
+				t.Errorf("Reload from OnChange: %v", err)
+			}
+			f, _ := s.Snapshot().Flag("a")
+			seen = append(seen, f.Percentage)
+		},
+		Audit: func(AuditEvent) { s.Snapshot() },
+	})
+	done := make(chan error, 1)
+	go func() { _, err := s.Update("a", Patch{Percentage: ptr(9.0)}, "test"); done <- err }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Update: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("Update with hooks calling back into the store: got a deadlock, want it to return")
+	}
+	if len(seen) != 1 || seen[0] != 9 {
+		t.Fatalf("OnChange saw: got %v, want [9]", seen)
+	}
+}
