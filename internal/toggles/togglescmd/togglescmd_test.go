@@ -194,3 +194,25 @@ func TestFlagsExport(t *testing.T) {
 		t.Fatalf("written file: got %v, want valid JSON", err)
 	}
 }
+
+func TestRolloutFlagDefaults(t *testing.T) {
+	tests := []struct {
+		name                 string
+		env                  map[string]string
+		wantAdmin, wantToken string
+	}{
+		{"no environment", nil, DefaultAdminURL, ""},
+		{"environment", map[string]string{"STRANGLER_ADMIN_URL": "http://10.0.0.1:9901", "STRANGLER_ADMIN_TOKEN": "x"}, "http://10.0.0.1:9901", "x"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cmd := NewCmdRollout(Deps{Getenv: func(k string) string { return tt.env[k] }})
+			if got := cmd.PersistentFlags().Lookup("admin").DefValue; got != tt.wantAdmin {
+				t.Errorf("--admin default: got %q, want %q", got, tt.wantAdmin)
+			}
+			if got := cmd.PersistentFlags().Lookup("token").DefValue; got != tt.wantToken {
+				t.Errorf("--token default: got %q, want %q", got, tt.wantToken)
+			}
+		})
+	}
+}
