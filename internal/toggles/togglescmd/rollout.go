@@ -41,11 +41,16 @@ func (d Deps) getenv(k string) string {
 // AdminFlags are the flags every rollout command shares.
 type AdminFlags struct {
 	URL   string // --admin
-	Token string // --token
+	Token string // --token; empty means $STRANGLER_ADMIN_TOKEN
 }
 
 func (a *AdminFlags) client(d Deps) *AdminClient {
-	return &AdminClient{BaseURL: a.URL, Token: a.Token, HTTP: d.HTTPClient}
+	token := a.Token
+	if token == "" {
+		// Read here, not as the flag's default, so --help never shows it.
+		token = d.getenv("STRANGLER_ADMIN_TOKEN")
+	}
+	return &AdminClient{BaseURL: a.URL, Token: token, HTTP: d.HTTPClient}
 }
 
 // NewCmdRollout returns "rollout" with get, set, enable and disable.
@@ -62,7 +67,7 @@ A change is validated, written to the flags file and in force when the command r
 		url = DefaultAdminURL
 	}
 	cmd.PersistentFlags().StringVar(&admin.URL, "admin", url, "admin API base URL ($STRANGLER_ADMIN_URL)")
-	cmd.PersistentFlags().StringVar(&admin.Token, "token", d.getenv("STRANGLER_ADMIN_TOKEN"), "admin bearer token ($STRANGLER_ADMIN_TOKEN)")
+	cmd.PersistentFlags().StringVar(&admin.Token, "token", "", "admin bearer token (default $STRANGLER_ADMIN_TOKEN)")
 	cmd.AddCommand(NewCmdGet(d, admin, nil), NewCmdSet(d, admin, nil), NewCmdEnable(d, admin, true, nil), NewCmdEnable(d, admin, false, nil))
 	return cmd
 }
