@@ -245,3 +245,20 @@ func TestHooksMayCallBackIntoTheStore(t *testing.T) {
 		t.Fatalf("OnChange saw: got %v, want [9]", seen)
 	}
 }
+
+func TestPollOfARemovedFileMeansNoFlags(t *testing.T) {
+	s := openStore(t, "flags:\n  a: {percentage: 5}\n", StoreOptions{})
+	var seen []byte
+	s.poll(&seen)
+	if err := os.Remove(s.Path()); err != nil {
+		t.Fatal(err)
+	}
+	s.poll(&seen)
+	if !s.Snapshot().Has("a") {
+		t.Fatalf("after one poll of a missing file: got no flag a, want it kept until the removal settles")
+	}
+	s.poll(&seen)
+	if s.Snapshot().Has("a") {
+		t.Fatalf("after the removal settled: got flag a, want no flags (DESIGN.md: missing = no flags)")
+	}
+}
