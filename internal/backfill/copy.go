@@ -1,13 +1,14 @@
 package backfill
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/strangler-fig/strangler/internal/mapping"
@@ -16,9 +17,6 @@ import (
 // errConflict means a batch copied straight in hit a key the target already
 // had; the batch is rolled back and redone as an upsert.
 var errConflict = errors.New("batch conflicts with rows already in the target")
-
-// errTargetStopped ends the stream of a batch the target stopped reading.
-var errTargetStopped = errors.New("target stopped reading the batch")
 
 // streamBuffer is how much of a batch's COPY stream is gathered before it
 // is handed to the target connection, so the target gets large CopyData
@@ -50,7 +48,7 @@ func (c *rangeCopier) copySpan(ctx context.Context, s *span) error {
 	// next is the first key after the checkpoint that the target already
 	// holds (nil: none up to the range's end); the rows before it cannot
 	// conflict, so they are copied straight in. From next on (the
-	// conflict zone) batches are upserted and next is looked up again.
+	// conflict zone) a batch is upserted and next is looked up again.
 	var next []string
 	probe, zone := true, false
 	for !s.done {
@@ -61,32 +59,26 @@ func (c *rangeCopier) copySpan(ctx context.Context, s *span) error {
 			}
 			probe, zone = false, false
 		}
-		var b batch
-		var err error
 		if zone {
-			b, err = c.copyBatch(ctx, s, true, nil)
-			probe = true
-		} else {
-			b, err = c.copyBatch(ctx, s, false, next)
-			if errors.Is(err, errConflict) {
-				// Someone wrote into the range since the probe.
-				b, err = c.copyBatch(ctx, s, true, nil)
-				probe = true
-			} else if err == nil && next != nil && b.rows < int64(c.r.batchSize) {
-				zone = true
+			if _, err := c.copyBatches(ctx, s, true, nil); err != nil {
+				return err
 			}
+			probe = true
+			continue
 		}
-		if err != nil {
+		short, err := c.copyBatches(ctx, s, false, next)
+		switch {
+		case errors.Is(err, errConflict):
+			// Someone wrote into the range since the probe: redo the
+			// batch from the checkpoint as an upsert.
+			if _, err := c.copyBatches(ctx, s, true, nil); err != nil {
+				return err
+			}
+			probe = true
+		case err != nil:
 			return err
-		}
-		if b.last != nil {
-			s.last = b.last
-		}
-		s.rows += b.rows
-		s.done = b.done
-		c.r.batchDone(c.t, s, b)
-		if err := c.r.bucket.take(ctx, b.rows); err != nil {
-			return err
+		case short && next != nil:
+			zone = true
 		}
 	}
 	return nil
@@ -116,17 +108,51 @@ func (c *rangeCopier) probe(ctx context.Context, lower, upper []string) ([]strin
 	return key, nil
 }
 
-// copyBatch copies the next batch of range s — rows after its checkpoint,
-// up to the range's end, or up to but excluding before when it is set — and records the checkpoint in the same target transaction.
-// The rows stream from the source's COPY TO into the target's COPY FROM
-// without being decoded. With upsert they go through a staging table and
-// INSERT … ON CONFLICT instead of straight into the table.
-func (c *rangeCopier) copyBatch(ctx context.Context, s *span, upsert bool, before []string) (batch, error) {
-	limit := c.r.batchSize
-	upper, inclusive := s.end, true
-	if before != nil {
-		upper, inclusive = before, false
+// copyBatches copies batches of range s — rows after its checkpoint, up to
+// the range's end, or up to but excluding before when it is set — each in a
+// target transaction with its checkpoint. The source reads the next batch
+// while the target writes the current one; the rows stream as binary COPY
+// and are never decoded. It returns after the first batch that comes back
+// short (short is then true) or, with upsert, after a single batch, which
+// goes through a staging table and INSERT … ON CONFLICT instead of straight
+// into the table. A straight batch that hits an existing key fails with
+// errConflict, rolled back.
+func (c *rangeCopier) copyBatches(ctx context.Context, s *span, upsert bool, before []string) (short bool, err error) {
+	batches := make(chan *fetched, 1)
+	stop := make(chan struct{})
+	go c.fetch(ctx, s.lower(), s.end, before, upsert, batches, stop)
+	defer func() {
+		// Let the source finish the batch in hand, so its connection
+		// stays usable, and drop what it read.
+		close(stop)
+		for f := range batches {
+			f.discard()
+		}
+	}()
+	for f := range batches {
+		b, err := c.commit(ctx, s, f, upsert, before)
+		if err != nil {
+			return false, err
+		}
+		if b.last != nil {
+			s.last = b.last
+		}
+		s.rows += b.rows
+		s.done = b.done
+		c.r.batchDone(c.t, s, b)
+		if err := c.r.bucket.take(ctx, b.rows); err != nil {
+			return false, err
+		}
+		if b.rows < int64(c.r.batchSize) || upsert {
+			return b.rows < int64(c.r.batchSize), nil
+		}
 	}
+	return false, ctx.Err()
+}
+
+// commit writes a fetched batch into the target in one transaction with
+// its checkpoint.
+func (c *rangeCopier) commit(ctx context.Context, s *span, f *fetched, upsert bool, before []string) (batch, error) {
 	tx, err := c.dst.Begin(ctx)
 	if err != nil {
 		return batch{}, fmt.Errorf("copy batch into %s: %w", c.t.Target, err)
@@ -140,29 +166,27 @@ func (c *rangeCopier) copyBatch(ctx context.Context, s *span, upsert bool, befor
 		}
 		into = stageTable
 	}
-
-	tracker, srcErr := c.stream(ctx, tx.Conn().PgConn(), sourceCopySQL(c.t, s.lower(), upper, inclusive, limit), targetCopySQL(c.t, into))
-	dstErr := srcErr.target
+	_, dstErr := tx.Conn().PgConn().CopyFrom(ctx, f.reader(ctx), targetCopySQL(c.t, into))
+	f.discard() // the rest, if the target stopped early; waits for the source
 	switch {
-	case srcErr.source != nil:
-		return batch{}, fmt.Errorf("read batch of %s from the source: %w", c.t.Source, srcErr.source)
+	case f.err != nil:
+		return batch{}, fmt.Errorf("read batch of %s from the source: %w", c.t.Source, f.err)
 	case dstErr != nil && !upsert && isUniqueViolation(dstErr):
 		return batch{}, errConflict
 	case dstErr != nil:
 		return batch{}, fmt.Errorf("write batch into %s: %w", c.t.Target, dstErr)
 	}
 
-	if upsert && tracker.rows > 0 {
+	if upsert && f.rows > 0 {
 		if _, err := tx.Exec(ctx, c.upsert); err != nil {
 			return batch{}, fmt.Errorf("upsert batch into %s: %w", c.t.Target, err)
 		}
 	}
-	b := batch{rows: tracker.rows}
 	// The range is finished when a batch bounded by the range's own end
 	// comes back short.
-	b.done = tracker.rows < int64(limit) && before == nil
+	b := batch{rows: f.rows, done: f.rows < int64(c.r.batchSize) && before == nil}
 	if b.rows > 0 || b.done {
-		last, err := checkpoint(ctx, tx.Conn().PgConn(), c.r.name, c.t, s.id, b.rows, tracker.lastKey(), b.done)
+		last, err := checkpoint(ctx, tx.Conn().PgConn(), c.r.name, c.t, s.id, b.rows, f.last, b.done)
 		if err != nil {
 			return batch{}, err
 		}
@@ -174,50 +198,155 @@ func (c *rangeCopier) copyBatch(ctx context.Context, s *span, upsert bool, befor
 	return b, nil
 }
 
-// streamErrors are the outcomes of both ends of a stream.
-type streamErrors struct {
-	source, target error
+// fetched is a batch on its way from the source: its COPY stream in
+// chunks, then, once done is closed, what the source said about it.
+type fetched struct {
+	chunks chan []byte
+	done   chan struct{}
+	// Set before done is closed:
+	rows int64
+	last [][]byte // raw key fields of the last row
+	err  error
 }
 
-// stream runs srcSQL (a COPY … TO STDOUT) on the source connection and
-// feeds its output to dstSQL (a COPY … FROM STDIN) on dst, tracking the rows
-// on the way. When the target fails first, the rest of the source's stream
-// is read and dropped, which keeps the source connection usable.
-func (c *rangeCopier) stream(ctx context.Context, dst *pgconn.PgConn, srcSQL, dstSQL string) (*rowTracker, streamErrors) {
-	pr, pw := io.Pipe()
-	buf := bufio.NewWriterSize(&pipeSink{w: pw}, streamBuffer)
-	tracker := newRowTracker(buf, len(c.t.Columns), c.keyFields)
-	srcDone := make(chan error, 1)
-	go func() {
-		_, err := c.src.Conn().PgConn().CopyTo(ctx, tracker, srcSQL)
+// discard drops the chunks not read and waits for the source to finish.
+func (f *fetched) discard() {
+	for range f.chunks {
+	}
+	<-f.done
+}
+
+// reader reads the batch's stream; it ends with the source's error, if
+// any.
+func (f *fetched) reader(ctx context.Context) io.Reader { return &chunkReader{ctx: ctx, f: f} }
+
+type chunkReader struct {
+	ctx context.Context
+	f   *fetched
+	buf []byte
+}
+
+func (r *chunkReader) Read(p []byte) (int, error) {
+	for len(r.buf) == 0 {
+		select {
+		case chunk, ok := <-r.f.chunks:
+			if !ok {
+				<-r.f.done
+				if r.f.err != nil {
+					return 0, r.f.err
+				}
+				return 0, io.EOF
+			}
+			r.buf = chunk
+		case <-r.ctx.Done():
+			return 0, r.ctx.Err()
+		}
+	}
+	n := copy(p, r.buf)
+	r.buf = r.buf[n:]
+	return n, nil
+}
+
+// chunkWriter gathers a stream into chunks of streamBuffer bytes and sends
+// them on.
+type chunkWriter struct {
+	ctx context.Context
+	ch  chan<- []byte
+	buf []byte
+}
+
+func (w *chunkWriter) Write(p []byte) (int, error) {
+	if w.buf == nil {
+		w.buf = make([]byte, 0, streamBuffer)
+	}
+	w.buf = append(w.buf, p...)
+	if len(w.buf) >= streamBuffer {
+		return len(p), w.flush()
+	}
+	return len(p), nil
+}
+
+func (w *chunkWriter) flush() error {
+	if len(w.buf) == 0 {
+		return nil
+	}
+	select {
+	case w.ch <- w.buf:
+		w.buf = nil
+		return nil
+	case <-w.ctx.Done():
+		return w.ctx.Err()
+	}
+}
+
+// keyText turns a key's raw binary fields into their text forms, asking the
+// source (its connection is free between two batches).
+func (c *rangeCopier) keyText(ctx context.Context, raw [][]byte) ([]string, error) {
+	exprs := make([]string, len(raw))
+	formats := make([]int16, len(raw))
+	for i, col := range c.t.KeyColumns() {
+		exprs[i] = fmt.Sprintf("$%d::%s::text", i+1, col.TargetType)
+		formats[i] = pgtype.BinaryFormatCode
+	}
+	rr := c.src.Conn().PgConn().ExecParams(ctx, "SELECT "+strings.Join(exprs, ", "), raw, make([]uint32, len(raw)), formats, nil)
+	var key []string
+	for rr.NextRow() {
+		for _, v := range rr.Values() {
+			key = append(key, string(v))
+		}
+	}
+	if _, err := rr.Close(); err != nil {
+		return nil, fmt.Errorf("print last key: %w", err)
+	}
+	if len(key) != len(raw) {
+		return nil, fmt.Errorf("print last key: got %d fields, want %d", len(key), len(raw))
+	}
+	return key, nil
+}
+
+// fetch reads batches from the source, starting after lower, and sends
+// them to out: one with single, else until a batch comes back short, a
+// read fails or stop is closed. It runs ahead of the target by one batch.
+func (c *rangeCopier) fetch(ctx context.Context, lower, end, before []string, single bool, out chan<- *fetched, stop <-chan struct{}) {
+	defer close(out)
+	for {
+		f := &fetched{chunks: make(chan []byte, 8), done: make(chan struct{})}
+		select {
+		case out <- f:
+		case <-stop:
+			return
+		}
+		upper, inclusive := end, true
+		if before != nil {
+			upper, inclusive = before, false
+		}
+		sql := sourceCopySQL(c.t, lower, upper, inclusive, c.r.batchSize)
+		w := &chunkWriter{ctx: ctx, ch: f.chunks}
+		tracker := newRowTracker(w, len(c.t.Columns), c.keyFields)
+		_, err := c.src.Conn().PgConn().CopyTo(ctx, tracker, sql)
 		if err == nil {
 			err = tracker.finish()
 		}
 		if err == nil {
-			err = buf.Flush()
+			err = w.flush()
 		}
-		pw.CloseWithError(err) // nil: the target reads io.EOF
-		srcDone <- err
-	}()
-	_, dstErr := dst.CopyFrom(ctx, pr, dstSQL)
-	pr.CloseWithError(errTargetStopped)
-	return tracker, streamErrors{source: <-srcDone, target: dstErr}
-}
-
-// pipeSink passes writes on to a pipe until the pipe's reader goes away,
-// then swallows them.
-type pipeSink struct {
-	w      *io.PipeWriter
-	broken bool
-}
-
-func (p *pipeSink) Write(b []byte) (int, error) {
-	if !p.broken {
-		if _, err := p.w.Write(b); err != nil {
-			p.broken = true
+		var next []string
+		if err == nil && tracker.rows == int64(c.r.batchSize) && !single {
+			next, err = c.keyText(ctx, tracker.lastKey())
 		}
+		f.rows, f.last, f.err = tracker.rows, tracker.lastKey(), err
+		close(f.chunks)
+		close(f.done)
+		if next == nil {
+			return
+		}
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		lower = next
 	}
-	return len(b), nil
 }
 
 func isUniqueViolation(err error) bool {
