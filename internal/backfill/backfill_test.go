@@ -289,3 +289,23 @@ func TestOptionsAreChecked(t *testing.T) {
 		})
 	}
 }
+
+func TestMaxRowsPerSecondCapsTheBatch(t *testing.T) {
+	p := newPair(t, `
+		CREATE TABLE t (id int PRIMARY KEY);
+		INSERT INTO t SELECT generate_series(1, 130)`,
+		`CREATE TABLE t (id int PRIMARY KEY)`)
+	tables := p.resolve(t, mapping.TableSpec{Source: "t"})
+	opts := p.opts(1000, 1)
+	opts.MaxRowsPerSecond = 100
+	var largest int64
+	opts.OnBatch = func(e BatchEvent) { largest = max(largest, e.Rows) }
+	sum := p.run(t, opts, tables)
+	if largest != 100 {
+		t.Errorf("got batches of up to %d rows, want 100 (a second's worth)", largest)
+	}
+	if sum.Rows != 130 {
+		t.Errorf("got %d rows, want 130", sum.Rows)
+	}
+	assertSameRows(t, p, tables[0])
+}

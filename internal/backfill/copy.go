@@ -304,9 +304,11 @@ func (c *rangeCopier) keyText(ctx context.Context, raw [][]byte) ([]string, erro
 	return key, nil
 }
 
-// fetch reads batches from the source, starting after lower, and sends
-// them to out: one with single, else until a batch comes back short, a
-// read fails or stop is closed. It runs ahead of the target by one batch.
+// fetch reads batches of keys after lower and up to end (inclusive), or up
+// to before (exclusive) when it is set, from the source and sends them to
+// out: one with single, else until a batch comes back short, a read fails
+// or stop is closed. It runs at most one batch ahead of the target, and
+// holds at most a few chunks of each batch in memory.
 func (c *rangeCopier) fetch(ctx context.Context, lower, end, before []string, single bool, out chan<- *fetched, stop <-chan struct{}) {
 	defer close(out)
 	for {
