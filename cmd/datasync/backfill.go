@@ -99,6 +99,12 @@ func backfillRun(ctx context.Context, opts *backfillOptions) error {
 		return &cli.ExitError{Code: exitError, Err: fmt.Errorf("preflight, nothing was written: %w", err)}
 	}
 
+	// Off a terminal every line on stderr is JSON: the log as well as the
+	// progress lines.
+	var logs slog.Handler = slog.NewJSONHandler(io.ErrOut, nil)
+	if io.ErrIsTerminal {
+		logs = slog.NewTextHandler(io.ErrOut, nil)
+	}
 	sum, err := backfill.Run(ctx, backfill.Options{
 		Source:           src,
 		Target:           dst,
@@ -107,7 +113,7 @@ func backfillRun(ctx context.Context, opts *backfillOptions) error {
 		MaxRowsPerSecond: opts.MaxRowsPerSecond,
 		Restart:          opts.Restart,
 		Progress:         progress.Options{Out: io.ErrOut, Terminal: io.ErrIsTerminal},
-		Logger:           slog.New(slog.NewTextHandler(io.ErrOut, nil)),
+		Logger:           slog.New(logs),
 	}, tables)
 	printSummary(io, sum)
 	if errors.Is(err, context.Canceled) && ctx.Err() != nil {

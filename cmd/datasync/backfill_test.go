@@ -58,20 +58,26 @@ func TestBackfillPreflightErrors(t *testing.T) {
 	src := pgtest.NewDB(t)
 	dst := pgtest.NewDB(t)
 	mustExec(t, src.Pool, `
-		CREATE TABLE users (id bigint PRIMARY KEY, email text, n int);
+		CREATE TABLE users (id bigint PRIMARY KEY, email text, n int NOT NULL);
 		CREATE TABLE nokey (a int, b int);
 		CREATE TABLE typed (id int PRIMARY KEY, v text);
 		INSERT INTO users VALUES (1, 'a@example.com', 1)`)
 	mustExec(t, dst.Pool, `
-		CREATE TABLE users (id bigint PRIMARY KEY, email text, n int);
+		CREATE TABLE users (id bigint PRIMARY KEY, email text, n int NOT NULL);
 		CREATE TABLE nokey (a int, b int);
 		CREATE TABLE nounique (id int, v text);
 		CREATE TABLE typed (id int PRIMARY KEY, v int)`)
 	dir := t.TempDir()
-	badWhere := filepath.Join(dir, "where.yaml")
-	if err := os.WriteFile(badWhere, []byte("tables:\n  - source: users\n    where: \"no_such_column > 1\"\n"), 0o600); err != nil {
-		t.Fatal(err)
+	config := func(name, body string) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
 	}
+	badWhere := config("where.yaml", "tables:\n  - source: users\n    where: \"no_such_column > 1\"\n")
+	dupKey := config("dup.yaml", "tables:\n  - source: users\n    key: [n]\n")
+	noKeyColumn := config("nokeycol.yaml", "tables:\n  - source: users\n    key: [nope]\n")
 	conn := []string{"--source", src.URL, "--target", dst.URL}
 	tests := []struct {
 		name string
@@ -85,6 +91,8 @@ func TestBackfillPreflightErrors(t *testing.T) {
 		{"key not unique in the target", append(conn, "--table", "typed:nounique"), nil, []string{"needs a unique index"}},
 		{"column type mismatch", append(conn, "--table", "typed"), nil, []string{"column type mismatch"}},
 		{"where filter that does not work", append(conn, "--config", badWhere), nil, []string{"where filter"}},
+		{"key not unique in the source", append(conn, "--config", dupKey), nil, []string{"is not unique in source table public.users"}},
+		{"key column missing", append(conn, "--config", noKeyColumn), nil, []string{`key column "nope" does not exist`}},
 		{"every problem at once", append(conn, "--table", "missing", "--table", "typed"), nil,
 			[]string{"public.missing does not exist", "column type mismatch"}},
 		{"no source database", []string{"--target", dst.URL, "--table", "users"}, nil, []string{"no source database"}},
@@ -152,17 +160,14 @@ tables:
 		}
 	}
 	var done int
-	for _, line := range strings.Split(res.errOut, "\n") {
-		if !strings.HasPrefix(line, "{") {
-			continue
-		}
+	for _, line := range strings.Split(strings.TrimSpace(res.errOut), "\n") {
 		var l struct {
 			Label string `json:"label"`
 			Rows  int64  `json:"rows"`
 			Done  bool   `json:"done"`
 		}
 		if err := json.Unmarshal([]byte(line), &l); err != nil {
-			t.Fatalf("progress line %q: %v", line, err)
+			t.Fatalf("stderr line %q is not JSON: %v", line, err)
 		}
 		if l.Done {
 			done++
