@@ -20,13 +20,20 @@ const (
 	DefaultName      = "backfill"
 )
 
-// ErrOptions is wrapped by errors about invalid Options.
-var ErrOptions = errors.New("invalid backfill options")
+// Errors callers may test for.
+var (
+	// ErrOptions is wrapped by errors about invalid Options.
+	ErrOptions = errors.New("invalid backfill options")
+	// ErrBusy means another backfill of the same name is copying the same
+	// target table right now.
+	ErrBusy = errors.New("another backfill is copying this table")
+)
 
 // Options configure Run.
 type Options struct {
-	// Source and Target are the databases; both are required. The pools
-	// need room for Workers connections each.
+	// Source and Target are the databases; both are required. The source
+	// pool needs room for Workers connections, the target pool for
+	// Workers+1 (one holds the table's lock).
 	Source *pgxpool.Pool
 	Target *pgxpool.Pool
 	// Name keeps apart the checkpoints of independent backfills of the same
@@ -186,6 +193,11 @@ func (r *runner) table(ctx context.Context, t *mapping.Table) (TableResult, erro
 	defer func() { res.Seconds = time.Since(start).Seconds() }()
 	log := r.log.With("source", t.Source.String(), "target", t.Target.String())
 
+	unlock, err := r.lockTable(ctx, t)
+	if err != nil {
+		return res, err
+	}
+	defer unlock()
 	if r.opts.Restart {
 		if err := deleteSpans(ctx, r.opts.Target, r.name, t); err != nil {
 			return res, err
@@ -243,6 +255,33 @@ func (r *runner) table(ctx context.Context, t *mapping.Table) (TableResult, erro
 	}
 	log.Info("done", "rows", res.Rows, "seconds", done.Seconds)
 	return res, nil
+}
+
+// lockTable takes a session advisory lock in the target on the table's
+// checkpoints, so that two runs never copy the same table at once; the lock
+// goes with the session if the process dies.
+func (r *runner) lockTable(ctx context.Context, t *mapping.Table) (unlock func(), err error) {
+	conn, err := r.opts.Target.Acquire(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("lock %s: %w", t.Target, err)
+	}
+	key := "datasync backfill " + r.name + " " + t.Target.String()
+	var ok bool
+	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock(hashtext($1))", key).Scan(&ok); err != nil {
+		conn.Release()
+		return nil, fmt.Errorf("lock %s: %w", t.Target, err)
+	}
+	if !ok {
+		conn.Release()
+		return nil, fmt.Errorf("%s: %w (name %q): wait for it to finish", t.Target, ErrBusy, r.name)
+	}
+	return func() {
+		if _, err := conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock(hashtext($1))", key); err != nil {
+			// A pooled session must not keep the lock: drop it.
+			_ = conn.Conn().Close(context.WithoutCancel(ctx))
+		}
+		conn.Release()
+	}, nil
 }
 
 // copySpans copies the ranges with up to r.workers at once. The first error

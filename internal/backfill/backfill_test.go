@@ -50,10 +50,12 @@ var keyCases = []struct {
 func TestKeysAndWorkers(t *testing.T) {
 	for _, tc := range keyCases {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			p := newPair(t, tc.src, tc.dst)
+			tables := p.resolve(t, mapping.TableSpec{Source: "t"})
 			var first []string
 			for _, workers := range []int{1, 3} {
-				p := newPair(t, tc.src, tc.dst)
-				tables := p.resolve(t, mapping.TableSpec{Source: "t"})
+				exec(t, p.dst.Pool, "TRUNCATE t; DROP SCHEMA IF EXISTS datasync CASCADE")
 				sum := p.run(t, p.opts(7, workers), tables)
 				assertSameRows(t, p, tables[0])
 				want := count(t, p.src.Pool, "SELECT count(*) FROM t")
@@ -307,5 +309,28 @@ func TestMaxRowsPerSecondCapsTheBatch(t *testing.T) {
 	if sum.Rows != 130 {
 		t.Errorf("got %d rows, want 130", sum.Rows)
 	}
+	assertSameRows(t, p, tables[0])
+}
+
+func TestConcurrentRunIsRefused(t *testing.T) {
+	p := newPair(t, `CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)`, `CREATE TABLE t (id int PRIMARY KEY)`)
+	tables := p.resolve(t, mapping.TableSpec{Source: "t"})
+	ctx := context.Background()
+	other, err := p.dst.Pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Release()
+	exec(t, p.dst.Pool, "SELECT 1") // the pool has a second connection for Run
+	if _, err := other.Exec(ctx, "SELECT pg_advisory_lock(hashtext('datasync backfill backfill public.t'))"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Run(ctx, p.opts(10, 1), tables); !errors.Is(err, ErrBusy) {
+		t.Fatalf("while another run holds the table: got %v, want ErrBusy", err)
+	}
+	if _, err := other.Exec(ctx, "SELECT pg_advisory_unlock_all()"); err != nil {
+		t.Fatal(err)
+	}
+	p.run(t, p.opts(10, 1), tables)
 	assertSameRows(t, p, tables[0])
 }
