@@ -187,6 +187,20 @@ tables:
 	if res.code != 0 || strings.Count(res.out, "already backfilled") != 2 {
 		t.Errorf("second run: got exit code %d and stdout\n%s\nwant 0 and both tables skipped", res.code, res.out)
 	}
+
+	// Starting over on a terminal: a progress bar, and nothing to change.
+	var out, errOut bytes.Buffer
+	io := &cli.IO{Out: &out, ErrOut: &errOut, ErrIsTerminal: true, Getenv: func(k string) string { return env[k] }}
+	mustExec(t, dst.Pool, "UPDATE users SET username = 'drifted' WHERE id = 7")
+	if code := run(context.Background(), []string{"backfill", "--config", cfg, "--restart"}, io); code != 0 {
+		t.Fatalf("restart: got exit code %d, want 0; stderr:\n%s", code, errOut.String())
+	}
+	if !strings.Contains(errOut.String(), "\r") || !strings.Contains(errOut.String(), "rows/s") {
+		t.Errorf("restart on a terminal: got stderr %q, want a redrawn progress bar", errOut.String())
+	}
+	if got := queryInt(t, dst.Pool, "SELECT count(*) FROM users WHERE username = 'user' || id"); got != 250 {
+		t.Errorf("after restart: got %d users equal to the source, want 250", got)
+	}
 }
 
 func TestBackfillHelp(t *testing.T) {

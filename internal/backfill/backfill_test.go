@@ -45,6 +45,13 @@ var keyCases = []struct {
 			FROM generate_series(1, 120) i`,
 		dst: `CREATE TABLE t (n bigint NOT NULL, tenant text NOT NULL, v text, UNIQUE (tenant, n))`,
 	},
+	{
+		name: "composite timestamptz and numeric, values that must print and parse back exactly",
+		src: `CREATE TABLE t (at timestamptz NOT NULL, n numeric NOT NULL, v text, PRIMARY KEY (at, n));
+			INSERT INTO t SELECT timestamptz '1999-12-31 23:59:59.999999+05:30' + (i / 3) * interval '1.000001 second',
+				(i % 3) / 7.0, 'v' || i FROM generate_series(1, 90) i`,
+		dst: `CREATE TABLE t (at timestamptz NOT NULL, n numeric NOT NULL, v text, PRIMARY KEY (at, n))`,
+	},
 }
 
 func TestKeysAndWorkers(t *testing.T) {
