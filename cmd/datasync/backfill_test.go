@@ -154,6 +154,9 @@ tables:
 	if res.code != 0 {
 		t.Fatalf("got exit code %d, want 0; stderr:\n%s", res.code, res.errOut)
 	}
+	if strings.Contains(res.out, " 0 rows/s") {
+		t.Errorf("got stdout\n%s\nwant a rate above 0 rows/s", res.out)
+	}
 	for _, w := range []string{"public.users: 250 rows in ", "public.products → public.catalog_items: 30 rows in ", "total: 280 rows"} {
 		if !strings.Contains(res.out, w) {
 			t.Errorf("got stdout\n%s\nwant it to contain %q", res.out, w)

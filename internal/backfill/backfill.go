@@ -123,13 +123,12 @@ type runner struct {
 // summary). The tables must come from mapping.ResolveAll, so the preflight
 // has passed. Run creates the checkpoint table datasync.backfill_progress in
 // the target if it is missing.
-func Run(ctx context.Context, opts Options, tables []*mapping.Table) (Summary, error) {
+func Run(ctx context.Context, opts Options, tables []*mapping.Table) (sum Summary, err error) {
 	r, err := newRunner(opts)
 	if err != nil {
 		return Summary{}, err
 	}
 	start := time.Now()
-	var sum Summary
 	defer func() {
 		sum.Seconds = time.Since(start).Seconds()
 		if sum.Seconds > 0 {
@@ -187,8 +186,8 @@ func newRunner(opts Options) (*runner, error) {
 }
 
 // table copies one table.
-func (r *runner) table(ctx context.Context, t *mapping.Table) (TableResult, error) {
-	res := TableResult{Source: t.Source, Target: t.Target}
+func (r *runner) table(ctx context.Context, t *mapping.Table) (res TableResult, err error) {
+	res = TableResult{Source: t.Source, Target: t.Target}
 	start := time.Now()
 	defer func() { res.Seconds = time.Since(start).Seconds() }()
 	log := r.log.With("source", t.Source.String(), "target", t.Target.String())

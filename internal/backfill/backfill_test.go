@@ -69,6 +69,9 @@ func TestKeysAndWorkers(t *testing.T) {
 				if sum.Rows != want {
 					t.Errorf("workers %d: got %d rows in the summary, want %d", workers, sum.Rows, want)
 				}
+				if sum.Seconds <= 0 || sum.RowsPerSecond <= 0 || sum.Tables[0].Seconds <= 0 {
+					t.Errorf("workers %d: got %+v, want the time taken and the rate", workers, sum)
+				}
 				if got := sum.Tables[0].Ranges; workers == 3 && got < 2 {
 					t.Errorf("workers 3: got %d ranges, want 2 or more", got)
 				}
