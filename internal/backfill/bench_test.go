@@ -29,7 +29,7 @@ func BenchmarkRun(b *testing.B) {
 				b.StopTimer()
 				exec(b, p.dst.Pool, "TRUNCATE users; DROP SCHEMA IF EXISTS datasync CASCADE")
 				b.StartTimer()
-				if _, err := Run(context.Background(), p.opts(0, workers), tables); err != nil {
+				if _, err := Run(context.Background(), p.opts(benchBatch, workers), tables); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -67,3 +67,5 @@ func BenchmarkRowTracker(b *testing.B) {
 		}
 	}
 }
+
+const benchBatch = 0

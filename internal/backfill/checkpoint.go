@@ -170,40 +170,83 @@ func checkpointSQL(t *mapping.Table, withKey bool) string {
 		"WHERE name = $1 AND target_table = $2 AND range_id = $3 RETURNING " + strings.Join(ret, ", ")
 }
 
-// checkpoint records, inside the batch's own transaction on conn, that rows
-// more rows of range id are copied up to the key last (raw binary fields;
-// nil leaves the last key as it is). It returns the stored last key in its
-// text form, nil when there is none.
-func checkpoint(ctx context.Context, conn *pgconn.PgConn, name string, t *mapping.Table, id int, rows int64, last [][]byte, done bool) ([]string, error) {
-	params := [][]byte{[]byte(name), []byte(t.Target.String()), []byte(strconv.Itoa(id)),
-		[]byte(strconv.FormatInt(rows, 10)), []byte(strconv.FormatBool(done))}
-	oids := []uint32{pgtype.TextOID, pgtype.TextOID, pgtype.Int4OID, pgtype.Int8OID, pgtype.BoolOID}
-	formats := []int16{pgtype.TextFormatCode, pgtype.TextFormatCode, pgtype.TextFormatCode, pgtype.TextFormatCode, pgtype.TextFormatCode}
-	for i, c := range t.KeyColumns() {
-		if last == nil {
-			break
-		}
-		params = append(params, last[i])
-		oids = append(oids, c.TargetOID)
-		formats = append(formats, pgtype.BinaryFormatCode)
-	}
-	rr := conn.ExecParams(ctx, checkpointSQL(t, last != nil), params, oids, formats, nil)
-	var key []string
-	for rr.NextRow() {
-		for _, v := range rr.Values() {
-			if v == nil {
-				key = nil
+// batchEnd is how a batch's transaction ends.
+type batchEnd struct {
+	id   int      // range id
+	rows int64    // rows in the batch
+	last [][]byte // raw binary key fields of its last row; nil keeps the stored key
+	done bool     // the range is finished
+	// record writes the checkpoint; without it the transaction only
+	// commits (a batch that found no row).
+	record bool
+	// beginNext opens the next batch's transaction at once.
+	beginNext bool
+}
+
+// commitBatch ends the batch's transaction on conn: the checkpoint, COMMIT
+// and, for the next batch, BEGIN go to the server in one round trip (a
+// pipeline; after an error the server skips the rest, so a failed
+// checkpoint never commits). It returns the stored last key in its text
+// form, nil when there is none.
+func commitBatch(ctx context.Context, conn *pgconn.PgConn, name string, t *mapping.Table, e batchEnd) ([]string, error) {
+	p := conn.StartPipeline(ctx)
+	if e.record {
+		params := [][]byte{[]byte(name), []byte(t.Target.String()), []byte(strconv.Itoa(e.id)),
+			[]byte(strconv.FormatInt(e.rows, 10)), []byte(strconv.FormatBool(e.done))}
+		oids := []uint32{pgtype.TextOID, pgtype.TextOID, pgtype.Int4OID, pgtype.Int8OID, pgtype.BoolOID}
+		formats := []int16{pgtype.TextFormatCode, pgtype.TextFormatCode, pgtype.TextFormatCode, pgtype.TextFormatCode, pgtype.TextFormatCode}
+		for i, c := range t.KeyColumns() {
+			if e.last == nil {
 				break
 			}
-			key = append(key, string(v))
+			params = append(params, e.last[i])
+			oids = append(oids, c.TargetOID)
+			formats = append(formats, pgtype.BinaryFormatCode)
+		}
+		p.SendQueryParams(checkpointSQL(t, e.last != nil), params, oids, formats, nil)
+	}
+	p.SendQueryParams("COMMIT", nil, nil, nil, nil)
+	if e.beginNext {
+		p.SendQueryParams("BEGIN", nil, nil, nil, nil)
+	}
+	fail := func(err error) ([]string, error) {
+		_ = p.Close()
+		return nil, fmt.Errorf("checkpoint range %d of %s: %w", e.id, t.Target, err)
+	}
+	if err := p.Sync(); err != nil {
+		return fail(err)
+	}
+	var key []string
+	if e.record {
+		res, err := p.GetResults()
+		if err != nil {
+			return fail(err)
+		}
+		rr, ok := res.(*pgconn.ResultReader)
+		if !ok {
+			return fail(fmt.Errorf("unexpected pipeline result %T", res))
+		}
+		for rr.NextRow() {
+			for _, v := range rr.Values() {
+				if v == nil { // no key stored yet
+					key = nil
+					break
+				}
+				key = append(key, string(v))
+			}
+		}
+		tag, err := rr.Close()
+		if err == nil && tag.RowsAffected() != 1 {
+			err = errors.New("its checkpoint row is gone (was it deleted while the backfill ran?)")
+		}
+		if err != nil {
+			return fail(err)
 		}
 	}
-	tag, err := rr.Close()
-	if err == nil && tag.RowsAffected() != 1 {
-		err = errors.New("its checkpoint row is gone (did another run start over with --restart?)")
-	}
-	if err != nil {
-		return nil, fmt.Errorf("checkpoint range %d of %s: %w", id, t.Target, err)
+	// The rest: COMMIT, BEGIN and the sync; Close reports their first
+	// error.
+	if err := p.Close(); err != nil {
+		return nil, fmt.Errorf("commit batch of range %d of %s: %w", e.id, t.Target, err)
 	}
 	return key, nil
 }

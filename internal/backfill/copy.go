@@ -33,6 +33,7 @@ type rangeCopier struct {
 
 	keyFields []int  // indexes of the key columns in the copied row
 	upsert    string // upsertSQL of t
+	inTx      bool   // a target transaction is open on dst
 }
 
 // batch is what one committed batch did.
@@ -128,6 +129,8 @@ func (c *rangeCopier) copyBatches(ctx context.Context, s *span, upsert bool, bef
 		for f := range batches {
 			f.discard()
 		}
+		// A transaction begun for a batch that never came.
+		c.rollback(ctx)
 	}()
 	for f := range batches {
 		b, err := c.commit(ctx, s, f, upsert, before)
@@ -151,22 +154,32 @@ func (c *rangeCopier) copyBatches(ctx context.Context, s *span, upsert bool, bef
 }
 
 // commit writes a fetched batch into the target in one transaction with
-// its checkpoint.
-func (c *rangeCopier) commit(ctx context.Context, s *span, f *fetched, upsert bool, before []string) (batch, error) {
-	tx, err := c.dst.Begin(ctx)
-	if err != nil {
-		return batch{}, fmt.Errorf("copy batch into %s: %w", c.t.Target, err)
+// its checkpoint. The transaction is usually open already: the previous
+// batch's commit began it.
+func (c *rangeCopier) commit(ctx context.Context, s *span, f *fetched, upsert bool, before []string) (b batch, err error) {
+	conn := c.dst.Conn().PgConn()
+	if !c.inTx {
+		if err := execSQL(ctx, conn, "BEGIN"); err != nil {
+			f.discard()
+			return batch{}, fmt.Errorf("copy batch into %s: %w", c.t.Target, err)
+		}
+		c.inTx = true
 	}
-	defer tx.Rollback(context.WithoutCancel(ctx))
+	defer func() {
+		if err != nil {
+			c.rollback(ctx)
+		}
+	}()
 
 	into := c.t.Target.Quoted()
 	if upsert {
-		if _, err := tx.Exec(ctx, stageSQL(c.t)); err != nil {
+		if err := execSQL(ctx, conn, stageSQL(c.t)); err != nil {
+			f.discard()
 			return batch{}, fmt.Errorf("stage batch for %s: %w", c.t.Target, err)
 		}
 		into = stageTable
 	}
-	_, dstErr := tx.Conn().PgConn().CopyFrom(ctx, f.reader(ctx), targetCopySQL(c.t, into))
+	_, dstErr := conn.CopyFrom(ctx, f.reader(ctx), targetCopySQL(c.t, into))
 	f.discard() // the rest, if the target stopped early; waits for the source
 	switch {
 	case f.err != nil:
@@ -178,24 +191,42 @@ func (c *rangeCopier) commit(ctx context.Context, s *span, f *fetched, upsert bo
 	}
 
 	if upsert && f.rows > 0 {
-		if _, err := tx.Exec(ctx, c.upsert); err != nil {
+		if err := execSQL(ctx, conn, c.upsert); err != nil {
 			return batch{}, fmt.Errorf("upsert batch into %s: %w", c.t.Target, err)
 		}
 	}
 	// The range is finished when a batch bounded by the range's own end
-	// comes back short.
-	b := batch{rows: f.rows, done: f.rows < int64(c.r.batchSize) && before == nil}
-	if b.rows > 0 || b.done {
-		last, err := checkpoint(ctx, tx.Conn().PgConn(), c.r.name, c.t, s.id, b.rows, f.last, b.done)
-		if err != nil {
-			return batch{}, err
-		}
-		b.last = last
+	// comes back short; the fetcher goes on only after a full batch.
+	full := f.rows == int64(c.r.batchSize)
+	b = batch{rows: f.rows, done: !full && before == nil}
+	end := batchEnd{id: s.id, rows: b.rows, last: f.last, done: b.done,
+		record: b.rows > 0 || b.done, beginNext: full && !upsert}
+	last, err := commitBatch(ctx, conn, c.r.name, c.t, end)
+	if err != nil {
+		return batch{}, err
 	}
-	if err := tx.Commit(ctx); err != nil {
-		return batch{}, fmt.Errorf("commit batch into %s: %w", c.t.Target, err)
-	}
+	c.inTx = end.beginNext
+	b.last = last
 	return b, nil
+}
+
+// rollback ends the target transaction, if one is open.
+func (c *rangeCopier) rollback(ctx context.Context) {
+	c.inTx = false
+	conn := c.dst.Conn().PgConn()
+	if conn.IsClosed() || conn.TxStatus() == 'I' {
+		return
+	}
+	if err := execSQL(context.WithoutCancel(ctx), conn, "ROLLBACK"); err != nil {
+		// The pool drops a connection left in a transaction.
+		c.r.log.Warn("rollback failed", "target", c.t.Target.String(), "error", err)
+	}
+}
+
+// execSQL runs statements without parameters and drops their results.
+func execSQL(ctx context.Context, conn *pgconn.PgConn, sql string) error {
+	_, err := conn.Exec(ctx, sql).ReadAll()
+	return err
 }
 
 // fetched is a batch on its way from the source: its COPY stream in
