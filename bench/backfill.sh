@@ -8,7 +8,9 @@
 #   ARGS="--batch-size 50000" bench/backfill.sh   # extra datasync flags
 #
 # Each round truncates the target (and forgets datasync's checkpoints)
-# before each contender. Prints rows/s of each and the ratio to the pipe.
+# before each contender. Prints rows/s of each and the ratio to the pipe
+# (above 1: faster than the pipe). On a shared machine the figures move a
+# lot from run to run: compare contenders within a round, over several.
 set -euo pipefail
 
 ROWS=${ROWS:-2000000}
@@ -25,7 +27,13 @@ if [[ $(id -u) -eq 0 ]]; then
   chown postgres "$work"
 fi
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+free_port() {
+  if command -v python3 >/dev/null 2>&1; then
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+  else
+    shuf -i 20000-60000 -n 1
+  fi
+}
 
 start_cluster() { # name port
   local dir=$work/$1
