@@ -344,3 +344,51 @@ func TestConcurrentRunIsRefused(t *testing.T) {
 	p.run(t, p.opts(10, 1), tables)
 	assertSameRows(t, p, tables[0])
 }
+
+// TestRowWrittenAheadOfTheCopy writes a row into the target just ahead of
+// the batch being copied, after the range was probed: the straight copy of
+// that batch fails on the key, and the batch is redone as an upsert.
+func TestRowWrittenAheadOfTheCopy(t *testing.T) {
+	p := newPair(t, `
+		CREATE TABLE t (id bigint PRIMARY KEY, v text);
+		INSERT INTO t SELECT i, 'v' || i FROM generate_series(1, 100) i`,
+		`CREATE TABLE t (id bigint PRIMARY KEY, v text)`)
+	tables := p.resolve(t, mapping.TableSpec{Source: "t"})
+	opts := p.opts(10, 1)
+	batches := 0
+	opts.OnBatch = func(BatchEvent) {
+		if batches++; batches == 1 {
+			exec(t, p.dst.Pool, "INSERT INTO t VALUES (15, 'written meanwhile'), (16, 'v16')")
+		}
+	}
+	sum := p.run(t, opts, tables)
+	if got, want := sum.Rows, int64(100); got != want {
+		t.Errorf("got %d rows, want %d", got, want)
+	}
+	if got, want := count(t, p.dst.Pool, "SELECT rows_copied FROM datasync.backfill_progress"), int64(100); got != want {
+		t.Errorf("got a checkpoint of %d rows, want %d", got, want)
+	}
+	assertSameRows(t, p, tables[0])
+}
+
+func TestCheckpointsOfAnotherKey(t *testing.T) {
+	ddl := `CREATE TABLE t (id int PRIMARY KEY, code text NOT NULL UNIQUE)`
+	p := newPair(t, ddl+`; INSERT INTO t SELECT i, 'c' || i FROM generate_series(1, 30) i`, ddl)
+	opts := p.opts(7, 1)
+	byID := p.resolve(t, mapping.TableSpec{Source: "t"})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	opts.OnBatch = func(BatchEvent) { cancel() }
+	if _, err := Run(ctx, opts, byID); !errors.Is(err, context.Canceled) {
+		t.Fatalf("got %v, want context.Canceled", err)
+	}
+	opts.OnBatch = nil
+	byCode := p.resolve(t, mapping.TableSpec{Source: "t", Key: []string{"code"}})
+	_, err := Run(context.Background(), opts, byCode)
+	if !errors.Is(err, errKeyChanged) || !strings.Contains(err.Error(), "--restart") {
+		t.Fatalf("got %v, want errKeyChanged telling to use --restart", err)
+	}
+	opts.Restart = true
+	p.run(t, opts, byCode)
+	assertSameRows(t, p, byCode[0])
+}
