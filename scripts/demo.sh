@@ -24,6 +24,15 @@
 # "STEP" banners below say.
 set -euo pipefail
 
+if [[ ${1:-} == -h || ${1:-} == --help ]]; then
+  sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"
+  exit 0
+fi
+if (($# > 0)); then
+  echo "demo: unexpected arguments: $*; settings come from the environment (see --help)" >&2
+  exit 2
+fi
+
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BIN=${DEMO_BIN:-$ROOT/bin}
 DEMO_DIR=${DEMO_DIR:-$ROOT/.demo}
@@ -62,6 +71,7 @@ port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # http_get PORT PATH prints the raw HTTP answer (headers and body); it needs
 # nothing but bash, so the demo does not depend on curl.
 http_get() {
+  # shellcheck disable=SC2016 # $1 and $2 are the inner shell's arguments
   timeout 5 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" &&
     printf "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n" "$2" >&3 && cat <&3' _ "$1" "$2" 2>/dev/null || true
 }
@@ -108,7 +118,8 @@ cleanup() {
   # A cluster kept in a temporary folder (see STEP 1) goes with the demo; its
   # server log is kept in .demo/logs.
   if [[ -L $LOG_DIR/postgres.log && -f $PG_LOG ]]; then
-    rm -f "$LOG_DIR/postgres.log" && cp "$PG_LOG" "$LOG_DIR/postgres.log" || true
+    rm -f "$LOG_DIR/postgres.log"
+    cp "$PG_LOG" "$LOG_DIR/postgres.log" 2>/dev/null || true
   fi
   if [[ -L $DEMO_DIR/pgdata && -n $PG_DATA ]]; then
     rm -rf "$(dirname "$PG_DATA")" "$DEMO_DIR/pgdata"
@@ -261,6 +272,25 @@ done
 # name -> title) into the services' databases, start `datasync sync`, and
 # `datasync verify` here.
 # ---------------------------------------------------------------------------
+
+# Backfill: users as they are, products renamed on the way. Progress goes to
+# the log; the summary (rows, seconds, rows/s) is shown. Skipped when bin/
+# has no datasync (a build of the apps alone).
+if [[ -x $BIN/datasync ]]; then
+  say "backfilling users into the user-service's database and products into the product-service's (datasync backfill)"
+  cat >"$RUN_DIR/backfill-products.yaml" <<CONFIG
+source: $PG_URL/monolith?sslmode=disable
+target: $PG_URL/products?sslmode=disable
+tables:
+  - source: public.products
+    target: public.catalog_items
+    columns: {id: id, title: name, price_cents: price_cents, stock: stock, updated_at: updated_at}
+CONFIG
+  "$BIN/datasync" backfill --source "$PG_URL/monolith?sslmode=disable" --target "$PG_URL/users?sslmode=disable" \
+    --table users 2>>"$LOG_DIR/datasync-backfill.log" || die "datasync backfill of users failed: see $LOG_DIR/datasync-backfill.log"
+  "$BIN/datasync" backfill --config "$RUN_DIR/backfill-products.yaml" \
+    2>>"$LOG_DIR/datasync-backfill.log" || die "datasync backfill of products failed: see $LOG_DIR/datasync-backfill.log"
+fi
 
 M="http://127.0.0.1:$MONOLITH_PORT"
 U="http://127.0.0.1:$USERS_PORT"

@@ -25,10 +25,11 @@ func TestDemoNonInteractive(t *testing.T) {
 	}
 	bin := buildApps(t)
 	ports := freePorts(t, 4)
+	demoDir := filepath.Join(t.TempDir(), "demo")
 	env := []string{
 		"DEMO_NONINTERACTIVE=1",
 		"DEMO_BIN=" + bin,
-		"DEMO_DIR=" + filepath.Join(t.TempDir(), "demo"),
+		"DEMO_DIR=" + demoDir,
 		"DEMO_PG_PORT=" + ports[0],
 		"DEMO_MONOLITH_PORT=" + ports[1],
 		"DEMO_USERS_PORT=" + ports[2],
@@ -54,6 +55,15 @@ func TestDemoNonInteractive(t *testing.T) {
 				t.Errorf("output lacks %q:\n%s", want, out)
 			}
 		}
+		if strings.Contains(out, "did not stop") {
+			t.Errorf("an app had to be killed:\n%s", out)
+		}
+		for _, app := range []string{"monolith", "user-service", "product-service"} {
+			log, err := os.ReadFile(filepath.Join(demoDir, "logs", app+".log"))
+			if err != nil || !bytes.Contains(log, []byte(`"msg":"shutting down"`)) {
+				t.Errorf("%s log: got no graceful shutdown on SIGTERM (err %v):\n%s", app, err, log)
+			}
+		}
 		for _, p := range ports {
 			if c, err := net.DialTimeout("tcp", "127.0.0.1:"+p, time.Second); err == nil {
 				c.Close()
@@ -62,12 +72,6 @@ func TestDemoNonInteractive(t *testing.T) {
 		}
 		if left := processesUnder(t, bin); len(left) > 0 {
 			t.Errorf("processes left running: %v", left)
-		}
-	})
-
-	t.Run("runs again", func(t *testing.T) {
-		if out, err := runDemo(t, env); err != nil {
-			t.Fatalf("second demo.sh: %v\n%s", err, out)
 		}
 	})
 

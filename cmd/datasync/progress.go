@@ -1,52 +1,60 @@
 package main
 
 import (
-	"fmt"
-	"strings"
 	"sync"
-	"time"
 
 	"github.com/strangler-fig/strangler/internal/cli"
+	"github.com/strangler-fig/strangler/internal/progress"
 	"github.com/strangler-fig/strangler/internal/reconcile"
 )
 
-// progressBar draws verify's progress on a terminal; elsewhere it stays
-// silent, since the summary and the report say everything.
-type progressBar struct {
-	io    *cli.IO
-	mu    sync.Mutex
-	last  time.Time
-	shown bool
+// verifyProgress shows verify's progress through internal/progress: a bar on
+// a terminal, JSON lines otherwise, one Reporter per table. Rows count as
+// done when their range's checksums matched or the range was compared row by
+// row; rechecks and repairs do not move the bar.
+type verifyProgress struct {
+	io *cli.IO
+
+	mu   sync.Mutex
+	rep  *progress.Reporter
+	name string
+	done int64
 }
 
-func newProgressBar(io *cli.IO) *progressBar { return &progressBar{io: io} }
+func newVerifyProgress(io *cli.IO) *verifyProgress { return &verifyProgress{io: io} }
 
-const barWidth = 30
-
-func (b *progressBar) update(p reconcile.Progress) {
-	if !b.io.ErrIsTerminal {
-		return
+// update is a reconcile.Options.Progress callback.
+func (v *verifyProgress) update(p reconcile.Progress) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if p.Table != v.name {
+		v.finishLocked()
+		v.name = p.Table
+		v.rep = progress.New(progress.Options{Out: v.io.ErrOut, Terminal: v.io.ErrIsTerminal, Label: p.Table, Total: p.Total})
+		v.rep.Start()
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if time.Since(b.last) < 100*time.Millisecond && p.Phase != reconcile.PhaseDone {
-		return
+	switch p.Phase {
+	case reconcile.PhaseScan, reconcile.PhaseBisect:
+		v.rep.SetTotal(p.Total)
+		if p.Done > v.done {
+			v.rep.Add(p.Done - v.done)
+			v.done = p.Done
+		}
+	case reconcile.PhaseDone:
+		v.finishLocked()
 	}
-	b.last = time.Now()
-	frac := 0.0
-	if p.Total > 0 {
-		frac = float64(p.Done) / float64(p.Total)
-	}
-	fill := int(frac * barWidth)
-	fmt.Fprintf(b.io.ErrOut, "\r\033[K%s %-7s [%s%s] %3.0f%% %d/%d rows",
-		p.Table, p.Phase, strings.Repeat("=", fill), strings.Repeat(" ", barWidth-fill), frac*100, p.Done, p.Total)
-	b.shown = true
 }
 
-func (b *progressBar) finish() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.shown {
-		fmt.Fprint(b.io.ErrOut, "\r\033[K")
+// finish ends the current table's Reporter, if any.
+func (v *verifyProgress) finish() {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.finishLocked()
+}
+
+func (v *verifyProgress) finishLocked() {
+	if v.rep != nil {
+		v.rep.Finish()
 	}
+	v.rep, v.name, v.done = nil, "", 0
 }

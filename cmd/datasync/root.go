@@ -28,6 +28,7 @@ $DATASYNC_TARGET. Tables come from --table (repeatable, SOURCE:TARGET renames) o
 	root.SetOut(io.Out)
 	root.SetErr(io.ErrOut)
 	root.SetIn(io.In)
+	root.AddCommand(newCmdBackfill(io))
 	root.AddCommand(newCmdVerify(io))
 	return root
 }

@@ -163,7 +163,7 @@ func verifyRun(ctx context.Context, opts *VerifyOptions) error {
 	if maxSamples == 0 {
 		maxSamples = -1 // Options reads 0 as the default
 	}
-	bar := newProgressBar(opts.IO)
+	bar := newVerifyProgress(opts.IO)
 	rep, err := reconcile.Verify(ctx, src, dst, tables, reconcile.Options{
 		MaxSamples:   maxSamples,
 		RecheckDelay: opts.RecheckDelay,

@@ -18,17 +18,15 @@ import (
 
 	"github.com/strangler-fig/strangler/internal/cli"
 	"github.com/strangler-fig/strangler/internal/pgtest"
+	"github.com/strangler-fig/strangler/internal/progress"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
-
-// runDatasync runs datasync with args and returns its exit code and output.
-func runDatasync(tb testing.TB, args ...string) (code int, stdout, stderr string) {
+// verifyCLI runs datasync with args and an empty environment, and returns
+// its exit code and output.
+func verifyCLI(tb testing.TB, args ...string) (code int, stdout, stderr string) {
 	tb.Helper()
-	var out, errOut bytes.Buffer
-	io := &cli.IO{In: strings.NewReader(""), Out: &out, ErrOut: &errOut, Getenv: func(string) string { return "" }}
-	code = run(context.Background(), args, io)
-	return code, out.String(), errOut.String()
+	r := runDatasync(tb, nil, args...)
+	return r.code, r.out, r.errOut
 }
 
 func newVerifyDBs(tb testing.TB, sql string) (src, dst *pgtest.DB) {
@@ -51,7 +49,7 @@ func TestVerifyCommandExitCodes(t *testing.T) {
 	src, dst := newVerifyDBs(t, verifyUsers)
 	base := []string{"verify", "--source", src.URL, "--target", dst.URL, "--table", "users"}
 
-	code, out, stderr := runDatasync(t, base...)
+	code, out, stderr := verifyCLI(t, base...)
 	if code != 0 {
 		t.Fatalf("identical tables: got exit %d, want 0; stdout %s stderr %s", code, out, stderr)
 	}
@@ -80,7 +78,7 @@ func TestVerifyCommandExitCodes(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			code, out, stderr := runDatasync(t, tc.args...)
+			code, out, stderr := verifyCLI(t, tc.args...)
 			if code != tc.wantCode {
 				t.Fatalf("got exit %d, want %d; stdout %s stderr %s", code, tc.wantCode, out, stderr)
 			}
@@ -121,7 +119,7 @@ func TestVerifyCommandReportAndMetrics(t *testing.T) {
 	if err := os.WriteFile(config, []byte("source: "+src.URL+"\ntarget: "+dst.URL+"\ntables:\n  - source: users\n  - source: events\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	code, out, stderr := runDatasync(t, "verify", "--config", config, "--report", reportFile,
+	code, out, stderr := verifyCLI(t, "verify", "--config", config, "--report", reportFile,
 		"--textfile", textfile, "--pushgateway", gw.URL, "--max-samples", "1")
 	if code != 1 {
 		t.Fatalf("got exit %d, want 1; stdout %s stderr %s", code, out, stderr)
@@ -199,7 +197,7 @@ func sortedKeys(m map[string]any) []string {
 }
 
 func TestVerifyHelp(t *testing.T) {
-	code, out, _ := runDatasync(t, "verify", "--help")
+	code, out, _ := verifyCLI(t, "verify", "--help")
 	if code != 0 {
 		t.Fatalf("got exit %d, want 0", code)
 	}
@@ -253,5 +251,38 @@ func TestNewCmdVerifyFlags(t *testing.T) {
 				t.Errorf("got %+v, want %+v", *got, tc.want)
 			}
 		})
+	}
+}
+
+func TestVerifyCommandProgressLines(t *testing.T) {
+	src, dst := newVerifyDBs(t, verifyUsers)
+	if _, err := dst.Pool.Exec(context.Background(), `DELETE FROM users WHERE id = 99`); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr := verifyCLI(t, "verify", "--source", src.URL, "--target", dst.URL, "--table", "users", "--table", "events")
+	if code != 1 {
+		t.Fatalf("got exit %d, want 1; stderr %s", code, stderr)
+	}
+	// Not a terminal: one JSON object per line, a final one per table.
+	final := map[string]progress.Line{}
+	for _, line := range strings.Split(strings.TrimSpace(stderr), "\n") {
+		var l progress.Line
+		if err := json.Unmarshal([]byte(line), &l); err != nil {
+			t.Fatalf("got stderr line %q, want JSON: %v", line, err)
+		}
+		if l.Done {
+			final[l.Label] = l
+		}
+	}
+	want := map[string]int64{"public.users": 3000, "public.events": 500}
+	for label, rows := range want {
+		l, ok := final[label]
+		if !ok {
+			t.Errorf("got no final progress line for %s in %q", label, stderr)
+			continue
+		}
+		if l.Rows != rows || l.Total != rows {
+			t.Errorf("%s: got %d of %d rows, want %d of %d", label, l.Rows, l.Total, rows, rows)
+		}
 	}
 }

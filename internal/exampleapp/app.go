@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -80,7 +81,7 @@ func (a App) Run(ctx context.Context, args []string, getenv func(string) string,
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
-		return fmt.Errorf("%w: %v", errUsage, err)
+		return fmt.Errorf("%w: %w", errUsage, err)
 	}
 	if fset.NArg() > 0 {
 		a.usage(stderr)
@@ -101,9 +102,9 @@ func (a App) Run(ctx context.Context, args []string, getenv func(string) string,
 		return err
 	}
 
-	pool, err := pgxpool.New(ctx, dbURL)
+	pool, err := newPool(ctx, dbURL)
 	if err != nil {
-		return fmt.Errorf("DATABASE_URL: %w", err)
+		return err
 	}
 	defer pool.Close()
 	if err := pool.Ping(ctx); err != nil {
@@ -121,13 +122,34 @@ func (a App) Run(ctx context.Context, args []string, getenv func(string) string,
 	return Serve(ctx, ln, a.Handler(pool, logger), logger)
 }
 
+// defaultMaxConns is the pool size unless DATABASE_URL sets pool_max_conns.
+// pgxpool's own default (4 on a small machine) would make the apps, not the
+// proxy in front of them, the bottleneck of a load test.
+const defaultMaxConns = 16
+
+func newPool(ctx context.Context, dbURL string) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(dbURL)
+	if err != nil {
+		return nil, fmt.Errorf("DATABASE_URL: %w", err)
+	}
+	if !strings.Contains(dbURL, "pool_max_conns") {
+		cfg.MaxConns = defaultMaxConns
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("DATABASE_URL: %w", err)
+	}
+	return pool, nil
+}
+
 func (a App) usage(w io.Writer) {
 	fmt.Fprintf(w, `%s: %s
 
 Usage: %s
 
 Settings come from environment variables:
-  DATABASE_URL   PostgreSQL URL of the app's own database (required)
+  DATABASE_URL   PostgreSQL URL of the app's own database (required;
+                 pool_max_conns=N in it sets the pool size, default 16)
   ADDR           address to listen on (default %s)
 `, a.Name, a.Summary, a.Name, a.DefaultAddr)
 	for _, s := range a.Seeds {
@@ -179,7 +201,7 @@ func (a App) Setup(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger,
 			if err := s.Run(ctx, conn, n); err != nil {
 				return err
 			}
-			logger.Info("seeded", "env", s.Env, "rows", n)
+			logger.Info("seeded", "env", s.Env, "target_rows", n)
 		}
 		return nil
 	})

@@ -6,7 +6,10 @@
 // header), embedded SQL migrations, and the resources it serves. [Main] runs
 // one from environment variables (DATABASE_URL, ADDR, SEED_*): it applies the
 // migrations under an advisory lock, seeds sample data, serves HTTP and shuts
-// down gracefully on SIGTERM or SIGINT.
+// down gracefully on SIGTERM or SIGINT. The three apps are [Monolith],
+// [UserService] and [ProductService]; their schemas are the SQL files in
+// migrations/<app name>/, applied in name order and recorded in each
+// database's schema_migrations table.
 //
 // Resources are REST collections over one table each ([Table], [Mount]):
 //

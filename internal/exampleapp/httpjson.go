@@ -22,14 +22,18 @@ const maxBodyBytes = 1 << 20
 
 // Page is a keyset page request: up to Limit rows with id greater than After.
 type Page struct {
+	// Limit is the most rows to return, 1 to MaxLimit.
 	Limit int
+	// After is the id the page starts after; 0 for the first page.
 	After int64
 }
 
 // ListResponse is the body of a list answer. NextAfter is the value to pass
 // as ?after= for the next page, or nil on the last page.
 type ListResponse[T any] struct {
-	Items     []T    `json:"items"`
+	// Items are the page's rows in id order, never null.
+	Items []T `json:"items"`
+	// NextAfter is the next page's ?after=, null on the last page.
 	NextAfter *int64 `json:"next_after"`
 }
 

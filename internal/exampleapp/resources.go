@@ -8,7 +8,8 @@ import (
 	"time"
 )
 
-// User is a row of the users resource.
+// User is a row of the users resource. Its JSON field names are the
+// contract of /api/users; its db tags match the users table.
 type User struct {
 	ID        int64     `json:"id" db:"id"`
 	Email     string    `json:"email" db:"email"`
@@ -20,7 +21,8 @@ type User struct {
 // RowID implements Row.
 func (u User) RowID() int64 { return u.ID }
 
-// UserInput is the body of POST and PUT /api/users.
+// UserInput is the body of POST and PUT /api/users; both fields are
+// required. Pointers tell a missing field from an empty one.
 type UserInput struct {
 	Email    *string `json:"email"`
 	Username *string `json:"username"`
@@ -55,7 +57,8 @@ func UsersTable() *Table[User] {
 	}
 }
 
-// Product is a row of the products resource.
+// Product is a row of the products resource. Its JSON field names are the
+// contract of /api/products, whatever the table calls its columns.
 type Product struct {
 	ID         int64     `json:"id" db:"id"`
 	Name       string    `json:"name" db:"name"`
@@ -67,7 +70,8 @@ type Product struct {
 // RowID implements Row.
 func (p Product) RowID() int64 { return p.ID }
 
-// ProductInput is the body of POST and PUT /api/products.
+// ProductInput is the body of POST and PUT /api/products; every field is
+// required.
 type ProductInput struct {
 	Name       *string `json:"name"`
 	PriceCents *int64  `json:"price_cents"`
@@ -112,7 +116,8 @@ type Order struct {
 // RowID implements Row.
 func (o Order) RowID() int64 { return o.ID }
 
-// OrderInput is the body of POST and PUT /api/orders.
+// OrderInput is the body of POST and PUT /api/orders; every field is
+// required, and the user and product must exist.
 type OrderInput struct {
 	UserID    *int64 `json:"user_id"`
 	ProductID *int64 `json:"product_id"`

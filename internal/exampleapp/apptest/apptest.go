@@ -46,9 +46,12 @@ func Start(tb testing.TB, app exampleapp.App) *Server {
 
 // Response is an answer read in full.
 type Response struct {
+	// Status is the answer's status code.
 	Status int
+	// Header holds the answer's headers.
 	Header http.Header
-	Body   []byte
+	// Body is the whole body.
+	Body []byte
 }
 
 // Object decodes the body as a JSON object, numbers kept as json.Number.

@@ -25,18 +25,22 @@ type Resource struct {
 
 // InvalidCase is a body that must be refused with 400 naming Field.
 type InvalidCase struct {
-	Name  string
-	Body  string
+	// Name names the subtest.
+	Name string
+	// Body is the raw request body.
+	Body string
+	// Field is the field the 400 answer must name.
 	Field string
 }
 
 // RunContract checks the REST contract of one collection on a fresh server
-// per subtest made by start: create, read, list with keyset pagination,
+// per subtest made by start (the subtests run in parallel): create, read, list with keyset pagination,
 // update, delete, 400 naming the field, 404 for unknown ids.
 func RunContract(t *testing.T, start func(testing.TB) *Server, r Resource) {
 	t.Helper()
 
 	t.Run("create and get", func(t *testing.T) {
+		t.Parallel()
 		s := start(t)
 		body := r.Valid(1)
 		resp := s.Expect(t, http.MethodPost, r.Path, body, http.StatusCreated)
@@ -51,6 +55,7 @@ func RunContract(t *testing.T, start func(testing.TB) *Server, r Resource) {
 	})
 
 	t.Run("list pages", func(t *testing.T) {
+		t.Parallel()
 		s := start(t)
 		var want []int64
 		for i := range 7 {
@@ -86,6 +91,7 @@ func RunContract(t *testing.T, start func(testing.TB) *Server, r Resource) {
 	})
 
 	t.Run("update", func(t *testing.T) {
+		t.Parallel()
 		s := start(t)
 		created := s.Create(t, r.Path, r.Valid(1))
 		id := ID(t, created)
@@ -106,6 +112,7 @@ func RunContract(t *testing.T, start func(testing.TB) *Server, r Resource) {
 	})
 
 	t.Run("delete", func(t *testing.T) {
+		t.Parallel()
 		s := start(t)
 		keep := ID(t, s.Create(t, r.Path, r.Valid(1)))
 		item := fmt.Sprintf("%s/%d", r.Path, ID(t, s.Create(t, r.Path, r.Valid(2))))
@@ -120,6 +127,7 @@ func RunContract(t *testing.T, start func(testing.TB) *Server, r Resource) {
 	})
 
 	t.Run("unknown id", func(t *testing.T) {
+		t.Parallel()
 		s := start(t)
 		item := r.Path + "/999999"
 		for _, method := range []string{http.MethodGet, http.MethodPut, http.MethodDelete} {
@@ -135,6 +143,7 @@ func RunContract(t *testing.T, start func(testing.TB) *Server, r Resource) {
 	})
 
 	t.Run("bad requests", func(t *testing.T) {
+		t.Parallel()
 		s := start(t)
 		item := fmt.Sprintf("%s/%d", r.Path, ID(t, s.Create(t, r.Path, r.Valid(1))))
 		valid, _ := json.Marshal(r.Valid(2))
@@ -177,6 +186,7 @@ func RunContract(t *testing.T, start func(testing.TB) *Server, r Resource) {
 	})
 
 	t.Run("health and unknown paths", func(t *testing.T) {
+		t.Parallel()
 		s := start(t)
 		health := s.Expect(t, http.MethodGet, "/health", nil, http.StatusOK).Object(t)
 		if health["status"] != "ok" {
