@@ -290,6 +290,22 @@ CONFIG
     --table users 2>>"$LOG_DIR/datasync-backfill.log" || die "datasync backfill of users failed: see $LOG_DIR/datasync-backfill.log"
   "$BIN/datasync" backfill --config "$RUN_DIR/backfill-products.yaml" \
     2>>"$LOG_DIR/datasync-backfill.log" || die "datasync backfill of products failed: see $LOG_DIR/datasync-backfill.log"
+
+  # Verify: both copies match; then a row of the users' copy is changed
+  # behind datasync's back, verify finds it (exit 1) and --repair fixes it.
+  USERS_VERIFY=(--source "$PG_URL/monolith?sslmode=disable" --target "$PG_URL/users?sslmode=disable" --table users)
+  say "verifying the copies (datasync verify)"
+  "$BIN/datasync" verify "${USERS_VERIFY[@]}" 2>>"$LOG_DIR/datasync-verify.log" || die "datasync verify of users failed: see $LOG_DIR/datasync-verify.log"
+  "$BIN/datasync" verify --config "$RUN_DIR/backfill-products.yaml" 2>>"$LOG_DIR/datasync-verify.log" ||
+    die "datasync verify of products failed: see $LOG_DIR/datasync-verify.log"
+  say "changing user 1's username in the user-service's database behind datasync's back"
+  "$PG_BIN/psql" -q "$PG_URL/users?sslmode=disable" -c "UPDATE users SET username = 'changed-behind-datasync' WHERE id = 1"
+  rc=0
+  "$BIN/datasync" verify "${USERS_VERIFY[@]}" 2>>"$LOG_DIR/datasync-verify.log" || rc=$?
+  [[ $rc == 1 ]] || die "datasync verify should have found the changed row (exit 1), got exit $rc"
+  say "repairing it (datasync verify --repair)"
+  "$BIN/datasync" verify --repair "${USERS_VERIFY[@]}" 2>>"$LOG_DIR/datasync-verify.log" ||
+    die "datasync verify --repair failed: see $LOG_DIR/datasync-verify.log"
 fi
 
 M="http://127.0.0.1:$MONOLITH_PORT"
