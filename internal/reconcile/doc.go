@@ -28,8 +28,9 @@
 //
 // The source side is read through the mapping's SourceSelectList, so every
 // column arrives in the target column's type, in the target's column order.
-// Values compare by value: NULL differs from ”, a timestamp one microsecond
-// off differs, 1.5 and 1.50 are one number, text compares byte for byte. On
+// Values compare by value: NULL differs from the empty string, a timestamp
+// one microsecond off differs, 1.5 and 1.50 are one number, text compares
+// byte for byte. On
 // PostgreSQL 14 and later the row hash is hash_record_extended over a row of
 // the mapped columns: each column is hashed with its type's own extended hash
 // function (the one hash partitioning relies on, stable across versions),
