@@ -108,8 +108,10 @@ field() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p"; }
 # Warm both caches.
 "$DIR/verifybench" floor "$SRC" "$DST" users >/dev/null
 
+# VERIFY_PGOPTIONS passes session settings to datasync verify only, e.g.
+# "-c max_parallel_workers_per_gather=0" to compare plans.
 verify() {
-	"$DIR/datasync" verify --source "$SRC" --target "$DST" --table users --debug-bytes --report "$DIR/report.json"
+	PGOPTIONS="${VERIFY_PGOPTIONS:-}" "$DIR/datasync" verify --source "$SRC" --target "$DST" --table users --debug-bytes --report "$DIR/report.json"
 }
 
 for i in $(seq "$RUNS"); do
@@ -179,3 +181,8 @@ ratio "10 differences / identical, wall" "${T[verify10]}" "${T[verify]}" "<= 2x"
 ratio "10 differences / identical, cpu" "${C[verify10]}" "${C[verify]}" "<= 2x"
 awk -v x="${B[verify]}" -v y="${B[stream]}" 'BEGIN {printf "%-34s %6.4f%% (target <= 1%%)\n", "verify bytes / stream bytes", 100 * x / y}'
 echo "machine load (1, 5, 15 min): $(cut -d' ' -f1-3 /proc/loadavg)"
+echo
+echo "every run (wall s, server cpu s):"
+for m in floor stream verify verify10; do
+	echo "  $m: $(awk '{printf "%s/%s  ", $1, $2}' "$DIR/$m")"
+done
