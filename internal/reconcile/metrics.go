@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	neturl "net/url"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -77,7 +79,15 @@ func Push(ctx context.Context, url string, reg prometheus.Gatherer, client *http
 		p = p.Client(client)
 	}
 	if err := p.PushContext(ctx); err != nil {
-		return fmt.Errorf("push metrics to %s: %w", url, err)
+		// The error may quote the URL; a password in it must not show.
+		shown := "the Pushgateway"
+		if u, perr := neturl.Parse(url); perr == nil {
+			shown = u.Redacted()
+			if pw, ok := u.User.Password(); ok && pw != "" {
+				return fmt.Errorf("push metrics to %s: %s", shown, strings.ReplaceAll(err.Error(), pw, "xxxxx"))
+			}
+		}
+		return fmt.Errorf("push metrics to %s: %w", shown, err)
 	}
 	return nil
 }

@@ -111,8 +111,13 @@ func TestPush(t *testing.T) {
 			http.Error(w, "nope", http.StatusBadRequest)
 		}))
 		defer bad.Close()
-		if err := Push(context.Background(), bad.URL, reg, bad.Client()); err == nil {
-			t.Error("got no error, want the gateway's refusal")
+		withAuth := strings.Replace(bad.URL, "http://", "http://job:s3cret@", 1)
+		err := Push(context.Background(), withAuth, reg, bad.Client())
+		if err == nil {
+			t.Fatal("got no error, want the gateway's refusal")
+		}
+		if strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("got error %q, want the password hidden", err)
 		}
 	})
 }
