@@ -48,7 +48,7 @@ var captureWorkload = []string{
 // captureMessages runs the capture schema and workload on a fresh database
 // and returns the pgoutput payloads streamed for them, up to the last
 // commit.
-func captureMessages(tb testing.TB) [][]byte {
+func captureMessages(tb testing.TB) (msgs [][]byte, origin string) {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -76,9 +76,15 @@ func captureMessages(tb testing.TB) [][]byte {
 		tb.Fatalf("acquire: %v", err)
 	}
 	defer conn.Release()
+	// Origins belong to the cluster: name it after the database, and drop
+	// it when done.
+	origin = "upstream_" + db.Name
+	tb.Cleanup(func() {
+		_, _ = db.Pool.Exec(context.Background(), `SELECT pg_replication_origin_drop($1)`, origin)
+	})
 	for _, sql := range []string{
-		`SELECT pg_replication_origin_create('upstream')`,
-		`SELECT pg_replication_origin_session_setup('upstream')`,
+		`SELECT pg_replication_origin_create('` + origin + `')`,
+		`SELECT pg_replication_origin_session_setup('` + origin + `')`,
 		`BEGIN`,
 		`SELECT pg_replication_origin_xact_setup('0/AB', '2026-01-02 03:04:05+00')`,
 		`INSERT INTO moods VALUES (2, 'sad')`,
@@ -94,20 +100,19 @@ func captureMessages(tb testing.TB) [][]byte {
 	if err := rc.StartReplication(ctx, "capture", slot.ConsistentPoint, []string{"pub"}); err != nil {
 		tb.Fatalf("start replication: %v", err)
 	}
-	var out [][]byte
 	for commits := 0; commits < wantCommits; {
 		msg, err := rc.Receive(ctx)
 		if err != nil {
 			tb.Fatalf("receive after %d commits: %v", commits, err)
 		}
 		if x, ok := msg.(*XLogData); ok {
-			out = append(out, x.Data)
+			msgs = append(msgs, x.Data)
 			if len(x.Data) > 0 && x.Data[0] == 'C' {
 				commits++
 			}
 		}
 	}
-	return out
+	return msgs, origin
 }
 
 func goldenPath() string { return filepath.Join("testdata", "stream.hex") }
@@ -132,7 +137,7 @@ func readGolden(tb testing.TB) [][]byte {
 // TestCaptureFromServer streams the workload from a real server and checks
 // that every message decodes into the changes the workload made.
 func TestCaptureFromServer(t *testing.T) {
-	msgs := captureMessages(t)
+	msgs, origin := captureMessages(t)
 	if *captureGolden {
 		var b strings.Builder
 		for _, m := range msgs {
@@ -219,8 +224,8 @@ func TestCaptureFromServer(t *testing.T) {
 	})
 	t.Run("origin", func(t *testing.T) {
 		o := find('O', 0).(*Origin)
-		if o.Name != "upstream" || o.CommitLSN != 0xAB {
-			t.Errorf("origin: got %q at %s, want upstream at 0/AB", o.Name, o.CommitLSN)
+		if o.Name != origin || o.CommitLSN != 0xAB {
+			t.Errorf("origin: got %q at %s, want %s at 0/AB", o.Name, o.CommitLSN, origin)
 		}
 	})
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
 	"regexp"
 	"strconv"
 	"strings"
@@ -334,6 +335,11 @@ func encodeStandbyStatus(s StandbyStatus, now time.Time) []byte {
 func (c *ReplConn) SendStandbyStatus(ctx context.Context, s StandbyStatus) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("send standby status: %w", err)
+	}
+	if c.conn.IsClosed() {
+		// After a failed read pgconn closes the connection in the
+		// background, using the frontend: it must not be touched then.
+		return fmt.Errorf("send standby status: %w", net.ErrClosed)
 	}
 	fe := c.conn.Frontend()
 	fe.Send(&pgproto3.CopyData{Data: encodeStandbyStatus(s, time.Now())})

@@ -130,6 +130,7 @@ type Stream struct {
 	flushed atomic.Uint64 // LSN last reported as flushed
 	walEnd  atomic.Uint64 // latest end of WAL from a keepalive
 	conns   atomic.Int64  // connections made
+	updates atomic.Int64  // standby status updates sent
 
 	errMu sync.Mutex
 	err   error
@@ -354,7 +355,9 @@ func (s *Stream) session(ctx context.Context, conn *ReplConn) (streamed bool, er
 	}()
 	for {
 		if !time.Now().Before(nextStatus) {
-			if err := s.sendStatus(ctx, conn, false); err != nil {
+			// When idle, ask for a keepalive: its end of WAL lets the
+			// flushed position advance past transactions of other tables.
+			if err := s.sendStatus(ctx, conn, s.idle()); err != nil {
 				return streamed, err
 			}
 			nextStatus = time.Now().Add(s.cfg.StatusInterval)
@@ -416,13 +419,19 @@ func (s *Stream) deliver(ctx context.Context, conn *ReplConn, tx *Transaction) e
 	}
 }
 
+// idle reports whether nothing is half received and every delivered
+// transaction is acknowledged.
+func (s *Stream) idle() bool {
+	return s.cur == nil && s.Acked() >= s.lastEnd
+}
+
 // flushPosition is the position that may be reported as flushed.
 func (s *Stream) flushPosition() LSN {
 	acked := s.Acked()
-	// Idle: nothing half received and everything delivered acknowledged.
-	// The server has sent everything before its announced end of WAL, so
-	// the commits before it are all applied or touch no published table.
-	if s.cur == nil && acked >= s.lastEnd {
+	// When idle the server has sent everything before its announced end of
+	// WAL, so the commits before it are all applied or touch no published
+	// table.
+	if s.idle() {
 		if end := s.ServerWALEnd(); end > acked {
 			return end
 		}
@@ -440,6 +449,7 @@ func (s *Stream) sendStatus(ctx context.Context, conn *ReplConn, reply bool) err
 		return err
 	}
 	s.flushed.Store(uint64(flush))
+	s.updates.Add(1)
 	return nil
 }
 
