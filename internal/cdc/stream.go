@@ -199,6 +199,16 @@ func (s *Stream) Next(ctx context.Context) (*Transaction, error) {
 	}
 }
 
+// TryNext returns the next transaction if one is waiting, without blocking.
+func (s *Stream) TryNext() (*Transaction, bool) {
+	select {
+	case tx := <-s.out:
+		return tx, true
+	default:
+		return nil, false
+	}
+}
+
 // Ack tells the stream that every transaction ending at or before lsn is
 // durably applied, so the server may forget it. It never lowers the
 // acknowledged position.

@@ -1,0 +1,236 @@
+package apply
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/strangler-fig/strangler/internal/cdc"
+	"github.com/strangler-fig/strangler/internal/mapping"
+)
+
+const usersSchema = `CREATE TABLE users (id bigint PRIMARY KEY, email text, name text, note text, n int);
+	ALTER TABLE users ALTER COLUMN note SET STORAGE EXTERNAL;`
+
+const usersQuery = `SELECT id, email, name, md5(note), length(note), n FROM users ORDER BY id`
+
+// TestSyncReplicatesChanges copies existing rows, then streams each kind of
+// change and checks after each step that the target equals the source in
+// every column.
+func TestSyncReplicatesChanges(t *testing.T) {
+	p := newPair(t, usersSchema+`INSERT INTO users VALUES (1, 'a@x', 'A', 'first', 1), (2, 'b@x', 'B', NULL, 2);`, usersSchema)
+	r := startSync(t, p.config("basic", mapping.TableSpec{Source: "users"}))
+	waitSame(t, p, r, usersQuery, usersQuery)
+
+	steps := []struct {
+		name string
+		sql  string
+	}{
+		{name: "insert", sql: `INSERT INTO users VALUES (3, 'c@x', 'C', 'third', 3)`},
+		{name: "insert nulls", sql: `INSERT INTO users (id) VALUES (4)`},
+		{name: "update to null and back", sql: `UPDATE users SET email = NULL, n = 40 WHERE id = 4; UPDATE users SET name = 'D' WHERE id = 4`},
+		{name: "key change moves the row", sql: `UPDATE users SET id = 30, name = 'C2' WHERE id = 3`},
+		{name: "delete", sql: `DELETE FROM users WHERE id = 2`},
+		{name: "many changes in one transaction", sql: `BEGIN; INSERT INTO users SELECT g, 'u' || g, 'n', 'x', g FROM generate_series(100, 199) g;
+			UPDATE users SET n = n + 1 WHERE id BETWEEN 150 AND 160; DELETE FROM users WHERE id BETWEEN 100 AND 110; COMMIT`},
+		{name: "large value inserted", sql: `INSERT INTO users VALUES (5, 'e@x', 'E', (SELECT string_agg(md5(g::text), '') FROM generate_series(1, 2000) g), 5)`},
+		{name: "large value left unchanged by an update", sql: `UPDATE users SET n = 55, name = 'E2' WHERE id = 5`},
+		{name: "large value unchanged across a key change", sql: `UPDATE users SET id = 50 WHERE id = 5`},
+		{name: "truncate", sql: `TRUNCATE users`},
+		{name: "insert after truncate", sql: `INSERT INTO users VALUES (7, 'g@x', 'G', 'seven', 7)`},
+	}
+	for _, step := range steps {
+		t.Run(step.name, func(t *testing.T) {
+			execAll(t, p.src.Pool, step.sql)
+			waitSame(t, p, r, usersQuery, usersQuery)
+		})
+	}
+	if err := r.stop(t); err != nil {
+		t.Fatalf("stop: got %v, want nil", err)
+	}
+}
+
+// TestSyncRenamedColumnsAndFilter maps renamed columns and a row filter:
+// rows updated into the filter appear, rows updated out of it disappear.
+func TestSyncRenamedColumnsAndFilter(t *testing.T) {
+	p := newPair(t,
+		`CREATE TABLE items (id int PRIMARY KEY, title text, active bool NOT NULL, secret text);
+		ALTER TABLE items REPLICA IDENTITY FULL;
+		INSERT INTO items VALUES (1, 'one', true, 's'), (2, 'two', false, 's');`,
+		`CREATE TABLE products (id bigint PRIMARY KEY, name text, active bool)`)
+	spec := mapping.TableSpec{Source: "items", Target: "products", Columns: map[string]string{"id": "id", "name": "title", "active": "active"}, Where: "active"}
+	r := startSync(t, p.config("filter", spec))
+	const srcQ = `SELECT id, title, active FROM items WHERE active ORDER BY id`
+	const dstQ = `SELECT id, name, active FROM products ORDER BY id`
+	waitSame(t, p, r, srcQ, dstQ)
+	steps := []struct{ name, sql string }{
+		{"insert outside the filter", `INSERT INTO items VALUES (3, 'three', false, 's')`},
+		{"update into the filter", `UPDATE items SET active = true, title = 'three!' WHERE id = 3`},
+		{"update out of the filter", `UPDATE items SET active = false WHERE id = 1`},
+		{"update outside the filter", `UPDATE items SET title = 'two?' WHERE id = 2`},
+		{"delete inside the filter", `DELETE FROM items WHERE id = 3`},
+		{"unmapped column only", `UPDATE items SET secret = 'changed'`},
+	}
+	for _, step := range steps {
+		t.Run(step.name, func(t *testing.T) {
+			execAll(t, p.src.Pool, step.sql)
+			waitSame(t, p, r, srcQ, dstQ)
+		})
+	}
+}
+
+// TestSyncSchemaDrift changes a mapped column under a running sync: the
+// sync stops with an error naming the table and the column, and nothing
+// past the last applied transaction is acknowledged.
+func TestSyncSchemaDrift(t *testing.T) {
+	tests := []struct {
+		name, identity, alter, insert, wantChange string
+	}{
+		{name: "renamed column", identity: "DEFAULT", alter: `ALTER TABLE t RENAME COLUMN b TO c`, insert: `INSERT INTO t VALUES (2, 'c', 'd')`, wantChange: `"b" is no longer published`},
+		// PostgreSQL refuses type changes of columns in a publication's
+		// column list; without a list (REPLICA IDENTITY FULL) they happen.
+		{name: "changed type", identity: "FULL", alter: `ALTER TABLE t ALTER COLUMN b TYPE int USING length(b)`, insert: `INSERT INTO t VALUES (2, 'c', 4)`, wantChange: `"b" changed type`},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newPair(t, `CREATE TABLE t (id int PRIMARY KEY, a text, b text); ALTER TABLE t REPLICA IDENTITY `+tc.identity,
+				`CREATE TABLE t (id int PRIMARY KEY, a text, b text)`)
+			name := fmt.Sprintf("drift%d", i)
+			r := startSync(t, p.config(name, mapping.TableSpec{Source: "t"}))
+			execAll(t, p.src.Pool, `INSERT INTO t VALUES (1, 'a', 'b')`)
+			waitSame(t, p, r, `SELECT * FROM t ORDER BY id`, `SELECT * FROM t ORDER BY id`)
+			before := appliedLSN(t, p, name)
+
+			execAll(t, p.src.Pool, tc.alter, tc.insert)
+			var err error
+			select {
+			case err = <-r.done:
+				r.done <- err
+			case <-time.After(30 * time.Second):
+				t.Fatal("sync did not stop on schema drift")
+			}
+			var drift *DriftError
+			if !errors.As(err, &drift) || drift.Table != "public.t" || !strings.Contains(drift.Change, tc.wantChange) {
+				t.Fatalf("got %v, want a drift error on public.t containing %q", err, tc.wantChange)
+			}
+			after := appliedLSN(t, p, name)
+			if after != before {
+				t.Errorf("applied lsn: got %s, want %s (unchanged)", after, before)
+			}
+			// The slot must still hold the transaction that did not fit.
+			var pending int
+			deadline := time.Now().Add(30 * time.Second)
+			for {
+				err := p.src.Pool.QueryRow(testCtx(t), `SELECT count(*) FROM pg_logical_slot_peek_binary_changes($1, NULL, NULL,
+					'proto_version', '1', 'publication_names', $2) WHERE get_byte(data, 0) = ascii('I')`,
+					SlotName(name), PublicationName(name)).Scan(&pending)
+				if err == nil || time.Now().After(deadline) || !strings.Contains(err.Error(), "is active") {
+					if err != nil {
+						t.Fatal(err)
+					}
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if pending != 1 {
+				t.Errorf("inserts still held by the slot: got %d, want 1", pending)
+			}
+			if got := dump(t, p.dst.Pool, `SELECT id FROM t ORDER BY id`); got != "[1]\n" {
+				t.Errorf("target rows: got %q, want only id 1", got)
+			}
+		})
+	}
+}
+
+func appliedLSN(tb testing.TB, p pair, name string) cdc.LSN {
+	tb.Helper()
+	var s string
+	if err := p.dst.Pool.QueryRow(testCtx(tb), `SELECT applied_lsn::text FROM datasync.sync_state WHERE name = $1`, name).Scan(&s); err != nil {
+		tb.Fatal(err)
+	}
+	l, err := cdc.ParseLSN(s)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return l
+}
+
+// TestSyncRestartResumes stops a sync, changes the source, and runs it again
+// until caught up: the changes arrive, nothing is copied again.
+func TestSyncRestartResumes(t *testing.T) {
+	p := newPair(t, usersSchema+`INSERT INTO users VALUES (1, 'a', 'A', 'x', 1)`, usersSchema)
+	cfg := p.config("resume", mapping.TableSpec{Source: "users"})
+	r := startSync(t, cfg)
+	waitSame(t, p, r, usersQuery, usersQuery)
+	if err := r.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	var copiedAt time.Time
+	if err := p.dst.Pool.QueryRow(testCtx(t), `SELECT copied_at FROM datasync.sync_tables WHERE name = 'resume'`).Scan(&copiedAt); err != nil {
+		t.Fatal(err)
+	}
+	execAll(t, p.src.Pool, `INSERT INTO users VALUES (2, 'b', 'B', 'y', 2)`, `UPDATE users SET n = 10 WHERE id = 1`, `DELETE FROM users WHERE id = 2`, `INSERT INTO users VALUES (3, 'c', 'C', 'z', 3)`)
+
+	cfg.UntilCaughtUp = true
+	if err := Run(testCtx(t), cfg); err != nil {
+		t.Fatalf("run until caught up: %v", err)
+	}
+	if s, d := dump(t, p.src.Pool, usersQuery), dump(t, p.dst.Pool, usersQuery); s != d {
+		t.Errorf("after catching up: got target\n%s, want\n%s", d, s)
+	}
+	var again time.Time
+	if err := p.dst.Pool.QueryRow(testCtx(t), `SELECT copied_at FROM datasync.sync_tables WHERE name = 'resume'`).Scan(&again); err != nil {
+		t.Fatal(err)
+	}
+	if !again.Equal(copiedAt) {
+		t.Errorf("copied_at: got %v, want %v (no second copy)", again, copiedAt)
+	}
+}
+
+func TestPreflightRefuses(t *testing.T) {
+	tests := []struct {
+		name, srcSchema, dstSchema string
+		spec                       mapping.TableSpec
+		want                       string
+	}{
+		{
+			name:      "replica identity nothing",
+			srcSchema: `CREATE TABLE t (id int PRIMARY KEY, v text); ALTER TABLE t REPLICA IDENTITY NOTHING`,
+			dstSchema: `CREATE TABLE t (id int PRIMARY KEY, v text)`,
+			spec:      mapping.TableSpec{Source: "t"},
+			want:      `ALTER TABLE "public"."t" REPLICA IDENTITY FULL`,
+		},
+		{
+			name:      "no primary key, unique index on the key",
+			srcSchema: `CREATE TABLE t (id int NOT NULL, v text); CREATE UNIQUE INDEX t_id ON t (id)`,
+			dstSchema: `CREATE TABLE t (id int PRIMARY KEY, v text)`,
+			spec:      mapping.TableSpec{Source: "t", Key: []string{"id"}},
+			want:      `ALTER TABLE "public"."t" REPLICA IDENTITY USING INDEX "t_id"`,
+		},
+		{
+			name:      "filter outside the replica identity",
+			srcSchema: `CREATE TABLE t (id int PRIMARY KEY, v text, active bool)`,
+			dstSchema: `CREATE TABLE t (id int PRIMARY KEY, v text)`,
+			spec:      mapping.TableSpec{Source: "t", Where: "active"},
+			want:      `REPLICA IDENTITY FULL`,
+		},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newPair(t, tc.srcSchema, tc.dstSchema)
+			err := Run(testCtx(t), p.config("pf"+string(rune('a'+i)), tc.spec))
+			if !errors.Is(err, mapping.ErrPreflight) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want a preflight error containing %q", err, tc.want)
+			}
+			var n int
+			if err := p.src.Pool.QueryRow(testCtx(t), `SELECT count(*) FROM pg_replication_slots WHERE database = current_database()`).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			if n != 0 {
+				t.Errorf("slots after a failed preflight: got %d, want 0", n)
+			}
+		})
+	}
+}
