@@ -28,6 +28,11 @@ $DATASYNC_TARGET. Tables come from --table (repeatable, SOURCE:TARGET renames) o
 	root.SetOut(io.Out)
 	root.SetErr(io.ErrOut)
 	root.SetIn(io.In)
+	root.AddCommand(
+		NewCmdSync(io, nil),
+		NewCmdStatus(io, nil),
+		NewCmdCleanup(io, nil),
+	)
 	return root
 }
 

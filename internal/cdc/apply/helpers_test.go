@@ -2,15 +2,14 @@ package apply
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"log/slog"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/strangler-fig/strangler/internal/cdc/cdctest"
 	"github.com/strangler-fig/strangler/internal/mapping"
 	"github.com/strangler-fig/strangler/internal/pgtest"
 )
@@ -81,26 +80,9 @@ func (r *running) stop(tb testing.TB) error {
 	}
 }
 
-// dump renders a query's rows as text, one line per row.
 func dump(tb testing.TB, pool *pgxpool.Pool, query string) string {
 	tb.Helper()
-	rows, err := pool.Query(testCtx(tb), query)
-	if err != nil {
-		tb.Fatalf("%s: %v", query, err)
-	}
-	defer rows.Close()
-	var b strings.Builder
-	for rows.Next() {
-		vals, err := rows.Values()
-		if err != nil {
-			tb.Fatal(err)
-		}
-		fmt.Fprintf(&b, "%v\n", vals)
-	}
-	if err := rows.Err(); err != nil {
-		tb.Fatal(err)
-	}
-	return b.String()
+	return cdctest.Dump(tb, pool, query)
 }
 
 // waitSame polls until srcQuery on the source and dstQuery on the target

@@ -88,6 +88,16 @@ type syncer struct {
 // takes effect exactly once. The source is told a position is flushed only
 // once the target has committed it.
 func Run(ctx context.Context, cfg Config) error {
+	err := run(ctx, cfg)
+	if err != nil && ctx.Err() != nil {
+		// Stopped (SIGTERM) while starting: whatever was under way rolled
+		// back, nothing was acknowledged.
+		return nil
+	}
+	return err
+}
+
+func run(ctx context.Context, cfg Config) error {
 	if !ValidName(cfg.Name) {
 		return fmt.Errorf("sync: name %q: use lower-case letters, digits and _ (at most 54)", cfg.Name)
 	}
