@@ -62,8 +62,8 @@ func GetStatus(ctx context.Context, src, dst *pgxpool.Pool, name string) (*Statu
 	st := &Status{Name: name, Slot: SlotName(name), Tables: []TableStatus{}}
 	var confirmed, walStatus *string
 	var active *bool
-	err := src.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text, s.confirmed_flush_lsn::text, s.wal_status, s.active,
-			coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), s.confirmed_flush_lsn), 0)::bigint
+	err := src.QueryRow(ctx, `SELECT pg_current_wal_insert_lsn()::text, s.confirmed_flush_lsn::text, s.wal_status, s.active,
+			coalesce(pg_wal_lsn_diff(pg_current_wal_insert_lsn(), s.confirmed_flush_lsn), 0)::bigint
 		FROM (SELECT 1) one LEFT JOIN pg_replication_slots s ON s.slot_name = $1`, st.Slot).
 		Scan(&st.SourceLSN, &confirmed, &walStatus, &active, &st.LagBytes)
 	if err != nil {

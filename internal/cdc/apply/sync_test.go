@@ -7,8 +7,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/strangler-fig/strangler/internal/cdc"
 	"github.com/strangler-fig/strangler/internal/mapping"
+	"github.com/strangler-fig/strangler/internal/pgtest"
 )
 
 const usersSchema = `CREATE TABLE users (id bigint PRIMARY KEY, email text, name text, note text, n int);
@@ -232,5 +235,82 @@ func TestPreflightRefuses(t *testing.T) {
 				t.Errorf("slots after a failed preflight: got %d, want 0", n)
 			}
 		})
+	}
+}
+
+// TestSyncSourceRestart restarts the source server under a running sync,
+// with writes before, during and after: the sync reconnects and the target
+// ends equal to the source.
+func TestSyncSourceRestart(t *testing.T) {
+	c := pgtest.NewCluster(t)
+	p := pair{src: c.NewDB(t), dst: pgtest.NewDB(t)}
+	execAll(t, p.src.Pool, usersSchema+`INSERT INTO users SELECT g, 'e' || g, 'n', 'x', g FROM generate_series(1, 100) g`)
+	execAll(t, p.dst.Pool, usersSchema)
+	r := startSync(t, p.config("restart", mapping.TableSpec{Source: "users"}))
+	waitSame(t, p, r, usersQuery, usersQuery)
+
+	execAll(t, p.src.Pool, `UPDATE users SET n = n + 1 WHERE id <= 50`, `DELETE FROM users WHERE id > 90`)
+	if err := c.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	p.src.Pool.Reset()
+	execAll(t, p.src.Pool, `INSERT INTO users VALUES (500, 'after', 'restart', 'y', 1)`, `UPDATE users SET id = 501 WHERE id = 1`)
+	waitSame(t, p, r, usersQuery, usersQuery)
+	if err := r.stop(t); err != nil {
+		t.Fatalf("stop: got %v, want nil", err)
+	}
+}
+
+// TestStatusAndCleanup reads a sync's status, then drops what it created.
+func TestStatusAndCleanup(t *testing.T) {
+	p := newPair(t, usersSchema+`INSERT INTO users VALUES (1, 'a', 'A', 'x', 1), (2, 'b', 'B', 'y', 2)`, usersSchema)
+	cfg := p.config("st", mapping.TableSpec{Source: "users"})
+	cfg.UntilCaughtUp = true
+	if err := Run(testCtx(t), cfg); err != nil {
+		t.Fatal(err)
+	}
+	execAll(t, p.src.Pool, `INSERT INTO users VALUES (3, 'c', 'C', 'z', 3)`)
+
+	st, err := GetStatus(testCtx(t), p.src.Pool, p.dst.Pool, "st")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.SlotExists || st.SlotActive || st.WALStatus != "reserved" {
+		t.Errorf("slot: got exists=%v active=%v wal_status=%q, want true false reserved", st.SlotExists, st.SlotActive, st.WALStatus)
+	}
+	if st.LagBytes <= 0 {
+		t.Errorf("lag bytes with an unapplied insert: got %d, want > 0", st.LagBytes)
+	}
+	if st.AppliedLSN == "" || st.LastApply == nil {
+		t.Errorf("applied: got %q at %v, want both set", st.AppliedLSN, st.LastApply)
+	}
+	if len(st.Tables) != 1 || st.Tables[0].Target != "public.users" || st.Tables[0].CopiedRows != 2 {
+		t.Errorf("tables: got %+v, want public.users with 2 rows copied", st.Tables)
+	}
+
+	if err := Cleanup(testCtx(t), p.src.Pool, p.dst.Pool, "st"); err != nil {
+		t.Fatal(err)
+	}
+	checks := []struct {
+		name  string
+		pool  *pgxpool.Pool
+		query string
+	}{
+		{"slot", p.src.Pool, `SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'datasync_st'`},
+		{"publication", p.src.Pool, `SELECT count(*) FROM pg_publication WHERE pubname = 'datasync_st'`},
+		{"checkpoint", p.dst.Pool, `SELECT count(*) FROM datasync.sync_state WHERE name = 'st'`},
+		{"copied tables", p.dst.Pool, `SELECT count(*) FROM datasync.sync_tables WHERE name = 'st'`},
+	}
+	for _, c := range checks {
+		var n int
+		if err := c.pool.QueryRow(testCtx(t), c.query).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n != 0 {
+			t.Errorf("%s after cleanup: got %d, want 0", c.name, n)
+		}
+	}
+	if got := dump(t, p.dst.Pool, `SELECT count(*) FROM users`); got != "[2]\n" {
+		t.Errorf("target rows after cleanup: got %q, want 2 kept", got)
 	}
 }
