@@ -128,18 +128,30 @@ var ErrSyncRunning = errors.New("sync is running")
 // tables and their rows stay. It fails while a sync is connected.
 func Cleanup(ctx context.Context, src, dst *pgxpool.Pool, name string) error {
 	slot := SlotName(name)
-	var pid *int32
-	err := src.QueryRow(ctx, `SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&pid)
-	switch {
-	case errors.Is(err, pgx.ErrNoRows):
-	case err != nil:
-		return fmt.Errorf("cleanup: look up slot %s: %w", slot, err)
-	case pid != nil:
-		return fmt.Errorf("cleanup: slot %s is in use by process %d: stop the sync first: %w", slot, *pid, ErrSyncRunning)
-	default:
-		if _, err := src.Exec(ctx, `SELECT pg_drop_replication_slot($1)`, slot); err != nil {
-			return fmt.Errorf("cleanup: drop slot %s: %w", slot, err)
+	// A sync that just stopped leaves its server process for a moment.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var pid *int32
+		err := src.QueryRow(ctx, `SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&pid)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+		case err != nil:
+			return fmt.Errorf("cleanup: look up slot %s: %w", slot, err)
+		case pid != nil && time.Now().Before(deadline):
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("cleanup: %w", ctx.Err())
+			case <-time.After(100 * time.Millisecond):
+			}
+			continue
+		case pid != nil:
+			return fmt.Errorf("cleanup: slot %s is in use by process %d: stop the sync first: %w", slot, *pid, ErrSyncRunning)
+		default:
+			if _, err := src.Exec(ctx, `SELECT pg_drop_replication_slot($1)`, slot); err != nil {
+				return fmt.Errorf("cleanup: drop slot %s: %w", slot, err)
+			}
 		}
+		break
 	}
 	if _, err := src.Exec(ctx, "DROP PUBLICATION IF EXISTS "+mapping.QuoteIdent(PublicationName(name))); err != nil {
 		return fmt.Errorf("cleanup: drop publication: %w", err)

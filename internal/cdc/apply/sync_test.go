@@ -271,9 +271,18 @@ func TestStatusAndCleanup(t *testing.T) {
 	}
 	execAll(t, p.src.Pool, `INSERT INTO users VALUES (3, 'c', 'C', 'z', 3)`)
 
-	st, err := GetStatus(testCtx(t), p.src.Pool, p.dst.Pool, "st")
-	if err != nil {
-		t.Fatal(err)
+	var st *Status
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var err error
+		if st, err = GetStatus(testCtx(t), p.src.Pool, p.dst.Pool, "st"); err != nil {
+			t.Fatal(err)
+		}
+		// The stopped sync's server process may linger for a moment.
+		if !st.SlotActive || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	if !st.SlotExists || st.SlotActive || st.WALStatus != "reserved" {
 		t.Errorf("slot: got exists=%v active=%v wal_status=%q, want true false reserved", st.SlotExists, st.SlotActive, st.WALStatus)
