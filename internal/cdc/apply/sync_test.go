@@ -323,3 +323,80 @@ func TestStatusAndCleanup(t *testing.T) {
 		t.Errorf("target rows after cleanup: got %q, want 2 kept", got)
 	}
 }
+
+// TestSyncAddedTable adds a table to an existing sync: it is published and
+// copied from a snapshot of its own while the first table keeps its
+// position, and changes to both are applied from then on.
+func TestSyncAddedTable(t *testing.T) {
+	schema := `CREATE TABLE a (id int PRIMARY KEY, v text); CREATE TABLE b (id int PRIMARY KEY, v text);`
+	p := newPair(t, schema+`INSERT INTO a VALUES (1, 'a1'); INSERT INTO b VALUES (1, 'b1');`, schema)
+	cfg := p.config("added", mapping.TableSpec{Source: "a"})
+	cfg.UntilCaughtUp = true
+	if err := Run(testCtx(t), cfg); err != nil {
+		t.Fatal(err)
+	}
+	execAll(t, p.src.Pool, `INSERT INTO a VALUES (2, 'a2')`, `INSERT INTO b VALUES (2, 'b2')`, `UPDATE b SET v = 'b1!' WHERE id = 1`)
+	if got := dump(t, p.dst.Pool, `SELECT count(*) FROM b`); got != "[0]\n" {
+		t.Fatalf("b before it is mapped: got %q rows, want 0", got)
+	}
+
+	cfg = p.config("added", mapping.TableSpec{Source: "a"}, mapping.TableSpec{Source: "b"})
+	r := startSync(t, cfg)
+	for _, q := range []string{`SELECT * FROM a ORDER BY id`, `SELECT * FROM b ORDER BY id`} {
+		waitSame(t, p, r, q, q)
+	}
+	execAll(t, p.src.Pool, `UPDATE a SET v = 'a2!' WHERE id = 2`, `DELETE FROM b WHERE id = 1`, `INSERT INTO b VALUES (3, 'b3')`)
+	for _, q := range []string{`SELECT * FROM a ORDER BY id`, `SELECT * FROM b ORDER BY id`} {
+		waitSame(t, p, r, q, q)
+	}
+	var n int
+	if err := p.dst.Pool.QueryRow(testCtx(t), `SELECT count(DISTINCT copied_lsn) FROM datasync.sync_tables WHERE name = 'added'`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 2 {
+		t.Errorf("copy positions: got %d distinct, want 2 (one per copy)", n)
+	}
+}
+
+// TestSyncTargetDown stops the target under a running sync: the sync keeps
+// retrying without acknowledging anything, and applies everything once the
+// target is back.
+func TestSyncTargetDown(t *testing.T) {
+	c := pgtest.NewCluster(t)
+	p := pair{src: pgtest.NewDB(t), dst: c.NewDB(t)}
+	execAll(t, p.src.Pool, usersSchema+`INSERT INTO users VALUES (1, 'a', 'A', 'x', 1)`)
+	execAll(t, p.dst.Pool, usersSchema)
+	r := startSync(t, p.config("tdown", mapping.TableSpec{Source: "users"}))
+	waitSame(t, p, r, usersQuery, usersQuery)
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	execAll(t, p.src.Pool, `INSERT INTO users VALUES (2, 'b', 'B', 'y', 2)`, `UPDATE users SET n = 10 WHERE id = 1`)
+	var after string
+	if err := p.src.Pool.QueryRow(testCtx(t), `SELECT pg_current_wal_insert_lsn()::text`).Scan(&after); err != nil {
+		t.Fatal(err)
+	}
+	afterLSN, _ := cdc.ParseLSN(after)
+	time.Sleep(500 * time.Millisecond) // a few failed attempts
+	if got := confirmedFlushOf(t, p, "tdown"); got >= afterLSN {
+		t.Errorf("confirmed flush while the target is down: got %s, want below %s (nothing new applied)", got, afterLSN)
+	}
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p.dst.Pool.Reset()
+	waitSame(t, p, r, usersQuery, usersQuery)
+}
+
+func confirmedFlushOf(tb testing.TB, p pair, name string) cdc.LSN {
+	tb.Helper()
+	var s string
+	if err := p.src.Pool.QueryRow(testCtx(tb), `SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1`, SlotName(name)).Scan(&s); err != nil {
+		tb.Fatal(err)
+	}
+	l, err := cdc.ParseLSN(s)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return l
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"time"
 
@@ -204,7 +205,9 @@ func (s *syncer) handoff(ctx context.Context) error {
 		}
 	}
 	if len(missing) > 0 {
-		tmp := fmt.Sprintf("%s_copy_%d", slot, time.Now().UnixNano()%1e6)
+		// A temporary slot, gone with its connection; within the 63
+		// characters of a slot name whatever the sync's name.
+		tmp := fmt.Sprintf("datasync_copy_%d_%d", os.Getpid(), time.Now().UnixNano()%1e9)
 		if _, err := s.copyWithSlot(ctx, tmp, true, missing); err != nil {
 			return err
 		}
@@ -335,7 +338,11 @@ func (s *syncer) applyWithRetry(ctx, stop context.Context, batch []*cdc.Transact
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 10*time.Second)
-		// What was applied before the failure is not applied again.
+		// A commit whose answer was lost may have gone through: the target's
+		// checkpoint tells, and what it covers is not applied again.
+		if st, err := loadState(ctx, s.dst, s.cfg.Name); err == nil && st.applied > applied {
+			applied = st.applied
+		}
 		for len(batch) > 0 && batch[0].EndLSN <= max(applied, s.applied) {
 			batch = batch[1:]
 		}
@@ -433,6 +440,10 @@ func (s *syncer) queueTx(b *pgx.Batch, tx *cdc.Transaction, counts map[[2]string
 			continue
 		}
 		p, err := s.plan(c.Relation)
+		if errors.Is(err, errNotMapped) {
+			// Still in the publication, no longer in the mapping.
+			continue
+		}
 		if err != nil {
 			return err
 		}
