@@ -149,9 +149,15 @@ func TestSyncSchemaDrift(t *testing.T) {
 
 func appliedLSN(tb testing.TB, p pair, name string) cdc.LSN {
 	tb.Helper()
+	return queryLSN(tb, p.dst.Pool, `SELECT applied_lsn::text FROM datasync.sync_state WHERE name = $1`, name)
+}
+
+// queryLSN runs a query returning one LSN as text.
+func queryLSN(tb testing.TB, pool *pgxpool.Pool, query string, args ...any) cdc.LSN {
+	tb.Helper()
 	var s string
-	if err := p.dst.Pool.QueryRow(testCtx(tb), `SELECT applied_lsn::text FROM datasync.sync_state WHERE name = $1`, name).Scan(&s); err != nil {
-		tb.Fatal(err)
+	if err := pool.QueryRow(testCtx(tb), query, args...).Scan(&s); err != nil {
+		tb.Fatalf("%s: %v", query, err)
 	}
 	l, err := cdc.ParseLSN(s)
 	if err != nil {
@@ -372,11 +378,7 @@ func TestSyncTargetDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	execAll(t, p.src.Pool, `INSERT INTO users VALUES (2, 'b', 'B', 'y', 2)`, `UPDATE users SET n = 10 WHERE id = 1`)
-	var after string
-	if err := p.src.Pool.QueryRow(testCtx(t), `SELECT pg_current_wal_insert_lsn()::text`).Scan(&after); err != nil {
-		t.Fatal(err)
-	}
-	afterLSN, _ := cdc.ParseLSN(after)
+	afterLSN := queryLSN(t, p.src.Pool, `SELECT pg_current_wal_insert_lsn()::text`)
 	time.Sleep(500 * time.Millisecond) // a few failed attempts
 	if got := confirmedFlushOf(t, p, "tdown"); got >= afterLSN {
 		t.Errorf("confirmed flush while the target is down: got %s, want below %s (nothing new applied)", got, afterLSN)
@@ -390,13 +392,5 @@ func TestSyncTargetDown(t *testing.T) {
 
 func confirmedFlushOf(tb testing.TB, p pair, name string) cdc.LSN {
 	tb.Helper()
-	var s string
-	if err := p.src.Pool.QueryRow(testCtx(tb), `SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1`, SlotName(name)).Scan(&s); err != nil {
-		tb.Fatal(err)
-	}
-	l, err := cdc.ParseLSN(s)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return l
+	return queryLSN(tb, p.src.Pool, `SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1`, SlotName(name))
 }
