@@ -19,6 +19,10 @@ import (
 //
 // Rows already in the target are deleted first, so that a row deleted from
 // the source before the snapshot cannot survive in the target.
+//
+// The copy transaction also creates the sync's checkpoint at lsn if there is
+// none: from then on the slot is in use, and a restart copies the tables
+// still missing with a snapshot of their own instead of starting over.
 func copyTable(ctx context.Context, src, dst *pgxpool.Pool, name string, t *mapping.Table, snapshot string, lsn cdc.LSN) (int64, error) {
 	op := fmt.Sprintf("copy %s to %s", t.Source, t.Target)
 	sconn, err := src.Acquire(ctx)
@@ -66,6 +70,10 @@ func copyTable(ctx context.Context, src, dst *pgxpool.Pool, name string, t *mapp
 			copied_rows = EXCLUDED.copied_rows, copied_at = now()`,
 		name, t.Target.String(), lsn.String(), tag.RowsAffected()); err != nil {
 		return 0, fmt.Errorf("%s: record copy: %w", op, err)
+	}
+	if _, err := dtx.Exec(ctx, `INSERT INTO datasync.sync_state (name, applied_lsn) VALUES ($1, $2::text::pg_lsn)
+		ON CONFLICT (name) DO NOTHING`, name, lsn.String()); err != nil {
+		return 0, fmt.Errorf("%s: create checkpoint: %w", op, err)
 	}
 	if err := dtx.Commit(ctx); err != nil {
 		return 0, fmt.Errorf("%s: %w", op, err)

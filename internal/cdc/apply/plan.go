@@ -24,6 +24,7 @@ type DriftError struct {
 	Change string
 }
 
+// Error says what changed and what to do.
 func (e *DriftError) Error() string {
 	return fmt.Sprintf("source table %s changed: %s; the sync stopped before applying it: update the mapping (and the target table), then run sync again", e.Table, e.Change)
 }

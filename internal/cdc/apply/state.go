@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -103,10 +102,3 @@ const upsertStateSQL = `INSERT INTO datasync.sync_state (name, applied_lsn, last
 	ON CONFLICT (name) DO UPDATE SET applied_lsn = EXCLUDED.applied_lsn,
 		last_commit_time = coalesce(EXCLUDED.last_commit_time, datasync.sync_state.last_commit_time),
 		updated_at = now()`
-
-func saveState(ctx context.Context, pool *pgxpool.Pool, name string, applied cdc.LSN, commitTime *time.Time) error {
-	if _, err := pool.Exec(ctx, upsertStateSQL, name, applied.String(), commitTime); err != nil {
-		return fmt.Errorf("save sync state: %w", err)
-	}
-	return nil
-}

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/strangler-fig/strangler/internal/cdc"
 	"github.com/strangler-fig/strangler/internal/mapping"
@@ -374,6 +376,7 @@ func TestSyncTargetDown(t *testing.T) {
 	execAll(t, p.dst.Pool, usersSchema)
 	r := startSync(t, p.config("tdown", mapping.TableSpec{Source: "users"}))
 	waitSame(t, p, r, usersQuery, usersQuery)
+	waitStreaming(t, p, "tdown")
 	if err := c.Stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -393,4 +396,56 @@ func TestSyncTargetDown(t *testing.T) {
 func confirmedFlushOf(tb testing.TB, p pair, name string) cdc.LSN {
 	tb.Helper()
 	return queryLSN(tb, p.src.Pool, `SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1`, SlotName(name))
+}
+
+// TestSyncMetrics checks the counters against the changes made.
+func TestSyncMetrics(t *testing.T) {
+	p := newPair(t, usersSchema, usersSchema)
+	reg := prometheus.NewRegistry()
+	cfg := p.config("metrics", mapping.TableSpec{Source: "users"})
+	cfg.Metrics = NewMetrics(reg)
+	r := startSync(t, cfg)
+	// Changes made before the copy would be copied, not streamed.
+	waitStreaming(t, p, "metrics")
+	execAll(t, p.src.Pool,
+		`INSERT INTO users (id) VALUES (1), (2), (3)`,
+		`UPDATE users SET n = 1 WHERE id = 1`,
+		`BEGIN; DELETE FROM users WHERE id = 2; DELETE FROM users WHERE id = 3; COMMIT`)
+	waitSame(t, p, r, usersQuery, usersQuery)
+	// The counters move just after the target commits.
+	deadline := time.Now().Add(10 * time.Second)
+	for testutil.ToFloat64(cfg.Metrics.Transactions) < 3 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	tests := []struct {
+		op   string
+		want float64
+	}{{"insert", 3}, {"update", 1}, {"delete", 2}}
+	for _, tc := range tests {
+		got := testutil.ToFloat64(cfg.Metrics.AppliedChanges.WithLabelValues("public.users", tc.op))
+		if got != tc.want {
+			t.Errorf("applied_changes_total{op=%q}: got %v, want %v", tc.op, got, tc.want)
+		}
+	}
+	if got := testutil.ToFloat64(cfg.Metrics.Transactions); got != 3 {
+		t.Errorf("transactions_total: got %v, want 3", got)
+	}
+	n, err := testutil.GatherAndCount(reg, "datasync_sync_applied_changes_total", "datasync_sync_transactions_total",
+		"datasync_sync_lag_bytes", "datasync_sync_lag_seconds")
+	if err != nil || n != 6 {
+		t.Errorf("gathered series: got %d, %v, want 6", n, err)
+	}
+}
+
+// waitStreaming waits until the sync called name streams from its slot,
+// its initial copy done.
+func waitStreaming(tb testing.TB, p pair, name string) {
+	tb.Helper()
+	query := fmt.Sprintf(`SELECT count(*) FROM pg_replication_slots WHERE slot_name = '%s' AND active`, SlotName(name))
+	for deadline := time.Now().Add(30 * time.Second); dump(tb, p.src.Pool, query) != "[1]\n"; {
+		if time.Now().After(deadline) {
+			tb.Fatal("sync did not start streaming within 30s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

@@ -189,9 +189,6 @@ func (s *syncer) handoff(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if err := saveState(ctx, s.dst, s.cfg.Name, cp, nil); err != nil {
-			return err
-		}
 		s.applied = cp
 		return nil
 	}
