@@ -29,6 +29,7 @@ $DATASYNC_TARGET. Tables come from --table (repeatable, SOURCE:TARGET renames) o
 	root.SetErr(io.ErrOut)
 	root.SetIn(io.In)
 	root.AddCommand(
+		newCmdBackfill(io),
 		NewCmdSync(io, nil),
 		NewCmdStatus(io, nil),
 		NewCmdCleanup(io, nil),
