@@ -188,17 +188,25 @@ func TestStreamMissingSlot(t *testing.T) {
 // server sends again.
 func TestStreamSurvivesRestart(t *testing.T) {
 	c := pgtest.NewCluster(t)
+	// terminate ends the walsender, as a dropped connection would.
+	var db *pgtest.DB
+	terminate := func() error {
+		_, err := db.Pool.Exec(context.Background(), `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE active`)
+		return err
+	}
 	tests := []struct {
 		name      string
 		stop      func() error
+		start     func() error
 		ackSecond bool
 	}{
-		{name: "restart", stop: c.Stop, ackSecond: true},
-		{name: "crash", stop: c.Crash, ackSecond: false},
+		{name: "restart", stop: c.Stop, start: c.Start, ackSecond: true},
+		{name: "crash", stop: c.Crash, start: c.Start, ackSecond: false},
+		{name: "connection dropped", stop: terminate, start: func() error { return nil }, ackSecond: false},
 	}
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			db := c.NewDB(t)
+			db = c.NewDB(t)
 			slot := fmt.Sprintf("s3_%d", i)
 			start := newSlot(t, db.Pool, db.URL, slot, `CREATE TABLE a (id int PRIMARY KEY); CREATE PUBLICATION pub FOR TABLE a`)
 			s := openStream(t, StreamConfig{ConnString: db.URL, Slot: slot, Publications: []string{"pub"}, StartLSN: start})
@@ -214,7 +222,7 @@ func TestStreamSurvivesRestart(t *testing.T) {
 			if err := tc.stop(); err != nil {
 				t.Fatal(err)
 			}
-			if err := c.Start(); err != nil {
+			if err := tc.start(); err != nil {
 				t.Fatal(err)
 			}
 			db.Pool.Reset()
