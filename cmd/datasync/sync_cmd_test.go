@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/strangler-fig/strangler/internal/cdc/cdctest"
 	"github.com/strangler-fig/strangler/internal/cli"
 	"github.com/strangler-fig/strangler/internal/pgtest"
 )
@@ -92,5 +93,36 @@ func TestStatusJSON(t *testing.T) {
 	}
 	if st.Slot != "datasync_js" || !st.SlotExists || st.WALStatus == "" || st.AppliedLSN == "" || len(st.Tables) != 1 || st.Tables[0].CopiedRows != 1 {
 		t.Errorf("status: got %+v, want slot datasync_js with wal_status, applied lsn and one table of 1 row", st)
+	}
+}
+
+// TestSyncDriftExitCode renames a mapped column under a running sync: it
+// stops with exit code 2 and says which table changed and how.
+func TestSyncDriftExitCode(t *testing.T) {
+	src, dst := pgtest.NewDB(t), pgtest.NewDB(t)
+	execSQL(t, src.Pool, `CREATE TABLE t (id int PRIMARY KEY, a text)`)
+	execSQL(t, dst.Pool, `CREATE TABLE t (id int PRIMARY KEY, a text)`)
+	type result struct {
+		code   int
+		errOut string
+	}
+	done := make(chan result, 1)
+	go func() {
+		code, _, errOut := runCmd(t, "sync", "--source", src.URL, "--target", dst.URL, "--table", "t", "--name", "drift")
+		done <- result{code, errOut}
+	}()
+	cdctest.WaitCopied(t, dst.Pool, "drift")
+	execSQL(t, src.Pool, `ALTER TABLE t RENAME COLUMN a TO b`)
+	execSQL(t, src.Pool, `INSERT INTO t VALUES (1, 'x')`)
+	select {
+	case r := <-done:
+		if r.code != 2 {
+			t.Errorf("exit code: got %d, want 2", r.code)
+		}
+		if want := `source table public.t changed: mapped column "a" is no longer published`; !strings.Contains(r.errOut, want) {
+			t.Errorf("stderr: got %q, want it to contain %q", r.errOut, want)
+		}
+	case <-time.After(50 * time.Second):
+		t.Fatal("sync did not stop on schema drift")
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/strangler-fig/strangler/internal/cdc"
+	"github.com/strangler-fig/strangler/internal/cdc/cdctest"
 	"github.com/strangler-fig/strangler/internal/mapping"
 	"github.com/strangler-fig/strangler/internal/pgtest"
 )
@@ -376,7 +377,7 @@ func TestSyncTargetDown(t *testing.T) {
 	execAll(t, p.dst.Pool, usersSchema)
 	r := startSync(t, p.config("tdown", mapping.TableSpec{Source: "users"}))
 	waitSame(t, p, r, usersQuery, usersQuery)
-	waitStreaming(t, p, "tdown")
+	cdctest.WaitCopied(t, p.dst.Pool, "tdown")
 	if err := c.Stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -406,7 +407,7 @@ func TestSyncMetrics(t *testing.T) {
 	cfg.Metrics = NewMetrics(reg)
 	r := startSync(t, cfg)
 	// Changes made before the copy would be copied, not streamed.
-	waitStreaming(t, p, "metrics")
+	cdctest.WaitCopied(t, p.dst.Pool, "metrics")
 	execAll(t, p.src.Pool,
 		`INSERT INTO users (id) VALUES (1), (2), (3)`,
 		`UPDATE users SET n = 1 WHERE id = 1`,
@@ -434,18 +435,5 @@ func TestSyncMetrics(t *testing.T) {
 		"datasync_sync_lag_bytes", "datasync_sync_lag_seconds")
 	if err != nil || n != 6 {
 		t.Errorf("gathered series: got %d, %v, want 6", n, err)
-	}
-}
-
-// waitStreaming waits until the sync called name streams from its slot,
-// its initial copy done.
-func waitStreaming(tb testing.TB, p pair, name string) {
-	tb.Helper()
-	query := fmt.Sprintf(`SELECT count(*) FROM pg_replication_slots WHERE slot_name = '%s' AND active`, SlotName(name))
-	for deadline := time.Now().Add(30 * time.Second); dump(tb, p.src.Pool, query) != "[1]\n"; {
-		if time.Now().After(deadline) {
-			tb.Fatal("sync did not start streaming within 30s")
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
