@@ -143,7 +143,8 @@ type Stream struct {
 
 // OpenStream connects and starts streaming in the background. The first
 // connection is made before OpenStream returns, so that a wrong address,
-// slot or publication fails here; later failures are retried.
+// slot or publication fails here (a slot still held by a connection that is
+// going away is waited for briefly); later failures are retried.
 func OpenStream(ctx context.Context, cfg StreamConfig) (*Stream, error) {
 	if cfg.StatusInterval <= 0 {
 		cfg.StatusInterval = 10 * time.Second
@@ -171,6 +172,17 @@ func OpenStream(ctx context.Context, cfg StreamConfig) (*Stream, error) {
 	s.acked.Store(uint64(cfg.StartLSN))
 	s.flushed.Store(uint64(cfg.StartLSN))
 	conn, err := s.connect(ctx)
+	// A connection that used the slot a moment ago (the one that created
+	// it, or a previous run) may not have let go of it yet: retry a few
+	// times, but fail fast on what retrying cannot fix.
+	for attempt, wait := 1, cfg.MinBackoff; err != nil && retryable(err) && attempt < 5; attempt, wait = attempt+1, min(2*wait, cfg.MaxBackoff) {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(wait):
+		}
+		conn, err = s.connect(ctx)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -246,3 +246,27 @@ func TestStreamSurvivesRestart(t *testing.T) {
 		})
 	}
 }
+
+// TestStreamWaitsForSlotRelease opens a stream while another connection
+// still streams from the slot, as after a restart whose predecessor's
+// server process has not gone yet.
+func TestStreamWaitsForSlotRelease(t *testing.T) {
+	db := pgtest.NewDB(t)
+	start := newSlot(t, db.Pool, db.URL, "held", `CREATE TABLE a (id int PRIMARY KEY); CREATE PUBLICATION pub FOR TABLE a`)
+	rc, err := Connect(testCtx(t), db.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.StartReplication(testCtx(t), "held", start, []string{"pub"}); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		rc.Close(context.Background())
+	}()
+	s := openStream(t, StreamConfig{ConnString: db.URL, Slot: "held", Publications: []string{"pub"}, StartLSN: start})
+	execAll(t, db.Pool, `INSERT INTO a VALUES (1)`)
+	if got := summary(next(t, s)); fmt.Sprint(got) != "[insert:a:1]" {
+		t.Errorf("got %v, want [insert:a:1]", got)
+	}
+}
