@@ -253,8 +253,6 @@ func (s *syncer) stream(ctx context.Context, caughtUpAt cdc.LSN) error {
 	}
 	defer st.Close()
 	s.log.Info("streaming", "from", s.applied.String())
-	idle := time.NewTicker(250 * time.Millisecond)
-	defer idle.Stop()
 	for {
 		if s.cfg.UntilCaughtUp && (st.Acked() >= caughtUpAt || st.Flushed() >= caughtUpAt) {
 			s.log.Info("caught up", "applied", st.Acked().String(), "target", caughtUpAt.String())
@@ -265,6 +263,7 @@ func (s *syncer) stream(ctx context.Context, caughtUpAt cdc.LSN) error {
 		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
+				s.log.Info("stopped", "applied", s.applied.String())
 				return nil
 			}
 			if errors.Is(err, context.DeadlineExceeded) {
