@@ -4,9 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sort"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 )
