@@ -1,0 +1,181 @@
+package routing
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/strangler-fig/strangler/internal/proxyconfig"
+)
+
+// backend is a real HTTP server that counts what it receives and answers
+// with X-Served-By: its name.
+type backend struct {
+	*httptest.Server
+	name   string
+	hits   atomic.Int64 // every request but health checks
+	writes atomic.Int64 // requests with unsafe methods
+	mu     sync.Mutex
+	last   *http.Request
+	body   []byte
+}
+
+// newBackend starts a backend; h may be nil for "200, served by name".
+func newBackend(tb testing.TB, name string, h http.HandlerFunc) *backend {
+	tb.Helper()
+	b := &backend{name: name}
+	b.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/health" {
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+		body, _ := io.ReadAll(r.Body)
+		b.hits.Add(1)
+		if !isSafe(r.Method) {
+			b.writes.Add(1)
+		}
+		b.mu.Lock()
+		b.last, b.body = r.Clone(r.Context()), body
+		b.mu.Unlock()
+		w.Header().Set("X-Served-By", name)
+		if h != nil {
+			h(w, r)
+			return
+		}
+		fmt.Fprintf(w, "%s %s %s", name, r.Method, r.URL.RequestURI())
+	}))
+	tb.Cleanup(b.Close)
+	return b
+}
+
+// lastRequest returns the last request the backend received and its body.
+func (b *backend) lastRequest() (*http.Request, []byte) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.last, b.body
+}
+
+// closedURL returns the URL of a port nothing listens on.
+func closedURL(tb testing.TB) string {
+	tb.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return "http://" + addr
+}
+
+// testProxy is a Proxy served by a real HTTP server.
+type testProxy struct {
+	*Proxy
+	srv *httptest.Server
+	reg *prometheus.Registry
+	log *bytes.Buffer
+}
+
+// newTestProxy parses the YAML configuration and serves it.
+func newTestProxy(tb testing.TB, yamlCfg string) *testProxy {
+	tb.Helper()
+	cfg := mustConfig(tb, yamlCfg)
+	reg := prometheus.NewRegistry()
+	var logBuf bytes.Buffer
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	p, err := New(cfg, Options{
+		Logger:    logger,
+		AccessLog: slog.New(slog.NewJSONHandler(&lockedWriter{w: &logBuf}, nil)),
+		Registry:  reg,
+	})
+	if err != nil {
+		tb.Fatalf("New: %v", err)
+	}
+	tp := &testProxy{Proxy: p, srv: httptest.NewServer(p), reg: reg, log: &logBuf}
+	tb.Cleanup(func() {
+		tp.srv.Close()
+		p.Close()
+	})
+	return tp
+}
+
+func mustConfig(tb testing.TB, yamlCfg string) *proxyconfig.Config {
+	tb.Helper()
+	cfg, err := proxyconfig.Parse(strings.NewReader(yamlCfg), tb.TempDir())
+	if err != nil {
+		tb.Fatalf("config: %v\n%s", err, yamlCfg)
+	}
+	return cfg
+}
+
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// answer is what a client saw.
+type answer struct {
+	status   int
+	servedBy string
+	body     string
+}
+
+// do sends a request through the proxy.
+func (tp *testProxy) do(tb testing.TB, method, path, body string, header http.Header) answer {
+	tb.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, tp.srv.URL+path, rd)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for k, vs := range header {
+		req.Header[k] = vs
+	}
+	resp, err := tp.srv.Client().Do(req)
+	if err != nil {
+		tb.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		tb.Fatalf("%s %s: read body: %v", method, path, err)
+	}
+	return answer{status: resp.StatusCode, servedBy: resp.Header.Get("X-Served-By"), body: string(b)}
+}
+
+// fallbacks reads strangler_fallbacks_total for a route and reason.
+func (tp *testProxy) fallbacks(route, reason string) float64 {
+	return testutil.ToFloat64(tp.metrics.fallbacks.WithLabelValues(route, reason))
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(tb testing.TB, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
