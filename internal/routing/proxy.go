@@ -428,13 +428,18 @@ func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) 
 	case r.Context().Err() != nil:
 		ex.status = 499
 		return
-	case ex.failure == ReasonTimeout || errors.Is(err, context.DeadlineExceeded):
+	case isTimeout(err):
 		ex.status = http.StatusGatewayTimeout
 	default:
 		ex.status = http.StatusBadGateway
 	}
 	p.opts.Logger.Warn("proxy error", "request_id", ex.reqID, "backend", ex.backend.String(), "err", err)
 	w.WriteHeader(ex.status)
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
 }
 
 // bufferPool lends ReverseProxy its 32 KiB copy buffers.

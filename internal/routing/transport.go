@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"sync/atomic"
 )
 
 // fallbackTransport is the ReverseProxy's Transport. For a request bound to a
@@ -94,7 +95,7 @@ func (ex *exchange) tryService(out *http.Request) (*http.Response, error) {
 		ex.failure = reason
 		switch {
 		case !route.FallsBackOn(reason):
-		case reason == ReasonConnectError && tracked != nil && !tracked.read:
+		case reason == ReasonConnectError && tracked != nil && !tracked.read.Load():
 			// Never reached the service, and the body is untouched.
 			return ex.fallback(out, reason, tracked.r)
 		case reason == ReasonConnectError && tracked == nil:
@@ -167,13 +168,13 @@ func readUpTo(r io.Reader, limit int64) (buf []byte, whole bool, err error) {
 // stay readable for the monolith.
 type trackedBody struct {
 	r    io.ReadCloser
-	read bool
+	read atomic.Bool // set by the transport's writer goroutine
 }
 
 func (b *trackedBody) Read(p []byte) (int, error) {
 	n, err := b.r.Read(p)
 	if n > 0 {
-		b.read = true
+		b.read.Store(true)
 	}
 	return n, err
 }
