@@ -1,0 +1,273 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// run executes the command line in-process and returns its exit code and
+// outputs.
+func run(tb testing.TB, args ...string) (code int, stdout, stderr string) {
+	tb.Helper()
+	var out, errb bytes.Buffer
+	code = Main(context.Background(), args, Streams{In: strings.NewReader(""), Out: &out, Err: &errb})
+	return code, out.String(), errb.String()
+}
+
+func writeFile(tb testing.TB, dir, name, content string) string {
+	tb.Helper()
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	return path
+}
+
+func TestValidate(t *testing.T) {
+	dir := t.TempDir()
+	valid := writeFile(t, dir, "valid.yaml", `monolith: {url: http://127.0.0.1:8000}
+services:
+  users: {url: http://127.0.0.1:8001}
+routes:
+  - {prefix: /api/users, service: users}
+`)
+	invalid := writeFile(t, dir, "invalid.yaml", `monolith: {url: http://127.0.0.1:8000}
+services:
+  users: {url: http://127.0.0.1:8001, timeout: soon}
+routes:
+  - {prefix: /api/users, service: user}
+  - {prefix: /api/users, service: users}
+colour: blue
+`)
+	cases := []struct {
+		name     string
+		args     []string
+		wantCode int
+		wantOut  []string
+		wantErr  []string
+	}{
+		{"valid", []string{"validate", "--config", valid}, 0, []string{"valid (1 services, 1 routes)"}, nil},
+		{"example file", []string{"validate", "-c", "../../examples/strangler.yaml"}, 0, []string{"valid (2 services, 2 routes)"}, nil},
+		{"every problem with its line", []string{"validate", "--config", invalid}, 1, nil, []string{
+			"4 problems",
+			"line 3: services.users.timeout: invalid duration \"soon\"",
+			"line 5: routes[0].service: \"user\" is not defined under services",
+			"line 6: routes[1].prefix: \"/api/users\" is also the prefix of routes[0] (line 5)",
+			"line 7: colour: unknown key",
+		}},
+		{"missing file", []string{"validate", "--config", filepath.Join(dir, "nope.yaml")}, 1, nil, []string{"no such file"}},
+		{"unknown flag", []string{"validate", "--confg", valid}, 2, nil, []string{"unknown flag: --confg"}},
+		{"stray argument", []string{"validate", "extra"}, 2, nil, []string{"takes no arguments"}},
+		{"bad log level", []string{"serve", "--config", valid, "--log-level", "loud"}, 2, nil, []string{"--log-level"}},
+		{"help has examples", []string{"serve", "--help"}, 0, []string{"Examples:", "strangler-proxy serve --config strangler.yaml"}, nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			code, out, errOut := run(t, c.args...)
+			if code != c.wantCode {
+				t.Fatalf("exit code: got %d, want %d (stdout %q, stderr %q)", code, c.wantCode, out, errOut)
+			}
+			for _, w := range c.wantOut {
+				if !strings.Contains(out, w) {
+					t.Errorf("stdout %q: want it to contain %q", out, w)
+				}
+			}
+			for _, w := range c.wantErr {
+				if !strings.Contains(errOut, w) {
+					t.Errorf("stderr %q: want it to contain %q", errOut, w)
+				}
+			}
+		})
+	}
+}
+
+// freeAddr returns a loopback address that was free a moment ago.
+func freeAddr(tb testing.TB) string {
+	tb.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// buildBinary compiles strangler-proxy into a temporary folder.
+func buildBinary(tb testing.TB) string {
+	tb.Helper()
+	bin := filepath.Join(tb.TempDir(), "strangler-proxy")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		tb.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// waitHTTP polls url until it answers 200 or the deadline passes.
+func waitHTTP(tb testing.TB, url string) {
+	tb.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("%s did not answer 200: %v", url, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestSIGTERMDrainsInFlightRequests runs the real binary, sends SIGTERM while
+// slow requests are in flight, and checks that they complete and the process
+// exits 0.
+func TestSIGTERMDrainsInFlightRequests(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	bin := buildBinary(t)
+	const inflight = 5
+	arrived := make(chan struct{}, inflight)
+	release := make(chan struct{})
+	mono := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			arrived <- struct{}{}
+			<-release
+		}
+		fmt.Fprint(w, "done")
+	}))
+	defer mono.Close()
+	defer func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	}()
+
+	listen, adminListen := freeAddr(t), freeAddr(t)
+	cfg := writeFile(t, t.TempDir(), "strangler.yaml", fmt.Sprintf(`listen: %s
+shutdown_timeout: 20s
+admin: {listen: %s}
+monolith: {url: %s}
+`, listen, adminListen, mono.URL))
+	var stdout, stderr lockedBuffer
+	cmd := exec.Command(bin, "serve", "--config", cfg)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			<-exited
+		}
+	}()
+	waitHTTP(t, "http://"+adminListen+"/healthz")
+
+	type result struct {
+		status int
+		body   string
+		err    error
+	}
+	results := make(chan result, inflight)
+	for i := 0; i < inflight; i++ {
+		go func() {
+			resp, err := http.Get("http://" + listen + "/slow")
+			if err != nil {
+				results <- result{err: err}
+				return
+			}
+			defer resp.Body.Close()
+			b, err := io.ReadAll(resp.Body)
+			results <- result{status: resp.StatusCode, body: string(b), err: err}
+		}()
+	}
+	for i := 0; i < inflight; i++ {
+		select {
+		case <-arrived:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("only %d of %d slow requests reached the monolith", i, inflight)
+		}
+	}
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	// The listener closes: new connections are refused while the slow
+	// requests are still in flight.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", listen, time.Second)
+		if err != nil {
+			break
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("the proxy still accepts connections after SIGTERM")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	select {
+	case err := <-exited:
+		t.Fatalf("the proxy exited (%v) before its requests finished", err)
+	default:
+	}
+	close(release)
+
+	for i := 0; i < inflight; i++ {
+		r := <-results
+		if r.err != nil || r.status != http.StatusOK || r.body != "done" {
+			t.Errorf("in-flight request: got %d %q %v, want 200 \"done\"", r.status, r.body, r.err)
+		}
+	}
+	select {
+	case err := <-exited:
+		var exitErr *exec.ExitError
+		if errors.As(err, &exitErr) || err != nil {
+			t.Fatalf("exit: got %v, want exit code 0\nstderr:\n%s", err, stderr.String())
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("the proxy did not exit after its requests finished")
+	}
+	if got := strings.Count(stdout.String(), `"path":"/slow"`); got != inflight {
+		t.Errorf("access log lines for /slow: got %d, want %d\n%s", got, inflight, stdout.String())
+	}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
