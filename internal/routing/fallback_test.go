@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/strangler-fig/strangler/internal/testkit"
 )
 
 // failingService starts a "users" service that fails the way reason says:
@@ -210,7 +212,7 @@ routes: [{prefix: /api/users, service: users}]
 	if err := <-errc; err == nil {
 		t.Fatal("request: got no error, want a cancellation")
 	}
-	eventually(t, "the proxy to finish the request", func() bool {
+	testkit.Eventually(t, 5*time.Second, "the proxy to finish the request", func() bool {
 		return testutil.ToFloat64(tp.metrics.requests.WithLabelValues("/api/users", "monolith", "499")) == 1
 	})
 	if got := tp.Status().Services[0].Breaker; got != "closed" {
@@ -271,7 +273,7 @@ routes: [{prefix: /api/users, service: users}]
 	}
 
 	failing.Store(false)
-	eventually(t, "the breaker to close after a successful probe", func() bool {
+	testkit.Eventually(t, 5*time.Second, "the breaker to close after a successful probe", func() bool {
 		return tp.do(t, "GET", "/api/users/1", "", nil).servedBy == "users"
 	})
 	if got := breaker(); got != "closed" {
@@ -314,7 +316,7 @@ routes: [{prefix: /api/users, service: users}]
 		t.Fatalf("healthy: got served by %q, want users", got)
 	}
 	sick.Store(true)
-	eventually(t, "the service to be marked unhealthy", func() bool { return healthy() == 0 })
+	testkit.Eventually(t, 5*time.Second, "the service to be marked unhealthy", func() bool { return healthy() == 0 })
 	if got := tp.do(t, "GET", "/api/users", "", nil).servedBy; got != "monolith" {
 		t.Errorf("unhealthy: got served by %q, want monolith", got)
 	}
@@ -322,8 +324,41 @@ routes: [{prefix: /api/users, service: users}]
 		t.Errorf("fallbacks_total{reason=breaker_open}: got %v, want 1", got)
 	}
 	sick.Store(false)
-	eventually(t, "the service to be healthy again", func() bool { return healthy() == 1 })
+	testkit.Eventually(t, 5*time.Second, "the service to be healthy again", func() bool { return healthy() == 1 })
 	if got := tp.do(t, "GET", "/api/users", "", nil).servedBy; got != "users" {
 		t.Errorf("healthy again: got served by %q, want users", got)
+	}
+}
+
+// TestReloadKeepsBreakerState pins that a reload keeps the breaker of a
+// service whose settings did not change, and starts afresh for one that did.
+func TestReloadKeepsBreakerState(t *testing.T) {
+	mono := newBackend(t, "monolith", nil)
+	svcURL, _ := failingService(t, "status_5xx")
+	cfgText := func(timeout, extraRoute string) string {
+		return fmt.Sprintf(`monolith: {url: %s}
+services:
+  users: {url: %s, timeout: %s, breaker: {consecutive_failures: 1, open_for: 1m}}
+routes:
+  - {prefix: /api/users, service: users}
+%s`, mono.URL, svcURL, timeout, extraRoute)
+	}
+	tp := newTestProxy(t, cfgText("2s", ""))
+	tp.do(t, "GET", "/api/users", "", nil)
+	cases := []struct {
+		name, cfg, want string
+	}{
+		{"routes changed, service unchanged", cfgText("2s", "  - {prefix: /api/more, service: users}\n"), "open"},
+		{"service settings changed", cfgText("3s", ""), "closed"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if err := tp.Apply(mustConfig(t, c.cfg)); err != nil {
+				t.Fatalf("Apply: %v", err)
+			}
+			if got := tp.Status().Services[0].Breaker; got != c.want {
+				t.Errorf("breaker: got %s, want %s", got, c.want)
+			}
+		})
 	}
 }

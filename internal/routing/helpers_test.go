@@ -13,7 +13,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -167,18 +166,6 @@ func (tp *testProxy) do(tb testing.TB, method, path, body string, header http.He
 // fallbacks reads strangler_fallbacks_total for a route and reason.
 func (tp *testProxy) fallbacks(route, reason string) float64 {
 	return testutil.ToFloat64(tp.metrics.fallbacks.WithLabelValues(route, reason))
-}
-
-// eventually polls cond until it holds or the deadline passes.
-func eventually(tb testing.TB, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // httptestServer starts a plain test server and returns its URL.
