@@ -23,7 +23,7 @@ func (t *fallbackTransport) RoundTrip(out *http.Request) (*http.Response, error)
 		if ex != nil {
 			ex.backend = BackendMonolith
 		}
-		return ex.st.monolith.transport.RoundTrip(out)
+		return ex.st.monolith.rt.RoundTrip(out)
 	}
 	return ex.tryService(out)
 }
@@ -78,7 +78,7 @@ func (ex *exchange) tryService(out *http.Request) (*http.Response, error) {
 		}
 	}
 
-	resp, err := svc.transport.RoundTrip(out)
+	resp, err := svc.rt.RoundTrip(out)
 	if err != nil {
 		if out.Context().Err() != nil {
 			// The client went away: neither a service failure nor a reason
@@ -134,7 +134,7 @@ func (ex *exchange) fallback(out *http.Request, reason Reason, body io.ReadClose
 	if body == nil || body == http.NoBody {
 		m.Body, m.GetBody, m.ContentLength = nil, nil, 0
 	}
-	return ex.st.monolith.transport.RoundTrip(&m)
+	return ex.st.monolith.rt.RoundTrip(&m)
 }
 
 func replayBody(buf []byte) io.ReadCloser {

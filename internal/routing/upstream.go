@@ -26,7 +26,8 @@ type upstream struct {
 	url       *url.URL
 	basePath  bool // url has a path to prepend
 	settings  string
-	transport *http.Transport
+	transport *http.Transport // requests with a body, upgrades, https, health checks
+	rt        *h1Transport    // everything; hands to transport what it does not do itself
 	breaker   *gobreaker.TwoStepCircuitBreaker[struct{}] // nil for the monolith
 	healthy   atomic.Bool
 
@@ -86,6 +87,7 @@ func newUpstream(name, rawURL string, timeout time.Duration, logger *slog.Logger
 		DisableCompression: true,
 		ForceAttemptHTTP2:  u.Scheme == "https",
 	}
+	up.rt = newH1Transport(up.transport, hostPort(u.Scheme, u.Host), timeout)
 	up.healthy.Store(true)
 	return up, nil
 }
@@ -137,7 +139,7 @@ func (u *upstream) close() {
 		u.stop()
 		<-u.stopped
 	}
-	u.transport.CloseIdleConnections()
+	u.rt.closeIdle()
 }
 
 func (u *upstream) healthLoop(ctx context.Context) {
