@@ -26,8 +26,8 @@ type upstream struct {
 	url       *url.URL
 	basePath  bool // url has a path to prepend
 	settings  string
-	transport *http.Transport // requests with a body, upgrades, https, health checks
-	rt        *h1Transport    // everything; hands to transport what it does not do itself
+	transport *http.Transport                            // requests with a body, upgrades, https, health checks
+	rt        *h1Transport                               // everything; hands to transport what it does not do itself
 	breaker   *gobreaker.TwoStepCircuitBreaker[struct{}] // nil for the monolith
 	healthy   atomic.Bool
 
