@@ -93,6 +93,7 @@ func TestFallback(t *testing.T) {
 		{"GET status_5xx not listed", "status_5xx", "GET", nil, "    fallback: [connect_error]\n", 503, "users", ""},
 		{"GET timeout not listed", "timeout", "GET", nil, "    fallback: [status_5xx]\n", 504, "", ""},
 		{"GET connect_error not listed", "connect_error", "GET", nil, "    fallback: []\n", 502, "", ""},
+		{"GET breaker_open not listed", "breaker_open", "GET", nil, "    fallback: [status_5xx]\n", 503, "", ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -428,6 +428,8 @@ func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) 
 	case r.Context().Err() != nil:
 		ex.status = 499
 		return
+	case errors.Is(err, errBreakerOpen):
+		ex.status = http.StatusServiceUnavailable
 	case isTimeout(err):
 		ex.status = http.StatusGatewayTimeout
 	default:

@@ -42,11 +42,11 @@ func (ex *exchange) tryService(out *http.Request) (*http.Response, error) {
 	afterSend := replayable && (route.FallsBackOn(ReasonTimeout) || route.FallsBackOn(ReasonStatus5xx))
 
 	if !svc.healthy.Load() {
-		return ex.fallback(out, ReasonBreakerOpen, out.Body)
+		return ex.breakerOpen(out)
 	}
 	done, err := svc.breaker.Allow()
 	if err != nil {
-		return ex.fallback(out, ReasonBreakerOpen, out.Body)
+		return ex.breakerOpen(out)
 	}
 
 	// The body: buffered when a replay after sending may be needed, else
@@ -117,6 +117,21 @@ func (ex *exchange) tryService(out *http.Request) (*http.Response, error) {
 	}
 	ex.backend = BackendService
 	return resp, nil
+}
+
+// errBreakerOpen answers a request for a service whose breaker is open (or
+// whose health check fails) when its route does not fall back on
+// breaker_open.
+var errBreakerOpen = errors.New("service unavailable: breaker open or health check failing")
+
+// breakerOpen handles a request the service must not get now: the request
+// was never sent, so any method may go to the monolith.
+func (ex *exchange) breakerOpen(out *http.Request) (*http.Response, error) {
+	ex.failure = ReasonBreakerOpen
+	if !ex.route.FallsBackOn(ReasonBreakerOpen) {
+		return nil, errBreakerOpen
+	}
+	return ex.fallback(out, ReasonBreakerOpen, out.Body)
 }
 
 // fallback sends the request to the monolith, with the original path, body
