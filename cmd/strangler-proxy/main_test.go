@@ -169,20 +169,8 @@ shutdown_timeout: 20s
 admin: {listen: %s}
 monolith: {url: %s}
 `, listen, adminListen, mono.URL))
-	var stdout, stderr lockedBuffer
-	cmd := exec.Command(bin, "serve", "--config", cfg)
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer func() {
-		if cmd.ProcessState == nil {
-			cmd.Process.Kill()
-			<-exited
-		}
-	}()
+	proc := startProcess(t, bin, "serve", "--config", cfg)
+	cmd, exited, stdout, stderr := proc.cmd, proc.exited, &proc.stdout, &proc.stderr
 	waitHTTP(t, "http://"+adminListen+"/healthz")
 
 	type result struct {
@@ -270,4 +258,85 @@ func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// process is a strangler-proxy started by a test.
+type process struct {
+	cmd            *exec.Cmd
+	exited         chan error
+	stdout, stderr lockedBuffer
+}
+
+// startProcess starts the binary and kills it when the test ends, if it
+// is still running.
+func startProcess(tb testing.TB, bin string, args ...string) *process {
+	tb.Helper()
+	p := &process{cmd: exec.Command(bin, args...), exited: make(chan error, 1)}
+	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
+	if err := p.cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	go func() { p.exited <- p.cmd.Wait() }()
+	tb.Cleanup(func() {
+		if p.cmd.ProcessState == nil {
+			p.cmd.Process.Kill()
+			<-p.exited
+		}
+	})
+	return p
+}
+
+// body GETs url and returns the answer's body, or the error text.
+func body(url string) string {
+	resp, err := http.Get(url)
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+// TestSIGHUPReloads runs the real binary with file watching off: SIGHUP
+// applies a valid new file and rejects an invalid one, keeping the old.
+func TestSIGHUPReloads(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	bin := buildBinary(t)
+	mono := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "monolith") }))
+	defer mono.Close()
+	svc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "users") }))
+	defer svc.Close()
+	listen, adminListen := freeAddr(t), freeAddr(t)
+	base := fmt.Sprintf("listen: %s\nadmin: {listen: %s}\nmonolith: {url: %s}\nservices: {users: {url: %s}}\n", listen, adminListen, mono.URL, svc.URL)
+	cfg := writeFile(t, t.TempDir(), "strangler.yaml", base)
+	proc := startProcess(t, bin, "serve", "--config", cfg, "--watch", "0")
+	waitHTTP(t, "http://"+adminListen+"/healthz")
+
+	steps := []struct {
+		name, content, want, wantMetric string
+	}{
+		{"valid file", base + "routes: [{prefix: /api/users, service: users}]\n", "users", `strangler_config_reloads_total{result="success"} 1`},
+		{"invalid file keeps the old one", base + "routes: [{prefix: /api/users, service: nobody}]\n", "users", `strangler_config_reloads_total{result="failure"} 1`},
+	}
+	for _, s := range steps {
+		writeFile(t, filepath.Dir(cfg), "strangler.yaml", s.content)
+		if err := proc.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for !strings.Contains(body("http://"+adminListen+"/metrics"), s.wantMetric) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: metrics never showed %s\nstderr:\n%s", s.name, s.wantMetric, proc.stderr.String())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if got := body("http://" + listen + "/api/users/1"); got != s.want {
+			t.Errorf("%s: got served by %q, want %q", s.name, got, s.want)
+		}
+	}
+	if !strings.Contains(proc.stderr.String(), `routes[0].service`) {
+		t.Errorf("stderr: want the rejected file's problem logged, got:\n%s", proc.stderr.String())
+	}
 }

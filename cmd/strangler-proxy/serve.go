@@ -8,6 +8,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -19,6 +20,9 @@ type ServeOptions struct {
 	Streams    Streams
 	ConfigPath string
 	LogLevel   string
+	// Watch is how often the config file is checked for changes; 0 turns
+	// the check off (SIGHUP still reloads).
+	Watch time.Duration
 }
 
 // NewCmdServe builds "strangler-proxy serve". runF replaces serveRun in
@@ -46,6 +50,9 @@ http://<admin.listen>/metrics.`,
 			if _, err := parseLevel(opts.LogLevel); err != nil {
 				return fmt.Errorf("%w: --log-level: %v", errUsage, err)
 			}
+			if opts.Watch < 0 {
+				return fmt.Errorf("%w: --watch must not be negative", errUsage)
+			}
 			if runF != nil {
 				return runF(cmd.Context(), opts)
 			}
@@ -54,6 +61,7 @@ http://<admin.listen>/metrics.`,
 	}
 	cmd.Flags().StringVarP(&opts.ConfigPath, "config", "c", defaultConfigPath(), "configuration file (default $STRANGLER_CONFIG, else strangler.yaml)")
 	cmd.Flags().StringVar(&opts.LogLevel, "log-level", "info", "level of the proxy's own log: debug, info, warn or error")
+	cmd.Flags().DurationVar(&opts.Watch, "watch", time.Second, "how often to check the config file for changes; 0 turns it off (SIGHUP still reloads)")
 	return cmd
 }
 
@@ -65,14 +73,24 @@ func parseLevel(s string) (slog.Level, error) {
 	return l, nil
 }
 
+// watchInterval maps --watch to proxyserver's PollInterval, where 0 means
+// the default and a negative value means off.
+func watchInterval(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
+}
+
 func serveRun(ctx context.Context, opts *ServeOptions) error {
 	level, _ := parseLevel(opts.LogLevel)
 	logger := slog.New(slog.NewJSONHandler(opts.Streams.Err, &slog.HandlerOptions{Level: level}))
 	accessLog := slog.New(slog.NewJSONHandler(opts.Streams.Out, nil))
 	srv, err := proxyserver.New(proxyserver.Options{
-		ConfigPath: opts.ConfigPath,
-		Logger:     logger,
-		AccessLog:  accessLog,
+		ConfigPath:   opts.ConfigPath,
+		Logger:       logger,
+		AccessLog:    accessLog,
+		PollInterval: watchInterval(opts.Watch),
 	})
 	if err != nil {
 		return err

@@ -44,7 +44,7 @@ func startServer(tb testing.TB, cfgText string, env map[string]string) (srv *Ser
 }
 
 func TestAdminEndpoints(t *testing.T) {
-	mono := namedServer(t, "monolith", nil)
+	mono := namedServer(t, "monolith", nil, nil)
 	cfg := config(mono.URL, mono.URL) + "\nadmin: {listen: 127.0.0.1:0, token_env: ADMIN_TOKEN}\n"
 	cfg = strings.Replace(cfg, "admin: {listen: 127.0.0.1:0}\n", "", 1)
 	_, _, adminURL := startServer(t, cfg, map[string]string{"ADMIN_TOKEN": "s3cret"})
@@ -99,7 +99,7 @@ func TestReadyzWithMonolithDown(t *testing.T) {
 // TestSlowClientCannotHoldAConnection pins server.read_header_timeout: a
 // client that sends its headers too slowly is disconnected.
 func TestSlowClientCannotHoldAConnection(t *testing.T) {
-	mono := namedServer(t, "monolith", nil)
+	mono := namedServer(t, "monolith", nil, nil)
 	_, proxyURL, _ := startServer(t, "server: {read_header_timeout: 100ms}\n"+config(mono.URL, mono.URL), nil)
 	c, err := net.Dial("tcp", strings.TrimPrefix(proxyURL, "http://"))
 	if err != nil {

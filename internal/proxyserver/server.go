@@ -132,7 +132,7 @@ func load(path string) ([]byte, *proxyconfig.Config, error) {
 		verr.File = path
 	}
 	if err != nil {
-		return nil, nil, err
+		return content, nil, err
 	}
 	return content, cfg, nil
 }
@@ -186,6 +186,11 @@ func (s *Server) Reload() error {
 
 func (s *Server) reloadLocked() error {
 	content, cfg, err := load(s.opts.ConfigPath)
+	if content != nil {
+		// Remember what was read, valid or not, so that the watcher does
+		// not reload the same content again.
+		s.content = content
+	}
 	if err == nil {
 		old := s.proxy.Config()
 		if cfg.Listen != old.Listen || cfg.Admin.Listen != old.Admin.Listen || cfg.Server != old.Server {
@@ -198,7 +203,6 @@ func (s *Server) reloadLocked() error {
 		s.opts.Logger.Error("config reload rejected; the configuration in force stays", "file", s.opts.ConfigPath, "err", err)
 		return fmt.Errorf("reload: %w", err)
 	}
-	s.content = content
 	s.admin.SetToken(s.token(cfg))
 	s.reloads.WithLabelValues("success").Inc()
 	s.opts.Logger.Info("config reloaded", "file", s.opts.ConfigPath, "routes", len(cfg.Routes), "services", len(cfg.Services))
@@ -206,7 +210,7 @@ func (s *Server) reloadLocked() error {
 }
 
 // reloadIfChanged reloads when the file's content differs from the last one
-// loaded (a failed reload is not retried until the content changes again).
+// read (a rejected file is not retried until its content changes again).
 func (s *Server) reloadIfChanged() {
 	content, err := os.ReadFile(s.opts.ConfigPath)
 	if err != nil {
@@ -217,9 +221,7 @@ func (s *Server) reloadIfChanged() {
 	if bytes.Equal(content, s.content) {
 		return
 	}
-	if s.reloadLocked() != nil {
-		s.content = content
-	}
+	s.reloadLocked()
 }
 
 // Run listens, serves and reloads until ctx is done (SIGTERM), then stops

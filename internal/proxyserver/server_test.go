@@ -21,12 +21,15 @@ import (
 	"github.com/strangler-fig/strangler/internal/testkit"
 )
 
-// namedServer answers every request with X-Served-By: name; /slow waits for
-// release first.
-func namedServer(tb testing.TB, name string, release <-chan struct{}) *httptest.Server {
+// namedServer answers every request with X-Served-By: name; /api/slow
+// reports its arrival on arrived (when not nil) and waits for release first.
+func namedServer(tb testing.TB, name string, release <-chan struct{}, arrived chan<- struct{}) *httptest.Server {
 	tb.Helper()
 	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/api/slow" {
+			if arrived != nil {
+				arrived <- struct{}{}
+			}
 			<-release
 		}
 		w.Header().Set("X-Served-By", name)
@@ -68,9 +71,10 @@ func TestReloadUnderLoad(t *testing.T) {
 	var once sync.Once
 	releaseAll := func() { once.Do(func() { close(release) }) }
 	t.Cleanup(releaseAll)
-	mono := namedServer(t, "monolith", release)
-	svcA := namedServer(t, "a", release)
-	svcB := namedServer(t, "b", release)
+	arrived := make(chan struct{}, 1)
+	mono := namedServer(t, "monolith", release, nil)
+	svcA := namedServer(t, "a", release, arrived)
+	svcB := namedServer(t, "b", release, nil)
 
 	path := filepath.Join(t.TempDir(), "strangler.yaml")
 	writeConfig(t, path, config(mono.URL, svcA.URL))
@@ -125,6 +129,11 @@ func TestReloadUnderLoad(t *testing.T) {
 		}
 		slow <- b
 	}()
+	select {
+	case <-arrived:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the slow request did not reach service a")
+	}
 
 	// Clients hammering the proxy for the whole test.
 	stop := make(chan struct{})
