@@ -230,3 +230,25 @@ func TestStreamingFlushed(t *testing.T) {
 		t.Errorf("rest: got %q, want %q", rest, want)
 	}
 }
+
+func TestAccessLogSwitch(t *testing.T) {
+	mono := newBackend(t, "monolith", nil)
+	cases := []struct {
+		name      string
+		setting   string
+		wantLines int
+	}{
+		{"on by default", "", 2},
+		{"off", "access_log: false\n", 0},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			tp := newTestProxy(t, c.setting+routingConfig(mono.URL, mono.URL, ""))
+			tp.do(t, "GET", "/a", "", nil)
+			tp.do(t, "GET", "/api/users/b", "", nil)
+			if got := strings.Count(tp.log.String(), "\n"); got != c.wantLines {
+				t.Errorf("access log lines: got %d, want %d", got, c.wantLines)
+			}
+		})
+	}
+}

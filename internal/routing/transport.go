@@ -19,10 +19,11 @@ var _ http.RoundTripper = (*fallbackTransport)(nil)
 // RoundTrip implements http.RoundTripper.
 func (t *fallbackTransport) RoundTrip(out *http.Request) (*http.Response, error) {
 	ex := exchangeOf(out.Context())
-	if ex == nil || ex.svc == nil {
-		if ex != nil {
-			ex.backend = BackendMonolith
-		}
+	if ex == nil {
+		return nil, errors.New("round trip: request did not come through Proxy.ServeHTTP")
+	}
+	if ex.svc == nil {
+		ex.backend = BackendMonolith
 		return ex.st.monolith.rt.RoundTrip(out)
 	}
 	return ex.tryService(out)
