@@ -13,11 +13,13 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/strangler-fig/strangler/internal/proxyconfig"
+	"github.com/strangler-fig/strangler/internal/testkit"
 )
 
 // backend is a real HTTP server that counts what it receives and answers
@@ -84,7 +86,7 @@ type testProxy struct {
 	*Proxy
 	srv *httptest.Server
 	reg *prometheus.Registry
-	log *bytes.Buffer
+	log *lockedWriter
 }
 
 // newTestProxy parses the YAML configuration and serves it.
@@ -92,17 +94,17 @@ func newTestProxy(tb testing.TB, yamlCfg string) *testProxy {
 	tb.Helper()
 	cfg := mustConfig(tb, yamlCfg)
 	reg := prometheus.NewRegistry()
-	var logBuf bytes.Buffer
+	logBuf := &lockedWriter{w: new(bytes.Buffer)}
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	p, err := New(cfg, Options{
 		Logger:    logger,
-		AccessLog: slog.New(slog.NewJSONHandler(&lockedWriter{w: &logBuf}, nil)),
+		AccessLog: slog.New(slog.NewJSONHandler(logBuf, nil)),
 		Registry:  reg,
 	})
 	if err != nil {
 		tb.Fatalf("New: %v", err)
 	}
-	tp := &testProxy{Proxy: p, srv: httptest.NewServer(p), reg: reg, log: &logBuf}
+	tp := &testProxy{Proxy: p, srv: httptest.NewServer(p), reg: reg, log: logBuf}
 	tb.Cleanup(func() {
 		tp.srv.Close()
 		p.Close()
@@ -119,9 +121,26 @@ func mustConfig(tb testing.TB, yamlCfg string) *proxyconfig.Config {
 	return cfg
 }
 
+// lockedWriter collects the access log; the proxy writes a request's line
+// after the client has its answer, so tests poll it.
 type lockedWriter struct {
 	mu sync.Mutex
-	w  io.Writer
+	w  *bytes.Buffer
+}
+
+func (l *lockedWriter) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.String()
+}
+
+// lines polls until the access log has n lines, and returns them.
+func (l *lockedWriter) lines(tb testing.TB, n int) []string {
+	tb.Helper()
+	testkit.Eventually(tb, 5*time.Second, fmt.Sprintf("%d access log lines", n), func() bool {
+		return strings.Count(l.String(), "\n") >= n
+	})
+	return strings.Split(strings.TrimSpace(l.String()), "\n")
 }
 
 func (l *lockedWriter) Write(p []byte) (int, error) {

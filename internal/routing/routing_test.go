@@ -8,6 +8,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/strangler-fig/strangler/internal/testkit"
 )
 
 func TestTableMatch(t *testing.T) {
@@ -172,7 +176,8 @@ func TestForwardedHeaders(t *testing.T) {
 	})
 	t.Run("access log", func(t *testing.T) {
 		tp.do(t, "GET", "/api/users/1?token=secret", "", http.Header{"Authorization": {"Bearer secret"}, "Cookie": {"sid=secret"}})
-		line := lastLine(tp.log.String())
+		lines := tp.log.lines(t, 3)
+		line := lines[len(lines)-1]
 		for _, want := range []string{`"route":"/api/users"`, `"backend":"service"`, `"status":200`, `"path":"/api/users/1"`, `"request_id":"`} {
 			if !strings.Contains(line, want) {
 				t.Errorf("log line %s: want it to contain %s", line, want)
@@ -182,11 +187,6 @@ func TestForwardedHeaders(t *testing.T) {
 			t.Errorf("log line %s: got a secret, want none", line)
 		}
 	})
-}
-
-func lastLine(s string) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	return lines[len(lines)-1]
 }
 
 // TestStreamingFlushed pins that chunks of a streaming answer reach the client
@@ -246,6 +246,15 @@ func TestAccessLogSwitch(t *testing.T) {
 			tp := newTestProxy(t, c.setting+routingConfig(mono.URL, mono.URL, ""))
 			tp.do(t, "GET", "/a", "", nil)
 			tp.do(t, "GET", "/api/users/b", "", nil)
+			if c.wantLines > 0 {
+				tp.log.lines(t, c.wantLines)
+			}
+			// Metrics are recorded before the log line: once both requests
+			// are counted, a line that was coming would be there.
+			testkit.Eventually(t, 5*time.Second, "both requests counted", func() bool {
+				n, _ := testutil.GatherAndCount(tp.reg, "strangler_requests_total")
+				return n == 2
+			})
 			if got := strings.Count(tp.log.String(), "\n"); got != c.wantLines {
 				t.Errorf("access log lines: got %d, want %d", got, c.wantLines)
 			}
