@@ -304,8 +304,16 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			ex.svc = ex.route.svc
 		}
 	}
+	// Deferred: ReverseProxy aborts the handler with a panic
+	// (http.ErrAbortHandler) when an answer breaks off mid-body, and that
+	// request must be counted and logged too.
+	defer p.record(r, ex, start)
 	p.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, ex)))
+}
 
+// record counts a finished request in the metrics and the access log.
+func (p *Proxy) record(r *http.Request, ex *exchange, start time.Time) {
+	st := ex.st
 	elapsed := time.Since(start)
 	rm := st.unrouted
 	if ex.route != nil {

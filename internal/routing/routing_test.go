@@ -261,3 +261,30 @@ func TestAccessLogSwitch(t *testing.T) {
 		})
 	}
 }
+
+// TestAnswerBrokenMidBodyIsCounted pins that a request whose answer breaks
+// off after the headers (ReverseProxy then aborts the handler) still reaches
+// the metrics and the access log.
+func TestAnswerBrokenMidBodyIsCounted(t *testing.T) {
+	mono := newBackend(t, "monolith", nil)
+	users := newBackend(t, "users", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "100")
+		w.WriteHeader(http.StatusOK)
+		w.Write([]byte("only part of it"))
+		w.(http.Flusher).Flush()
+		c, _, err := http.NewResponseController(w).Hijack()
+		if err == nil {
+			c.Close()
+		}
+	})
+	tp := newTestProxy(t, routingConfig(mono.URL, users.URL, ""))
+	resp, err := tp.srv.Client().Get(tp.srv.URL + "/api/users/1")
+	if err == nil {
+		io.ReadAll(resp.Body)
+		resp.Body.Close()
+	}
+	lines := tp.log.lines(t, 1)
+	if !strings.Contains(lines[0], `"path":"/api/users/1"`) {
+		t.Errorf("log line: got %s, want the broken request", lines[0])
+	}
+}
