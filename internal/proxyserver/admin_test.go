@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/strangler-fig/strangler/internal/proxyconfig"
 )
 
 // startServer runs a Server on the configuration text until the test ends,
@@ -114,5 +116,51 @@ func TestSlowClientCannotHoldAConnection(t *testing.T) {
 	_, err = io.ReadAll(c)
 	if ne, ok := err.(net.Error); ok && ne.Timeout() {
 		t.Fatalf("connection still open after %s: the proxy let a slow client hold it", time.Since(start))
+	}
+}
+
+// TestOnConfigCanRejectAReload pins the OnConfig hook: it sees each valid
+// configuration and its error keeps the old configuration in force.
+func TestOnConfigCanRejectAReload(t *testing.T) {
+	mono := namedServer(t, "monolith", nil, nil)
+	path := filepath.Join(t.TempDir(), "strangler.yaml")
+	writeConfig(t, path, config(mono.URL, mono.URL))
+	var seen []string
+	srv, err := New(Options{
+		ConfigPath:   path,
+		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
+		PollInterval: -1,
+		OnConfig: func(cfg *proxyconfig.Config) error {
+			seen = append(seen, cfg.FlagsFile)
+			if cfg.FlagsFile == "bad.yaml" {
+				return fmt.Errorf("flags_file: bad.yaml is not a flags file")
+			}
+			return nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		flags   string
+		wantErr bool
+	}{
+		{"good.yaml", false},
+		{"bad.yaml", true},
+	}
+	for _, c := range cases {
+		t.Run(c.flags, func(t *testing.T) {
+			writeConfig(t, path, config(mono.URL, mono.URL)+"flags_file: "+c.flags+"\n")
+			err := srv.Reload()
+			if (err != nil) != c.wantErr {
+				t.Fatalf("Reload: got %v, want error %v", err, c.wantErr)
+			}
+			if got := srv.Proxy().Config().FlagsFile; got != "good.yaml" {
+				t.Errorf("flags_file in force: got %q, want good.yaml", got)
+			}
+		})
+	}
+	if got := strings.Join(seen, ","); got != ",good.yaml,bad.yaml" {
+		t.Errorf("OnConfig saw %q, want \",good.yaml,bad.yaml\"", got)
 	}
 }

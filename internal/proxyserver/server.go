@@ -39,6 +39,11 @@ type Options struct {
 	// Rollout is the rollout seam (see routing.Rollout); nil means
 	// routing.DefaultRollout.
 	Rollout routing.Rollout
+	// OnConfig, when set, sees every valid configuration before it is put in
+	// force, at start and on each reload: the place for components that read
+	// their own part of the file (identity, flags_file) to prepare it. An
+	// error rejects the configuration like a validation problem would.
+	OnConfig func(*proxyconfig.Config) error
 	// Getenv reads environment variables (the admin token); nil means
 	// os.Getenv.
 	Getenv func(string) string
@@ -79,6 +84,9 @@ func New(opts Options) (*Server, error) {
 		opts.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
 	content, cfg, err := load(opts.ConfigPath)
+	if err == nil && opts.OnConfig != nil {
+		err = opts.OnConfig(cfg)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -196,7 +204,12 @@ func (s *Server) reloadLocked() error {
 		if cfg.Listen != old.Listen || cfg.Admin.Listen != old.Admin.Listen || cfg.Server != old.Server {
 			s.opts.Logger.Warn("listen addresses and server limits change only on restart", "listen", old.Listen, "admin_listen", old.Admin.Listen)
 		}
-		err = s.proxy.Apply(cfg)
+		if s.opts.OnConfig != nil {
+			err = s.opts.OnConfig(cfg)
+		}
+		if err == nil {
+			err = s.proxy.Apply(cfg)
+		}
 	}
 	if err != nil {
 		s.reloads.WithLabelValues("failure").Inc()
