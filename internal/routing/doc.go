@@ -29,6 +29,26 @@
 // because a write that may have reached the service must not be applied twice.
 // Bodies that may need a replay are buffered up to max_replay_body.
 //
+// Upstream connections: requests without a body go through a lean HTTP/1.1
+// client (h1Transport) that writes the request and reads the answer in the
+// handler's goroutine, with a pool of kept-alive connections per upstream;
+// requests with a body, upgrades and https upstreams go through a tuned
+// http.Transport. An upstream's timeout covers dialing and waiting for the
+// answer's headers, not the body, so streams are never cut by it.
+//
+// Metrics (registered in the registry passed in): strangler_requests_total
+// {route, backend, code}, strangler_request_duration_seconds {route, backend},
+// strangler_fallbacks_total {route, reason}, strangler_breaker_state {service}
+// and strangler_upstream_healthy {service}. The route label is the route's
+// name or prefix ("unrouted" for requests no route matches), never a raw path.
+// Requests whose client went away are counted with code 499.
+//
+// The access log has one JSON line per request with request_id, method, path
+// (without query string), route, backend, status, duration_ms, decision (why
+// this backend), fallback (the reason, if the monolith answered instead) and
+// failure (the service's failure, also when it did not fall back). Headers,
+// cookies and query strings are never logged: they carry tokens.
+//
 // Proxy.Apply swaps in a new configuration atomically; requests in flight
 // finish on the configuration they started with, and the breakers and health
 // state of services whose settings did not change carry over.

@@ -11,9 +11,8 @@ import (
 	"net/http/httputil"
 	"sort"
 	"sync"
-	"time"
-
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
