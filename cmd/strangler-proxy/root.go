@@ -75,12 +75,14 @@ without ever replaying a write that may have reached the service.`,
 	return root
 }
 
-// defaultConfigPath is $STRANGLER_CONFIG, else strangler.yaml.
-func defaultConfigPath() string {
+// addConfigFlag adds --config (-c), whose default is $STRANGLER_CONFIG,
+// else strangler.yaml.
+func addConfigFlag(cmd *cobra.Command, path *string) {
+	def := "strangler.yaml"
 	if p := os.Getenv("STRANGLER_CONFIG"); p != "" {
-		return p
+		def = p
 	}
-	return "strangler.yaml"
+	cmd.Flags().StringVarP(path, "config", "c", def, "configuration file ($STRANGLER_CONFIG overrides the default)")
 }
 
 // noArgs rejects positional arguments as a usage error.

@@ -59,7 +59,7 @@ http://<admin.listen>/metrics.`,
 			return serveRun(cmd.Context(), opts)
 		},
 	}
-	cmd.Flags().StringVarP(&opts.ConfigPath, "config", "c", defaultConfigPath(), "configuration file (default $STRANGLER_CONFIG, else strangler.yaml)")
+	addConfigFlag(cmd, &opts.ConfigPath)
 	cmd.Flags().StringVar(&opts.LogLevel, "log-level", "info", "level of the proxy's own log: debug, info, warn or error")
 	cmd.Flags().DurationVar(&opts.Watch, "watch", time.Second, "how often to check the config file for changes; 0 turns it off (SIGHUP still reloads)")
 	return cmd

@@ -35,7 +35,7 @@ problem with its field path and line.`,
 			return validateRun(cmd.Context(), opts)
 		},
 	}
-	cmd.Flags().StringVarP(&opts.ConfigPath, "config", "c", defaultConfigPath(), "configuration file (default $STRANGLER_CONFIG, else strangler.yaml)")
+	addConfigFlag(cmd, &opts.ConfigPath)
 	return cmd
 }
 
