@@ -163,11 +163,13 @@ func (t *h1Transport) putConn(pc *h1Conn) {
 	t.mu.Unlock()
 }
 
-// closeIdle closes pooled connections and those returned later.
-func (t *h1Transport) closeIdle() {
+// close closes pooled connections now and those of requests in flight when
+// they finish: the upstream is no longer in the configuration.
+func (t *h1Transport) close() {
 	t.mu.Lock()
 	idle := t.idle
 	t.idle = nil
+	t.closed = true
 	t.mu.Unlock()
 	for _, pc := range idle {
 		pc.conn.Close()

@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/strangler-fig/strangler/internal/testkit"
 )
 
 // countingServer is a backend that counts the connections it accepts.
@@ -128,4 +130,33 @@ func TestH1TimeoutStopsAtHeaders(t *testing.T) {
 	if a.status != http.StatusOK || strings.Count(a.body, "tick") != 5 {
 		t.Errorf("got %d %q, want 200 with 5 ticks", a.status, a.body)
 	}
+}
+
+// TestH1RemovedUpstreamClosesConnections pins that a service dropped by a
+// reload does not keep pooled connections open.
+func TestH1RemovedUpstreamClosesConnections(t *testing.T) {
+	mono := newBackend(t, "monolith", nil)
+	var open atomic.Int64
+	s := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok")
+	}))
+	s.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		switch st {
+		case http.StateNew:
+			open.Add(1)
+		case http.StateClosed, http.StateHijacked:
+			open.Add(-1)
+		}
+	}
+	s.Start()
+	t.Cleanup(s.Close)
+	tp := newTestProxy(t, h1Config(mono.URL, s.URL))
+	tp.do(t, "GET", "/api/users/1", "", nil)
+	if got := open.Load(); got != 1 {
+		t.Fatalf("open connections to the service: got %d, want 1", got)
+	}
+	if err := tp.Apply(mustConfig(t, fmt.Sprintf("monolith: {url: %s}\n", mono.URL))); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 5*time.Second, "the service's connection to close", func() bool { return open.Load() == 0 })
 }

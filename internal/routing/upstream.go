@@ -132,14 +132,14 @@ func (u *upstream) startHealth(parent context.Context) {
 	go u.healthLoop(ctx)
 }
 
-// close stops the health loop and closes idle connections. Requests in flight
-// on the upstream finish normally.
+// close stops the health loop and closes the upstream's connections once
+// idle. Requests in flight on the upstream finish normally.
 func (u *upstream) close() {
 	if u.stop != nil {
 		u.stop()
 		<-u.stopped
 	}
-	u.rt.closeIdle()
+	u.rt.close()
 }
 
 func (u *upstream) healthLoop(ctx context.Context) {
