@@ -14,26 +14,27 @@ import (
 )
 
 func BenchmarkMatch(b *testing.B) {
-	var routes []*Route
-	for i := 0; i < 20; i++ {
-		routes = append(routes, &Route{Prefix: fmt.Sprintf("/api/v1/resource%02d", i)})
-	}
-	routes = append(routes, &Route{Prefix: "/api/users"}, &Route{Prefix: "/api"})
-	table := NewTable(routes)
-	paths := []struct{ name, path string }{
-		{"hit", "/api/users/12345"},
-		{"parent", "/api/orders/1"},
-		{"miss", "/static/app.js"},
-	}
-	for _, p := range paths {
-		b.Run(p.name, func(b *testing.B) {
-			b.ReportAllocs()
-			for b.Loop() {
-				if table.Match(p.path) == nil && p.name != "miss" {
-					b.Fatal("no match")
+	for _, n := range []int{4, 200} {
+		routes := []*Route{{Prefix: "/api/users"}, {Prefix: "/api"}}
+		for i := len(routes); i < n; i++ {
+			routes = append(routes, &Route{Prefix: fmt.Sprintf("/api/v1/resource%03d", i)})
+		}
+		table := NewTable(routes)
+		paths := []struct{ name, path string }{
+			{"hit", "/api/users/12345"},
+			{"parent", "/api/orders/1"},
+			{"miss", "/static/app.js"},
+		}
+		for _, p := range paths {
+			b.Run(fmt.Sprintf("routes=%d/%s", n, p.name), func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					if table.Match(p.path) == nil && p.name != "miss" {
+						b.Fatal("no match")
+					}
 				}
-			}
-		})
+			})
+		}
 	}
 }
 

@@ -11,16 +11,41 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/strangler-fig/strangler/internal/proxyconfig"
+
 	"github.com/strangler-fig/strangler/internal/testkit"
 )
 
+// tableCases are shared by the table tests and seed FuzzMatch.
+var tablePrefixes = []string{"/api/user", "/api/users", "/api", "/static/app.js"}
+
+// bigTable adds enough unrelated routes to prefixes to make NewTable use its
+// map.
+func bigTable(prefixes []string) *Table {
+	var routes []*Route
+	for _, p := range prefixes {
+		routes = append(routes, &Route{Prefix: p})
+	}
+	for i := 0; len(routes) <= linearMax; i++ {
+		routes = append(routes, &Route{Prefix: fmt.Sprintf("/filler/%d", i)})
+	}
+	return NewTable(routes)
+}
+
 func TestTableMatch(t *testing.T) {
-	table := NewTable([]*Route{
-		{Prefix: "/api/user"},
-		{Prefix: "/api/users"},
-		{Prefix: "/api"},
-		{Prefix: "/static/app.js"},
-	})
+	var routes []*Route
+	for _, p := range tablePrefixes {
+		routes = append(routes, &Route{Prefix: p})
+	}
+	for _, size := range []struct {
+		name  string
+		table *Table
+	}{{"small", NewTable(routes)}, {"large", bigTable(tablePrefixes)}} {
+		t.Run(size.name, func(t *testing.T) { testTableMatch(t, size.table) })
+	}
+}
+
+func testTableMatch(t *testing.T, table *Table) {
 	cases := []struct {
 		name, path, want string
 	}{
@@ -52,36 +77,55 @@ func TestTableMatch(t *testing.T) {
 }
 
 func TestTableMatchRootRoute(t *testing.T) {
-	table := NewTable([]*Route{{Prefix: "/"}, {Prefix: "/api"}})
-	cases := []struct{ path, want string }{
-		{"/", "/"}, {"/anything", "/"}, {"/api/x", "/api"},
-	}
-	for _, c := range cases {
-		t.Run(c.path, func(t *testing.T) {
-			if got := table.Match(c.path).Prefix; got != c.want {
-				t.Errorf("got %q, want %q", got, c.want)
-			}
-		})
+	for _, table := range []*Table{NewTable([]*Route{{Prefix: "/"}, {Prefix: "/api"}}), bigTable([]string{"/", "/api"})} {
+		cases := []struct{ path, want string }{
+			{"/", "/"}, {"/anything", "/"}, {"/api/x", "/api"}, {"", "/"},
+		}
+		for _, c := range cases {
+			t.Run(fmt.Sprintf("%d routes %s", len(table.Routes()), c.path), func(t *testing.T) {
+				if got := table.Match(c.path).Prefix; got != c.want {
+					t.Errorf("got %q, want %q", got, c.want)
+				}
+			})
+		}
 	}
 }
 
+// FuzzMatch checks both table layouts against the definition: the longest
+// prefix that is the path or a parent of it by whole segments.
 func FuzzMatch(f *testing.F) {
-	for _, s := range []string{"/api/users", "/api/users/42", "/api/usersettings", "/api", "/", "", "/api/user/", "//api"} {
+	for _, s := range []string{"/api/users", "/api/users/42", "/api/usersettings", "/api", "/", "", "/api/user/", "//api", "/static/app.js/x"} {
 		f.Add("/api/users", s)
 	}
 	f.Fuzz(func(t *testing.T, prefix, path string) {
 		if !strings.HasPrefix(prefix, "/") {
 			return
 		}
-		prefix = strings.TrimRight(prefix, "/")
-		if prefix == "" {
-			prefix = "/"
+		prefixes := []string{proxyconfig.NormalizePrefix(prefix)}
+		for _, p := range tablePrefixes {
+			if p != prefixes[0] {
+				prefixes = append(prefixes, p)
+			}
 		}
-		r := NewTable([]*Route{{Prefix: prefix}}).Match(path)
-		// The reference: path is the prefix, or below it by whole segments.
-		want := prefix == "/" || path == prefix || strings.HasPrefix(path, prefix+"/")
-		if got := r != nil; got != want {
-			t.Fatalf("Match(%q) with prefix %q: got match %v, want %v", path, prefix, got, want)
+		var routes []*Route
+		for _, p := range prefixes {
+			routes = append(routes, &Route{Prefix: p})
+		}
+		for _, table := range []*Table{NewTable(routes), bigTable(prefixes)} {
+			want := ""
+			for _, r := range table.Routes() {
+				p := r.Prefix
+				if (p == "/" || path == p || strings.HasPrefix(path, p+"/")) && len(p) > len(want) {
+					want = p
+				}
+			}
+			got := ""
+			if r := table.Match(path); r != nil {
+				got = r.Prefix
+			}
+			if got != want {
+				t.Fatalf("Match(%q) in %d routes with %q: got %q, want %q", path, len(table.Routes()), prefix, got, want)
+			}
 		}
 	})
 }

@@ -114,14 +114,32 @@ func newRoute(rc proxyconfig.RouteConfig) *Route {
 // Table finds the route of a path. It is immutable and safe for concurrent
 // use.
 type Table struct {
-	routes []*Route // longest prefix first
+	routes   []*Route          // longest prefix first
+	byPrefix map[string]*Route // for large tables
+	root     *Route            // the route of "/", if any
+	longest  int               // length of the longest prefix
 }
+
+// linearMax is the table size up to which a scan beats map lookups.
+const linearMax = 12
 
 // NewTable builds a table from routes; prefixes must be unique.
 func NewTable(routes []*Route) *Table {
 	sorted := append([]*Route(nil), routes...)
 	sort.SliceStable(sorted, func(i, j int) bool { return len(sorted[i].Prefix) > len(sorted[j].Prefix) })
-	return &Table{routes: sorted}
+	t := &Table{routes: sorted}
+	if len(sorted) > linearMax {
+		t.byPrefix = make(map[string]*Route, len(sorted))
+		for _, r := range sorted {
+			if r.Prefix == "/" {
+				t.root = r
+			} else {
+				t.byPrefix[r.Prefix] = r
+			}
+			t.longest = max(t.longest, len(r.Prefix))
+		}
+	}
+	return t
 }
 
 // Routes lists the table's routes, longest prefix first.
@@ -131,12 +149,40 @@ func (t *Table) Routes() []*Route { return t.routes }
 // path-segment boundary, or nil. "/api/user" matches "/api/user" and
 // "/api/user/7" but not "/api/users". It does not allocate.
 func (t *Table) Match(path string) *Route {
+	if t.byPrefix != nil {
+		return t.lookup(path)
+	}
 	for _, r := range t.routes {
 		if matchPrefix(r.Prefix, path) {
 			return r
 		}
 	}
 	return nil
+}
+
+// lookup tries path and each of its parents on segment boundaries, longest
+// first: one map lookup per segment, whatever the size of the table.
+func (t *Table) lookup(path string) *Route {
+	p := path
+	if len(p) > t.longest {
+		// No prefix is longer: start at the last boundary within reach.
+		i := strings.LastIndexByte(p[:t.longest+1], '/')
+		if i < 0 {
+			return t.root
+		}
+		p = p[:i]
+	}
+	for len(p) > 0 {
+		if r, ok := t.byPrefix[p]; ok {
+			return r
+		}
+		i := strings.LastIndexByte(p, '/')
+		if i < 0 {
+			break
+		}
+		p = p[:i]
+	}
+	return t.root
 }
 
 func matchPrefix(prefix, path string) bool {
