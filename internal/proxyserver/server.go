@@ -121,6 +121,7 @@ func New(opts Options) (*Server, error) {
 	}))
 	s.admin.HandleWrite("POST /admin/reload", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := s.Reload(); err != nil {
+			s.logRejected(err)
 			admin.WriteError(w, http.StatusUnprocessableEntity, err.Error())
 			return
 		}
@@ -185,7 +186,8 @@ func (s *Server) Addrs(ctx context.Context) (proxy, adm net.Addr, err error) {
 }
 
 // Reload re-reads the configuration file. A valid file is swapped in; an
-// invalid one is logged and rejected, and the configuration in force stays.
+// invalid one is rejected with its problems, and the configuration in force
+// stays. Either way strangler_config_reloads_total counts it.
 func (s *Server) Reload() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -213,7 +215,6 @@ func (s *Server) reloadLocked() error {
 	}
 	if err != nil {
 		s.reloads.WithLabelValues("failure").Inc()
-		s.opts.Logger.Error("config reload rejected; the configuration in force stays", "file", s.opts.ConfigPath, "err", err)
 		return fmt.Errorf("reload: %w", err)
 	}
 	s.admin.SetToken(s.token(cfg))
@@ -234,7 +235,14 @@ func (s *Server) reloadIfChanged() {
 	if bytes.Equal(content, s.content) {
 		return
 	}
-	s.reloadLocked()
+	if err := s.reloadLocked(); err != nil {
+		s.logRejected(err)
+	}
+}
+
+// logRejected logs a reload that kept the old configuration.
+func (s *Server) logRejected(err error) {
+	s.opts.Logger.Error("config reload rejected; the configuration in force stays", "file", s.opts.ConfigPath, "err", err)
 }
 
 // Run listens, serves and reloads until ctx is done (SIGTERM), then stops
@@ -340,7 +348,9 @@ func (s *Server) watch(ctx context.Context, reload <-chan struct{}) {
 				continue
 			}
 			s.opts.Logger.Info("reload requested")
-			s.Reload()
+			if err := s.Reload(); err != nil {
+				s.logRejected(err)
+			}
 		case <-tick:
 			s.reloadIfChanged()
 		}
