@@ -39,6 +39,9 @@ type Options struct {
 	// Rollout is the rollout seam (see routing.Rollout); nil means
 	// routing.DefaultRollout.
 	Rollout routing.Rollout
+	// Observer sees the outcome of every routed request (see
+	// routing.Observer); nil means none.
+	Observer routing.Observer
 	// OnConfig, when set, sees every valid configuration before it is put in
 	// force, at start and on each reload: the place for components that read
 	// their own part of the file (identity, flags_file) to prepare it. An
@@ -105,6 +108,7 @@ func New(opts Options) (*Server, error) {
 		AccessLog: opts.AccessLog,
 		Registry:  opts.Registry,
 		Rollout:   opts.Rollout,
+		Observer:  opts.Observer,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("new server: %w", err)

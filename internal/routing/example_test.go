@@ -38,8 +38,8 @@ func ExampleRolloutFunc() {
 	r, _ := http.NewRequest("GET", "http://proxy/api/users/1", nil)
 	r.Header.Set("X-Beta", "true")
 	fmt.Println(beta.Decide(r, route).Backend)
-	fmt.Println(routing.DefaultRollout(r, route))
+	fmt.Println(routing.DefaultRollout(r, route).Reason)
 	// Output:
 	// service
-	// {monolith flag_unavailable}
+	// flag_unavailable
 }

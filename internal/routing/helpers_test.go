@@ -89,18 +89,23 @@ type testProxy struct {
 	log *lockedWriter
 }
 
-// newTestProxy parses the YAML configuration and serves it.
-func newTestProxy(tb testing.TB, yamlCfg string) *testProxy {
+// newTestProxy parses the YAML configuration and serves it; with changes
+// to the default Options.
+func newTestProxy(tb testing.TB, yamlCfg string, with ...func(*Options)) *testProxy {
 	tb.Helper()
 	cfg := mustConfig(tb, yamlCfg)
 	reg := prometheus.NewRegistry()
 	logBuf := &lockedWriter{w: new(bytes.Buffer)}
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	p, err := New(cfg, Options{
+	opts := Options{
 		Logger:    logger,
 		AccessLog: slog.New(slog.NewJSONHandler(logBuf, nil)),
 		Registry:  reg,
-	})
+	}
+	for _, w := range with {
+		w(&opts)
+	}
+	p, err := New(cfg, opts)
 	if err != nil {
 		tb.Fatalf("New: %v", err)
 	}

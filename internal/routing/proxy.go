@@ -31,6 +31,33 @@ type Options struct {
 	// Rollout decides between service and monolith for routes with a
 	// service; nil means DefaultRollout.
 	Rollout Rollout
+	// Observer, when set, sees the outcome of every request that matched a
+	// route (for rollout guards); nil means none.
+	Observer Observer
+}
+
+// Result is the outcome of a request that matched a route.
+type Result struct {
+	// Decision is where the rollout sent the request.
+	Decision Decision
+	// Backend is who answered: the monolith after a fallback.
+	Backend Backend
+	// Status is the status code the client got (499: the client went away).
+	Status int
+	// Fallback is why the monolith answered instead of the service, if so.
+	Fallback Reason
+	// Failure is how the service failed, also when the request did not fall
+	// back (a POST's 5xx, say).
+	Failure Reason
+	// Duration is from receiving the request to the end of the answer.
+	Duration time.Duration
+}
+
+// Observer receives request outcomes. Observe runs on the request's
+// goroutine after the answer was sent: it must be quick and safe for
+// concurrent use.
+type Observer interface {
+	Observe(r *http.Request, route *Route, res Result)
 }
 
 // Proxy is the strangler-proxy request handler. Create it with New, give it a
@@ -302,6 +329,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if ex.decision.Backend == BackendService {
 			ex.svc = ex.route.svc
 		}
+		if c := ex.decision.SetCookie; c != nil {
+			// Set before proxying: ReverseProxy adds the upstream's headers
+			// to these, it does not replace them.
+			http.SetCookie(w, c)
+		}
 	}
 	// Deferred: ReverseProxy aborts the handler with a panic
 	// (http.ErrAbortHandler) when an answer breaks off mid-body, and that
@@ -324,6 +356,12 @@ func (p *Proxy) record(r *http.Request, ex *exchange, start time.Time) {
 	}
 	if st.accessLog {
 		p.logRequest(r, ex, rm.label, elapsed)
+	}
+	if p.opts.Observer != nil && ex.route != nil {
+		p.opts.Observer.Observe(r, ex.route, Result{
+			Decision: ex.decision, Backend: ex.backend, Status: ex.status,
+			Fallback: ex.reason, Failure: ex.failure, Duration: elapsed,
+		})
 	}
 }
 

@@ -199,6 +199,9 @@ type Decision struct {
 	// Reason is a short, bounded label (fit for metrics) explaining the
 	// decision, such as "no_flag" or "flag_unavailable".
 	Reason string
+	// SetCookie, when set, is added to the answer, such as the random id
+	// cookie that makes an anonymous visitor's bucket sticky.
+	SetCookie *http.Cookie
 }
 
 // Rollout decides, for a request whose route has a service, whether the
