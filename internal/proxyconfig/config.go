@@ -137,14 +137,19 @@ type IdentitySource struct {
 	JWT *JWTSource `yaml:"jwt"`
 }
 
-// JWTSource reads a user id from a verified JSON Web Token.
+// JWTSource reads a user id from a verified JSON Web Token. Exactly one of
+// HS256SecretEnv and RS256PublicKeyFile is set.
 type JWTSource struct {
-	// Header carries the token, as "Bearer <token>" (default Authorization).
+	// Header carries the token, with or without a "Bearer " prefix
+	// (default Authorization).
 	Header string `yaml:"header"`
 	// Claim holds the user id (default sub).
 	Claim string `yaml:"claim"`
 	// HS256SecretEnv names the environment variable holding the HMAC secret.
 	HS256SecretEnv string `yaml:"hs256_secret_env"`
+	// RS256PublicKeyFile is a PEM file with the RSA public key, relative to
+	// the config file's folder.
+	RS256PublicKeyFile string `yaml:"rs256_public_key_file"`
 }
 
 // RouteConfig sends a path prefix to a service.

@@ -216,12 +216,17 @@ identity:
   - header: X-User-ID
     cookie: uid
   - jwt: {claim: sub}
+  - jwt: {hs256_secret_env: JWT_SECRET, rs256_public_key_file: key.pem}
+  - jwt: {hs256_secret_env: "not a name"}
+  - jwt: {rs256_public_key_file: key.pem}
 anonymous: everyone
 `,
 		want: []string{
 			"line 3: identity[0]: set exactly one",
-			"line 5: identity[1].jwt.hs256_secret_env: is required",
-			"line 6: anonymous: \"everyone\" is not a policy",
+			"line 5: identity[1].jwt: set exactly one of hs256_secret_env",
+			"line 6: identity[2].jwt: set exactly one of hs256_secret_env",
+			"line 7: identity[3].jwt.hs256_secret_env: \"not a name\" is not an environment variable name",
+			"line 9: anonymous: \"everyone\" is not a policy",
 		},
 	},
 	{

@@ -120,10 +120,13 @@ func (c *Config) Validate() error {
 		if n != 1 {
 			v.add(p, "set exactly one of header, cookie or jwt")
 		}
-		if id.JWT != nil && id.JWT.HS256SecretEnv == "" {
-			v.add(p+".jwt.hs256_secret_env", "is required: name the environment variable holding the HS256 secret")
-		} else if id.JWT != nil && !envName.MatchString(id.JWT.HS256SecretEnv) {
-			v.add(p+".jwt.hs256_secret_env", fmt.Sprintf("%q is not an environment variable name", id.JWT.HS256SecretEnv))
+		if j := id.JWT; j != nil {
+			switch {
+			case (j.HS256SecretEnv == "") == (j.RS256PublicKeyFile == ""):
+				v.add(p+".jwt", "set exactly one of hs256_secret_env (the environment variable holding the HS256 secret) or rs256_public_key_file")
+			case j.HS256SecretEnv != "" && !envName.MatchString(j.HS256SecretEnv):
+				v.add(p+".jwt.hs256_secret_env", fmt.Sprintf("%q is not an environment variable name", j.HS256SecretEnv))
+			}
 		}
 	}
 	if c.Anonymous != AnonymousMonolith && c.Anonymous != AnonymousStickyCookie {
