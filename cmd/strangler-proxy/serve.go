@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 
 	"github.com/strangler-fig/strangler/internal/proxyserver"
@@ -86,10 +88,13 @@ func serveRun(ctx context.Context, opts *ServeOptions) error {
 	level, _ := parseLevel(opts.LogLevel)
 	logger := slog.New(slog.NewJSONHandler(opts.Streams.Err, &slog.HandlerOptions{Level: level}))
 	accessLog := slog.New(slog.NewJSONHandler(opts.Streams.Out, nil))
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	srv, err := proxyserver.New(proxyserver.Options{
 		ConfigPath:   opts.ConfigPath,
 		Logger:       logger,
 		AccessLog:    accessLog,
+		Registry:     reg,
 		PollInterval: watchInterval(opts.Watch),
 	})
 	if err != nil {

@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/strangler-fig/strangler/internal/admin"
 	"github.com/strangler-fig/strangler/internal/proxyconfig"
@@ -33,8 +32,8 @@ type Options struct {
 	Logger *slog.Logger
 	// AccessLog receives one line per request when access_log is on.
 	AccessLog *slog.Logger
-	// Registry receives every metric and serves /metrics; nil means a new one
-	// with the Go and process collectors.
+	// Registry receives every metric and serves /metrics; nil means a new,
+	// empty one.
 	Registry *prometheus.Registry
 	// Rollout is the rollout seam (see routing.Rollout); nil means
 	// routing.DefaultRollout.
@@ -84,7 +83,6 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.Registry == nil {
 		opts.Registry = prometheus.NewRegistry()
-		opts.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
 	content, cfg, err := load(opts.ConfigPath)
 	if err == nil && opts.OnConfig != nil {
