@@ -316,6 +316,9 @@ routes: [{prefix: /api/users, service: users}]
 	if got := tp.do(t, "GET", "/api/users", "", nil).servedBy; got != "users" {
 		t.Fatalf("healthy: got served by %q, want users", got)
 	}
+	testkit.Eventually(t, 5*time.Second, "the status to show the last health check", func() bool {
+		return tp.Status().Services[0].LastCheck != nil
+	})
 	sick.Store(true)
 	testkit.Eventually(t, 5*time.Second, "the service to be marked unhealthy", func() bool { return healthy() == 0 })
 	if got := tp.do(t, "GET", "/api/users", "", nil).servedBy; got != "monolith" {

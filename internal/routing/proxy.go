@@ -254,6 +254,9 @@ type ServiceStatus struct {
 	URL     string `json:"url"`
 	Healthy bool   `json:"healthy"`
 	Breaker string `json:"breaker"`
+	// LastCheck is the time of the last health check, if the service has
+	// health checks.
+	LastCheck *time.Time `json:"last_check,omitempty"`
 }
 
 // RouteStatus is a route as in force, for the admin API.
@@ -277,7 +280,12 @@ func (p *Proxy) Status() Status {
 	st := p.state.Load()
 	s := Status{Monolith: st.monolith.url.String()}
 	for name, u := range st.services {
-		s.Services = append(s.Services, ServiceStatus{Name: name, URL: u.url.String(), Healthy: u.healthy.Load(), Breaker: u.breakerState().String()})
+		ss := ServiceStatus{Name: name, URL: u.url.String(), Healthy: u.healthy.Load(), Breaker: u.breakerState().String()}
+		if ns := u.checkedAt.Load(); ns != 0 {
+			t := time.Unix(0, ns).UTC()
+			ss.LastCheck = &t
+		}
+		s.Services = append(s.Services, ss)
 	}
 	sort.Slice(s.Services, func(i, j int) bool { return s.Services[i].Name < s.Services[j].Name })
 	for _, r := range st.table.Routes() {

@@ -120,11 +120,6 @@ func (ex *exchange) tryService(out *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
-// errBreakerOpen answers a request for a service whose breaker is open (or
-// whose health check fails) when its route does not fall back on
-// breaker_open.
-var errBreakerOpen = errors.New("service unavailable: breaker open or health check failing")
-
 // breakerOpen handles a request the service must not get now: the request
 // was never sent, so any method may go to the monolith.
 func (ex *exchange) breakerOpen(out *http.Request) (*http.Response, error) {

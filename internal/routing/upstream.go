@@ -46,12 +46,17 @@ type connectError struct{ err error }
 func (e *connectError) Error() string { return "connect: " + e.err.Error() }
 func (e *connectError) Unwrap() error { return e.err }
 
-// errClientGone is reported to a breaker when the client went away; breakers
-// exclude it.
-var errClientGone = errors.New("client went away")
-
-// errStatus5xx is reported to a breaker when the service answered 5xx.
-var errStatus5xx = errors.New("service answered 5xx")
+var (
+	// errClientGone is reported to a breaker when the client went away;
+	// breakers exclude it.
+	errClientGone = errors.New("client went away")
+	// errStatus5xx is reported to a breaker when the service answered 5xx.
+	errStatus5xx = errors.New("service answered 5xx")
+	// errBreakerOpen answers a request for a service whose breaker is open
+	// (or whose health check fails) when its route does not fall back on
+	// breaker_open.
+	errBreakerOpen = errors.New("service unavailable: breaker open or health check failing")
+)
 
 func newUpstream(name, rawURL string, timeout time.Duration, logger *slog.Logger) (*upstream, error) {
 	u, err := url.Parse(rawURL)
