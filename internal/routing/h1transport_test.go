@@ -1,6 +1,7 @@
 package routing
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"net"
@@ -159,4 +160,48 @@ func TestH1RemovedUpstreamClosesConnections(t *testing.T) {
 		t.Fatal(err)
 	}
 	testkit.Eventually(t, 5*time.Second, "the service's connection to close", func() bool { return open.Load() == 0 })
+}
+
+// TestUpgradePassesThrough pins that an Upgrade request (WebSocket and the
+// like) reaches the service and the two ends talk over the switched
+// connection.
+func TestUpgradePassesThrough(t *testing.T) {
+	mono := newBackend(t, "monolith", nil)
+	svc := httptestServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "echo" {
+			http.Error(w, "want Upgrade: echo", http.StatusBadRequest)
+			return
+		}
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+		brw.Flush()
+		line, _ := brw.ReadString('\n')
+		brw.WriteString("echo: " + line)
+		brw.Flush()
+	})
+	tp := newTestProxy(t, h1Config(mono.URL, svc))
+	c, err := net.Dial("tcp", strings.TrimPrefix(tp.srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprint(c, "GET /api/users/socket HTTP/1.1\r\nHost: proxy\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("status: got %d, want 101", resp.StatusCode)
+	}
+	fmt.Fprint(c, "hello\n")
+	got, err := br.ReadString('\n')
+	if err != nil || got != "echo: hello\n" {
+		t.Errorf("over the upgraded connection: got %q (%v), want %q", got, err, "echo: hello\n")
+	}
 }
