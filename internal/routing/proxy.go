@@ -9,7 +9,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"path"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -326,7 +328,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if ex.reqID == "" {
 		ex.reqID = newRequestID()
 	}
-	ex.route = st.table.Match(r.URL.Path)
+	ex.route = st.table.Match(matchPath(r.URL.Path))
 	switch {
 	case ex.route == nil:
 		ex.decision = Decision{Backend: BackendMonolith, Reason: DecisionNoRoute}
@@ -348,6 +350,21 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// request must be counted and logged too.
 	defer p.record(r, ex, start)
 	p.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, ex)))
+}
+
+// matchPath is the path routes are matched against: the request's path,
+// cleaned when it has dot segments or doubled slashes, so that
+// "/api/users/../orders" is not taken for a users request. The path sent
+// upstream stays as the client wrote it.
+func matchPath(p string) string {
+	if !strings.Contains(p, "/.") && !strings.Contains(p, "//") {
+		return p
+	}
+	c := path.Clean(p)
+	if c == "." {
+		return "/"
+	}
+	return c
 }
 
 // record counts a finished request in the metrics and the access log.

@@ -165,6 +165,8 @@ func TestRoutingEndToEnd(t *testing.T) {
 		{"method allowed", "GET", "/api/orders/1", "users", "users GET /api/orders/1"},
 		{"method not allowed", "DELETE", "/api/orders/1", "monolith", "monolith DELETE /api/orders/1"},
 		{"flag without provider", "GET", "/api/flagged/1", "monolith", "monolith GET /api/flagged/1"},
+		{"dot segments leave the route", "GET", "/api/users/../other", "monolith", "monolith GET /api/users/../other"},
+		{"doubled slashes", "GET", "/api//users/5", "users", "users GET /api//users/5"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
