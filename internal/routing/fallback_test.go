@@ -15,7 +15,7 @@ import (
 )
 
 // failingService starts a "users" service that fails the way reason says:
-// connect_error (nothing listens), timeout (headers later than the 150ms
+// connect_error (nothing listens), timeout (headers later than the 500ms
 // timeout), status_5xx (503), reset (the connection is closed after the
 // request is read), or breaker_open (503, with a breaker that opens on the
 // first failure, so tests send one request first to open it).
@@ -55,7 +55,7 @@ func fallbackConfig(mono, users, routeExtra string) string {
 services:
   users:
     url: %s
-    timeout: 150ms
+    timeout: 500ms
     breaker: {consecutive_failures: 1, open_for: 1m}
 routes:
   - prefix: /api/users

@@ -30,12 +30,14 @@ func countingServer(tb testing.TB, h http.HandlerFunc) (*httptest.Server, *atomi
 	return s, &conns
 }
 
-func h1Config(mono, svc string) string {
+func h1Config(mono, svc string) string { return h1ConfigTimeout(mono, svc, "2s") }
+
+func h1ConfigTimeout(mono, svc, timeout string) string {
 	return fmt.Sprintf(`monolith: {url: %s}
 services:
-  users: {url: %s, timeout: 200ms}
+  users: {url: %s, timeout: %s}
 routes: [{prefix: /api/users, service: users}]
-`, mono, svc)
+`, mono, svc, timeout)
 }
 
 // TestH1ConnectionReuse checks which answers leave the pooled connection
@@ -123,10 +125,10 @@ func TestH1TimeoutStopsAtHeaders(t *testing.T) {
 		for i := 0; i < 5; i++ {
 			fmt.Fprintf(w, "tick %d\n", i)
 			w.(http.Flusher).Flush()
-			time.Sleep(100 * time.Millisecond) // 500ms in all, the timeout is 200ms
+			time.Sleep(150 * time.Millisecond) // 750ms in all, the timeout is 300ms
 		}
 	})
-	tp := newTestProxy(t, h1Config(mono.URL, svc))
+	tp := newTestProxy(t, h1ConfigTimeout(mono.URL, svc, "300ms"))
 	a := tp.do(t, "GET", "/api/users/stream", "", nil)
 	if a.status != http.StatusOK || strings.Count(a.body, "tick") != 5 {
 		t.Errorf("got %d %q, want 200 with 5 ticks", a.status, a.body)
