@@ -185,8 +185,9 @@ func (u *upstream) healthLoop(ctx context.Context) {
 }
 
 func (u *upstream) check(ctx context.Context, client *http.Client, target string) error {
-	timeout := min(u.timeout, u.health.Interval.D())
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	// The service's own timeout: a check that overruns the interval makes
+	// the ticker skip a beat, it does not pile up checks.
+	ctx, cancel := context.WithTimeout(ctx, u.timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
 	if err != nil {
