@@ -1,0 +1,52 @@
+package guard
+
+import (
+	"math"
+	"strconv"
+	"time"
+
+	"github.com/strangler-fig/strangler/internal/problem"
+)
+
+// MinWindow is the shortest window a guard accepts: a window is ten slots
+// and the loop ticks every second by default.
+const MinWindow = time.Second
+
+// Config is a flag's guard as written in the flags file:
+//
+//	guard: {window: 60s, min_requests: 50, max_error_rate: 0.02, max_p99: 800ms}
+//
+// A zero MaxErrorRate or MaxP99 leaves that limit unchecked.
+type Config struct {
+	// Window is the span of outcomes each evaluation looks at.
+	Window time.Duration `yaml:"window" json:"window"`
+	// MinRequests is the fewest outcomes a window needs to decide anything.
+	MinRequests int `yaml:"min_requests" json:"min_requests"`
+	// MaxErrorRate trips the guard when a window's error rate is above it (0..1).
+	MaxErrorRate float64 `yaml:"max_error_rate,omitempty" json:"max_error_rate,omitempty"`
+	// MaxP99 trips the guard when a window's p99 latency is above it.
+	MaxP99 time.Duration `yaml:"max_p99,omitempty" json:"max_p99,omitempty"`
+}
+
+// Validate returns every problem of c, with field paths below path (for
+// example "flags.users-migration.guard").
+func (c Config) Validate(path string) []problem.Problem {
+	var ps problem.List
+	if c.Window < MinWindow {
+		ps.Add(problem.Join(path, "window"), "%s is shorter than %s: write a duration such as 60s", c.Window, MinWindow)
+	}
+	if c.MinRequests < 1 {
+		ps.Add(problem.Join(path, "min_requests"), "%d must be at least 1", c.MinRequests)
+	}
+	if math.IsNaN(c.MaxErrorRate) || c.MaxErrorRate < 0 || c.MaxErrorRate >= 1 {
+		ps.Add(problem.Join(path, "max_error_rate"), "%s is out of range: a fraction from 0 (unchecked) to below 1, e.g. 0.02",
+			strconv.FormatFloat(c.MaxErrorRate, 'g', -1, 64))
+	}
+	if c.MaxP99 < 0 {
+		ps.Add(problem.Join(path, "max_p99"), "%s is negative", c.MaxP99)
+	}
+	if c.MaxErrorRate == 0 && c.MaxP99 == 0 {
+		ps.Add(path, "sets neither max_error_rate nor max_p99, so it can never trip")
+	}
+	return ps
+}

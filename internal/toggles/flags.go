@@ -1,0 +1,395 @@
+package toggles
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"math"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// File is the flags file: the rollout state operators change. Its YAML form
+// is fixed by DESIGN.md; unknown keys are rejected.
+type File struct {
+	// Segments are named rules over a request's verified JWT claims and
+	// headers.
+	Segments map[string]Segment `yaml:"segments,omitempty"`
+	// Flags are the rollout flags by key.
+	Flags map[string]Flag `yaml:"flags,omitempty"`
+}
+
+// Flag is one rollout flag.
+type Flag struct {
+	// Enabled is the kill switch: false sends everyone to the monolith.
+	// Nil means true.
+	Enabled *bool `yaml:"enabled,omitempty"`
+	// Percentage is the share of eligible users sent to the service,
+	// 0..100 with at most two decimals.
+	Percentage float64 `yaml:"percentage"`
+	// IncludeUsers always go to the service (unless excluded or disabled).
+	IncludeUsers []string `yaml:"include_users,omitempty"`
+	// ExcludeUsers always go to the monolith.
+	ExcludeUsers []string `yaml:"exclude_users,omitempty"`
+	// Segments, when set, make only members of these segments eligible.
+	Segments []string `yaml:"segments,omitempty"`
+	// SegmentPercentages gives a segment its own percentage.
+	SegmentPercentages map[string]float64 `yaml:"segment_percentages,omitempty"`
+	// Guard is the automatic rollback rule (its behaviour lives with the
+	// proxy's guard; this package only validates it).
+	Guard *Guard `yaml:"guard,omitempty"`
+	// Ramp is the automatic ramp (validated here, run elsewhere).
+	Ramp *Ramp `yaml:"ramp,omitempty"`
+}
+
+// IsEnabled reports whether the flag is enabled; an omitted enabled is true.
+func (f Flag) IsEnabled() bool { return f.Enabled == nil || *f.Enabled }
+
+// Clone returns a deep copy of f.
+func (f Flag) Clone() Flag {
+	c := f
+	if f.Enabled != nil {
+		e := *f.Enabled
+		c.Enabled = &e
+	}
+	c.IncludeUsers = slices.Clone(f.IncludeUsers)
+	c.ExcludeUsers = slices.Clone(f.ExcludeUsers)
+	c.Segments = slices.Clone(f.Segments)
+	c.SegmentPercentages = maps.Clone(f.SegmentPercentages)
+	if f.Guard != nil {
+		g := *f.Guard
+		c.Guard = &g
+	}
+	if f.Ramp != nil {
+		r := *f.Ramp
+		r.Steps = slices.Clone(f.Ramp.Steps)
+		c.Ramp = &r
+	}
+	return c
+}
+
+// Guard trips a flag back to 0 % when its service misbehaves.
+type Guard struct {
+	Window       Duration `yaml:"window" json:"window"`                                     // the span each verdict looks at
+	MinRequests  int      `yaml:"min_requests" json:"min_requests"`                         // fewer requests in a window: no verdict
+	MaxErrorRate float64  `yaml:"max_error_rate,omitempty" json:"max_error_rate,omitempty"` // 0..1; above it the guard trips
+	MaxP99       Duration `yaml:"max_p99,omitempty" json:"max_p99,omitempty"`               // a p99 above it trips the guard
+}
+
+// Ramp advances a flag's percentage one step per interval.
+type Ramp struct {
+	Steps    []float64 `yaml:"steps" json:"steps"`       // increasing percentages
+	Interval Duration  `yaml:"interval" json:"interval"` // time between two steps
+}
+
+// Segment is a named rule over a verified JWT claim or a request header.
+// Exactly one of Claim and Header names the value; exactly one of Equals,
+// Prefix, Suffix and In tests it.
+//
+// A header-based segment is only as trustworthy as the header: any client
+// can send X-Beta-Tester: true unless something in front of the proxy strips
+// or sets it. Use claims of a verified JWT for anything that matters.
+type Segment struct {
+	Claim  string   `yaml:"claim,omitempty" json:"claim,omitempty"`   // a verified JWT claim
+	Header string   `yaml:"header,omitempty" json:"header,omitempty"` // a request header
+	Equals *Scalar  `yaml:"equals,omitempty" json:"equals,omitempty"` // the value is exactly this
+	Prefix string   `yaml:"prefix,omitempty" json:"prefix,omitempty"` // the value starts with this
+	Suffix string   `yaml:"suffix,omitempty" json:"suffix,omitempty"` // the value ends with this
+	In     []string `yaml:"in,omitempty" json:"in,omitempty"`         // the value is one of these
+}
+
+// Scalar is a YAML scalar kept as its text, so `equals: true` and
+// `equals: "true"` mean the same.
+type Scalar string
+
+// UnmarshalYAML accepts any scalar.
+func (s *Scalar) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return fmt.Errorf("line %d: want a single value (string, number or boolean)", n.Line)
+	}
+	*s = Scalar(n.Value)
+	return nil
+}
+
+// Duration is a time.Duration written as text ("60s", "10m") in YAML and
+// JSON.
+type Duration time.Duration
+
+// String formats d like time.Duration.
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// UnmarshalYAML parses a duration such as "60s".
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return fmt.Errorf("line %d: want a duration such as 60s", n.Line)
+	}
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not a duration such as 60s or 10m", n.Line, n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML writes the duration as text.
+func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
+
+// MarshalJSON writes the duration as text.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()) }
+
+// UnmarshalJSON parses a duration such as "60s".
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("want a duration string such as \"60s\": %w", err)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("%q is not a duration such as 60s: %w", s, err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// ErrInvalid is wrapped by every validation error.
+var ErrInvalid = errors.New("invalid")
+
+// Problem is one validation problem.
+type Problem struct {
+	// Path is the field path, e.g. flags.users-migration.percentage.
+	Path string
+	// Message says what is wrong and, where it helps, what to do.
+	Message string
+	// Line is the line of the file the path leads to, 0 when unknown.
+	Line int
+}
+
+// String formats the problem as "path: message".
+func (p Problem) String() string { return p.Path + ": " + p.Message }
+
+// ValidationError lists every problem found. It wraps ErrInvalid.
+type ValidationError struct {
+	Problems []Problem // in file order: segments, then flags, by name
+}
+
+// Error lists the problems, one a line.
+func (e *ValidationError) Error() string {
+	lines := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		lines[i] = p.String()
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Unwrap returns ErrInvalid.
+func (e *ValidationError) Unwrap() error { return ErrInvalid }
+
+// problems collects validation problems.
+type problems []Problem
+
+func (ps *problems) add(path, format string, args ...any) {
+	*ps = append(*ps, Problem{Path: path, Message: fmt.Sprintf(format, args...)})
+}
+
+// err returns nil or a *ValidationError.
+func (ps problems) err() error {
+	if len(ps) == 0 {
+		return nil
+	}
+	return &ValidationError{Problems: ps}
+}
+
+// Decode reads a flags file strictly: unknown keys, duplicate keys and
+// values of the wrong type are errors naming their line. An empty input is
+// a file with no flags. Decode does not validate; call Validate.
+func Decode(r io.Reader) (*File, error) {
+	dec := yaml.NewDecoder(r)
+	dec.KnownFields(true)
+	var f File
+	if err := dec.Decode(&f); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("decode flags file: %w", err)
+	}
+	return &f, nil
+}
+
+// Parse decodes and validates a flags file. Validation problems carry the
+// line their path leads to.
+func Parse(data []byte) (*File, error) {
+	f, err := Decode(bytes.NewReader(data))
+	if err != nil {
+		return nil, err
+	}
+	if err := f.Validate(); err != nil {
+		var verr *ValidationError
+		if errors.As(err, &verr) {
+			addLines(data, verr.Problems)
+		}
+		return nil, err
+	}
+	return f, nil
+}
+
+// Encode writes f as YAML.
+func (f *File) Encode(w io.Writer) error {
+	enc := yaml.NewEncoder(w)
+	enc.SetIndent(2)
+	if err := enc.Encode(f); err != nil {
+		return fmt.Errorf("encode flags file: %w", err)
+	}
+	if err := enc.Close(); err != nil {
+		return fmt.Errorf("encode flags file: %w", err)
+	}
+	return nil
+}
+
+// Clone returns a deep copy of f.
+func (f *File) Clone() *File {
+	c := &File{Segments: make(map[string]Segment, len(f.Segments)), Flags: make(map[string]Flag, len(f.Flags))}
+	for k, s := range f.Segments {
+		s.In = slices.Clone(s.In)
+		c.Segments[k] = s
+	}
+	for k, fl := range f.Flags {
+		c.Flags[k] = fl.Clone()
+	}
+	return c
+}
+
+// nameRE is what flag keys and segment names may look like: safe in a URL
+// path, a metric label and a shell argument.
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+
+// Validate returns every problem in f with its field path, as a
+// *ValidationError wrapping ErrInvalid, or nil.
+func (f *File) Validate() error {
+	var ps problems
+	for _, name := range slices.Sorted(maps.Keys(f.Segments)) {
+		validateSegment(&ps, "segments."+name, name, f.Segments[name])
+	}
+	for _, key := range slices.Sorted(maps.Keys(f.Flags)) {
+		validateFlag(&ps, "flags."+key, key, f.Flags[key], f.Segments)
+	}
+	return ps.err()
+}
+
+func validateSegment(ps *problems, path, name string, s Segment) {
+	if !nameRE.MatchString(name) {
+		ps.add(path, "segment name %q must be letters, digits, '.', '_' or '-', starting with a letter or digit", name)
+	}
+	switch {
+	case s.Claim == "" && s.Header == "":
+		ps.add(path, "set one of claim or header")
+	case s.Claim != "" && s.Header != "":
+		ps.add(path, "set only one of claim or header")
+	}
+	if s.In != nil && len(s.In) == 0 {
+		ps.add(path+".in", "is empty: list at least one value")
+	}
+	switch tests := countSet(s.Equals != nil, s.Prefix != "", s.Suffix != "", s.In != nil); {
+	case tests == 0:
+		ps.add(path, "set one of equals, prefix, suffix or in")
+	case tests > 1:
+		ps.add(path, "set only one of equals, prefix, suffix or in")
+	}
+}
+
+func validateFlag(ps *problems, path, key string, f Flag, segments map[string]Segment) {
+	if !nameRE.MatchString(key) {
+		ps.add(path, "flag key %q must be letters, digits, '.', '_' or '-', starting with a letter or digit", key)
+	}
+	validatePercentage(ps, path+".percentage", f.Percentage)
+	validateUsers(ps, path+".include_users", f.IncludeUsers)
+	validateUsers(ps, path+".exclude_users", f.ExcludeUsers)
+	for _, u := range f.IncludeUsers {
+		if slices.Contains(f.ExcludeUsers, u) {
+			ps.add(path+".include_users", "%q is also in exclude_users: keep it in one list", u)
+		}
+	}
+	for i, s := range f.Segments {
+		p := fmt.Sprintf("%s.segments[%d]", path, i)
+		if _, ok := segments[s]; !ok {
+			ps.add(p, "segment %q is not defined under segments", s)
+		}
+		if slices.Index(f.Segments, s) != i {
+			ps.add(p, "segment %q is listed twice", s)
+		}
+	}
+	for _, s := range slices.Sorted(maps.Keys(f.SegmentPercentages)) {
+		p := path + ".segment_percentages." + s
+		if !slices.Contains(f.Segments, s) {
+			ps.add(p, "segment %q is not in this flag's segments: add it there or remove this entry", s)
+		}
+		validatePercentage(ps, p, f.SegmentPercentages[s])
+	}
+	if g := f.Guard; g != nil {
+		if g.Window <= 0 {
+			ps.add(path+".guard.window", "must be a positive duration such as 60s")
+		}
+		if g.MinRequests < 0 {
+			ps.add(path+".guard.min_requests", "%d is negative", g.MinRequests)
+		}
+		if g.MaxErrorRate < 0 || g.MaxErrorRate > 1 || math.IsNaN(g.MaxErrorRate) {
+			ps.add(path+".guard.max_error_rate", "%s is out of range 0..1", formatNumber(g.MaxErrorRate))
+		}
+		if g.MaxP99 < 0 {
+			ps.add(path+".guard.max_p99", "must not be negative")
+		}
+		if g.MaxErrorRate == 0 && g.MaxP99 == 0 {
+			ps.add(path+".guard", "set max_error_rate or max_p99, or the guard can never trip")
+		}
+	}
+	if r := f.Ramp; r != nil {
+		if len(r.Steps) == 0 {
+			ps.add(path+".ramp.steps", "is empty: list the percentages to step through, e.g. [1, 5, 25, 50, 100]")
+		}
+		for i, s := range r.Steps {
+			p := fmt.Sprintf("%s.ramp.steps[%d]", path, i)
+			validatePercentage(ps, p, s)
+			if i > 0 && s <= r.Steps[i-1] {
+				ps.add(p, "%s is not above the step before it: steps must increase", formatNumber(s))
+			}
+		}
+		if r.Interval <= 0 {
+			ps.add(path+".ramp.interval", "must be a positive duration such as 10m")
+		}
+	}
+}
+
+func validatePercentage(ps *problems, path string, p float64) {
+	switch {
+	case math.IsNaN(p) || p < 0 || p > 100:
+		ps.add(path, "%s is out of range 0..100", formatNumber(p))
+	case math.Abs(p*100-math.Round(p*100)) > 1e-6:
+		ps.add(path, "%s has more than two decimals", formatNumber(p))
+	}
+}
+
+func validateUsers(ps *problems, path string, users []string) {
+	for i, u := range users {
+		if strings.TrimSpace(u) == "" {
+			ps.add(fmt.Sprintf("%s[%d]", path, i), "is empty")
+		}
+	}
+}
+
+// countSet counts the fields that are set.
+func countSet(set ...bool) int {
+	n := 0
+	for _, b := range set {
+		if b {
+			n++
+		}
+	}
+	return n
+}
+
+// formatNumber writes a float the way a person typed it: 150, 12.5.
+func formatNumber(f float64) string { return strconv.FormatFloat(f, 'f', -1, 64) }

@@ -1,0 +1,148 @@
+// Package scripts holds the repository's shell scripts; its test runs the
+// demo script end to end.
+package scripts
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestDemoNonInteractive runs scripts/demo.sh the way a smoke test does
+// (DEMO_NONINTERACTIVE=1) on free ports and in folders of its own, so it never
+// meets a demo someone is running, and checks that it sets everything up and
+// leaves nothing behind.
+func TestDemoNonInteractive(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: the demo builds the apps and starts PostgreSQL")
+	}
+	bin := buildApps(t)
+	ports := freePorts(t, 4)
+	demoDir := filepath.Join(t.TempDir(), "demo")
+	env := []string{
+		"DEMO_NONINTERACTIVE=1",
+		"DEMO_BIN=" + bin,
+		"DEMO_DIR=" + demoDir,
+		"DEMO_PG_PORT=" + ports[0],
+		"DEMO_MONOLITH_PORT=" + ports[1],
+		"DEMO_USERS_PORT=" + ports[2],
+		"DEMO_PRODUCTS_PORT=" + ports[3],
+		"DEMO_SEED_USERS=50",
+		"DEMO_SEED_PRODUCTS=10",
+	}
+
+	t.Run("runs and stops", func(t *testing.T) {
+		out, err := runDemo(t, env)
+		if err != nil {
+			t.Fatalf("demo.sh: %v\n%s", err, out)
+		}
+		for _, want := range []string{
+			"http://127.0.0.1:" + ports[1],
+			"http://127.0.0.1:" + ports[2],
+			"http://127.0.0.1:" + ports[3],
+			"postgres://postgres@127.0.0.1:" + ports[0] + "/{monolith,users,products}",
+			"curl -i 'http://127.0.0.1:" + ports[1] + "/api/users?limit=3'",
+			"==> stopped",
+		} {
+			if !strings.Contains(out, want) {
+				t.Errorf("output lacks %q:\n%s", want, out)
+			}
+		}
+		if strings.Contains(out, "did not stop") {
+			t.Errorf("an app had to be killed:\n%s", out)
+		}
+		for _, app := range []string{"monolith", "user-service", "product-service"} {
+			log, err := os.ReadFile(filepath.Join(demoDir, "logs", app+".log"))
+			if err != nil || !bytes.Contains(log, []byte(`"msg":"shutting down"`)) {
+				t.Errorf("%s log: got no graceful shutdown on SIGTERM (err %v):\n%s", app, err, log)
+			}
+		}
+		for _, p := range ports {
+			if c, err := net.DialTimeout("tcp", "127.0.0.1:"+p, time.Second); err == nil {
+				c.Close()
+				t.Errorf("port %s still answers after the demo ended", p)
+			}
+		}
+		if left := processesUnder(t, bin); len(left) > 0 {
+			t.Errorf("processes left running: %v", left)
+		}
+	})
+
+	t.Run("port in use", func(t *testing.T) {
+		l, err := net.Listen("tcp", "127.0.0.1:"+ports[2])
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		out, err := runDemo(t, env)
+		if err == nil {
+			t.Fatalf("demo.sh with port %s taken: got success, want an error\n%s", ports[2], out)
+		}
+		want := fmt.Sprintf("port %s for user-service is already in use", ports[2])
+		if !strings.Contains(out, want) || !strings.Contains(out, "DEMO_USERS_PORT") {
+			t.Errorf("output: got %q, want it to contain %q and DEMO_USERS_PORT", out, want)
+		}
+	})
+}
+
+func runDemo(tb testing.TB, env []string) (string, error) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", "demo.sh")
+	cmd.Env = append(os.Environ(), env...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return out.String(), err
+}
+
+// buildApps builds the three example apps into a temporary folder.
+func buildApps(tb testing.TB) string {
+	tb.Helper()
+	bin := tb.TempDir()
+	cmd := exec.Command("go", "build", "-o", bin+"/", "./example-monolith", "./example-services/...")
+	cmd.Dir = ".."
+	if out, err := cmd.CombinedOutput(); err != nil {
+		tb.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func freePorts(tb testing.TB, n int) []string {
+	tb.Helper()
+	var ports []string
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		defer l.Close()
+		ports = append(ports, fmt.Sprint(l.Addr().(*net.TCPAddr).Port))
+	}
+	return ports
+}
+
+// processesUnder lists the running processes whose program is in dir.
+func processesUnder(tb testing.TB, dir string) []string {
+	tb.Helper()
+	procs, err := filepath.Glob("/proc/[0-9]*/cmdline")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var found []string
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err == nil && bytes.HasPrefix(b, []byte(dir+"/")) {
+			found = append(found, strings.ReplaceAll(string(b), "\x00", " "))
+		}
+	}
+	return found
+}
