@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/strangler-fig/strangler/internal/testkit"
 )
 
 // run executes the command line in-process and returns its exit code and
@@ -95,17 +97,6 @@ colour: blue
 	}
 }
 
-// freeAddr returns a loopback address that was free a moment ago.
-func freeAddr(tb testing.TB) string {
-	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // buildBinary compiles strangler-proxy into a temporary folder.
 func buildBinary(tb testing.TB) string {
 	tb.Helper()
@@ -163,7 +154,7 @@ func TestSIGTERMDrainsInFlightRequests(t *testing.T) {
 		}
 	}()
 
-	listen, adminListen := freeAddr(t), freeAddr(t)
+	listen, adminListen := testkit.FreeAddr(t), testkit.FreeAddr(t)
 	cfg := writeFile(t, t.TempDir(), "strangler.yaml", fmt.Sprintf(`listen: %s
 shutdown_timeout: 20s
 admin: {listen: %s}
@@ -308,7 +299,7 @@ func TestSIGHUPReloads(t *testing.T) {
 	defer mono.Close()
 	svc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "users") }))
 	defer svc.Close()
-	listen, adminListen := freeAddr(t), freeAddr(t)
+	listen, adminListen := testkit.FreeAddr(t), testkit.FreeAddr(t)
 	base := fmt.Sprintf("listen: %s\nadmin: {listen: %s}\nmonolith: {url: %s}\nservices: {users: {url: %s}}\n", listen, adminListen, mono.URL, svc.URL)
 	cfg := writeFile(t, t.TempDir(), "strangler.yaml", base)
 	proc := startProcess(t, bin, "serve", "--config", cfg, "--watch", "0")

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/strangler-fig/strangler/internal/proxyconfig"
+	"github.com/strangler-fig/strangler/internal/testkit"
 )
 
 // startServer runs a Server on the configuration text until the test ends,
@@ -82,9 +83,7 @@ func TestAdminEndpoints(t *testing.T) {
 }
 
 func TestReadyzWithMonolithDown(t *testing.T) {
-	l, _ := net.Listen("tcp", "127.0.0.1:0")
-	down := "http://" + l.Addr().String()
-	l.Close()
+	down := "http://" + testkit.FreeAddr(t)
 	_, _, adminURL := startServer(t, config(down, down), nil)
 	resp, err := http.Get(adminURL + "/readyz")
 	if err != nil {

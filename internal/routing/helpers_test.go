@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -72,13 +71,7 @@ func (b *backend) lastRequest() (*http.Request, []byte) {
 // closedURL returns the URL of a port nothing listens on.
 func closedURL(tb testing.TB) string {
 	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return "http://" + addr
+	return "http://" + testkit.FreeAddr(tb)
 }
 
 // testProxy is a Proxy served by a real HTTP server.

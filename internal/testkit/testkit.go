@@ -2,6 +2,7 @@
 package testkit
 
 import (
+	"net"
 	"testing"
 	"time"
 )
@@ -18,4 +19,17 @@ func Eventually(tb testing.TB, timeout time.Duration, what string, cond func() b
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// FreeAddr returns a loopback host:port that was free a moment ago: for a
+// server a test starts in another process, or as the address of an upstream
+// that refuses connections.
+func FreeAddr(tb testing.TB) string {
+	tb.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }
