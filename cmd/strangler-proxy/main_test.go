@@ -76,6 +76,7 @@ colour: blue
 		{"stray argument", []string{"validate", "extra"}, 2, nil, []string{"takes no arguments"}},
 		{"bad log level", []string{"serve", "--config", valid, "--log-level", "loud"}, 2, nil, []string{"--log-level"}},
 		{"help has examples", []string{"serve", "--help"}, 0, []string{"Examples:", "strangler-proxy serve --config strangler.yaml"}, nil},
+		{"rollout commands are there", []string{"rollout", "--help"}, 0, []string{"set", "enable"}, nil},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

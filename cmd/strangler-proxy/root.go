@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/strangler-fig/strangler/internal/proxyconfig"
+	"github.com/strangler-fig/strangler/internal/toggles/togglescmd"
 )
 
 // Streams are a command's input and outputs; run functions never touch
@@ -60,7 +61,8 @@ func NewCmdRoot(streams Streams) *cobra.Command {
 prefixes to new services, falling back to the monolith when a service fails,
 without ever replaying a write that may have reached the service.`,
 		Example: `  strangler-proxy validate --config strangler.yaml
-  strangler-proxy serve --config strangler.yaml`,
+  strangler-proxy serve --config strangler.yaml
+  strangler-proxy rollout set users-migration 25`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -72,6 +74,8 @@ without ever replaying a write that may have reached the service.`,
 	})
 	root.AddCommand(NewCmdServe(streams, nil))
 	root.AddCommand(NewCmdValidate(streams, nil))
+	deps := togglescmd.Deps{Out: streams.Out, ErrOut: streams.Err}
+	root.AddCommand(togglescmd.NewCmdRollout(deps), togglescmd.NewCmdFlags(deps))
 	return root
 }
 

@@ -23,6 +23,12 @@ func startServer(tb testing.TB, cfgText string, env map[string]string) (srv *Ser
 	tb.Helper()
 	path := filepath.Join(tb.TempDir(), "strangler.yaml")
 	writeConfig(tb, path, cfgText)
+	return startServerAt(tb, path, env)
+}
+
+// startServerAt is startServer for a config file already written.
+func startServerAt(tb testing.TB, path string, env map[string]string) (srv *Server, proxyURL, adminURL string) {
+	tb.Helper()
 	srv, err := New(Options{
 		ConfigPath:   path,
 		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),

@@ -61,8 +61,9 @@ type Server struct {
 	admin   *admin.Server
 	reloads *prometheus.CounterVec
 
-	mu      sync.Mutex // serializes reloads
-	content []byte     // the config file as last loaded
+	flags   *flagRollout // nil without flags_file, or with Options.Rollout
+	mu      sync.Mutex   // serializes reloads
+	content []byte       // the config file as last loaded
 
 	ready    chan struct{} // closed once both listeners listen
 	addr     net.Addr
@@ -92,11 +93,19 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{opts: opts, content: content, ready: make(chan struct{})}
+	if opts.Rollout == nil && cfg.FlagsFile != "" {
+		s.flags, err = startFlags(context.Background(), cfg, opts)
+		if err != nil {
+			return nil, err
+		}
+		opts.Rollout = s.flags
+	}
 	s.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "strangler", Name: "config_reloads_total",
 		Help: "Configuration reloads, by result (success or failure).",
 	}, []string{"result"})
 	if err := opts.Registry.Register(s.reloads); err != nil {
+		s.closeFlags()
 		return nil, fmt.Errorf("new server: register metrics: %w", err)
 	}
 	s.reloads.WithLabelValues("success")
@@ -109,6 +118,7 @@ func New(opts Options) (*Server, error) {
 		Observer:  opts.Observer,
 	})
 	if err != nil {
+		s.closeFlags()
 		return nil, fmt.Errorf("new server: %w", err)
 	}
 	s.admin = admin.New(admin.Options{
@@ -121,6 +131,9 @@ func New(opts Options) (*Server, error) {
 	s.admin.Handle("GET /admin/{$}", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		admin.WriteJSON(w, http.StatusOK, s.proxy.Status())
 	}))
+	if s.flags != nil {
+		s.flags.mount(s)
+	}
 	s.admin.HandleWrite("POST /admin/reload", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := s.Reload(); err != nil {
 			s.logRejected(err)
@@ -211,6 +224,12 @@ func (s *Server) reloadLocked() error {
 		if s.opts.OnConfig != nil {
 			err = s.opts.OnConfig(cfg)
 		}
+		if err == nil && s.flags != nil {
+			if cfg.FlagsPath() != old.FlagsPath() {
+				s.opts.Logger.Warn("flags_file changes only on restart", "flags_file", old.FlagsPath())
+			}
+			err = s.flags.apply(cfg, s.opts.Getenv)
+		}
 		if err == nil {
 			err = s.proxy.Apply(cfg)
 		}
@@ -252,6 +271,7 @@ func (s *Server) logRejected(err error) {
 // shutdown_timeout. reload delivers reload requests (SIGHUP); it may be nil.
 func (s *Server) Run(ctx context.Context, reload <-chan struct{}) error {
 	defer s.proxy.Close()
+	defer s.closeFlags()
 	cfg := s.proxy.Config()
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -327,6 +347,18 @@ func (s *Server) Run(ctx context.Context, reload <-chan struct{}) error {
 	return nil
 }
 
+// closeFlags stops the flags watcher, if there is one.
+func (s *Server) closeFlags() {
+	if s.flags == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.flags.close(ctx); err != nil {
+		s.opts.Logger.Warn("stop flags", "err", err)
+	}
+}
+
 // watch reloads on each reload request and whenever the file changes.
 func (s *Server) watch(ctx context.Context, reload <-chan struct{}) {
 	defer func() {
@@ -352,6 +384,12 @@ func (s *Server) watch(ctx context.Context, reload <-chan struct{}) {
 			s.opts.Logger.Info("reload requested")
 			if err := s.Reload(); err != nil {
 				s.logRejected(err)
+			}
+			if s.flags != nil {
+				// The flags file is watched on its own; SIGHUP reads it now.
+				if _, err := s.flags.tr.Store().Reload(); err != nil {
+					s.opts.Logger.Error("flags file reload rejected; the flags in force stay", "err", err)
+				}
 			}
 		case <-tick:
 			s.reloadIfChanged()
