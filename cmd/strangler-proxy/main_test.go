@@ -332,3 +332,39 @@ func TestSIGHUPReloads(t *testing.T) {
 		t.Errorf("stderr: want the rejected file's problem logged, got:\n%s", proc.stderr.String())
 	}
 }
+
+func TestExplain(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeFile(t, dir, "strangler.yaml", `monolith: {url: http://127.0.0.1:8000}
+services: {users: {url: http://127.0.0.1:8001}}
+identity: [{header: X-User-ID}]
+flags_file: flags.yaml
+routes:
+  - {prefix: /api/users, service: users, flag: users-migration, methods: [GET]}
+  - {prefix: /api/products, service: users}
+`)
+	writeFile(t, dir, "flags.yaml", "flags:\n  users-migration: {percentage: 100, exclude_users: [u-out]}\n")
+	cases := []struct {
+		name     string
+		args     []string
+		wantCode int
+		want     string
+	}{
+		{"bucketed user", []string{"--user", "u-42", "GET", "/api/users/7"}, 0, "decision: service (split:"},
+		{"user from a header", []string{"--header", "X-User-ID=u-out", "GET", "/api/users"}, 0, "decision: monolith (excluded:"},
+		{"anonymous", []string{"GET", "/api/users"}, 0, "user:     none"},
+		{"method not routed", []string{"POST", "/api/users"}, 0, "decision: monolith (POST is not in the route's methods)"},
+		{"no flag", []string{"get", "/api/products/1"}, 0, "decision: service (the route has no flag)"},
+		{"no route", []string{"GET", "/home"}, 0, "decision: monolith (no route matches)"},
+		{"bad header", []string{"--header", "nope", "GET", "/"}, 2, ""},
+		{"missing path", []string{"GET"}, 2, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			code, out, errOut := run(t, append([]string{"explain", "--config", cfg}, c.args...)...)
+			if code != c.wantCode || !strings.Contains(out, c.want) {
+				t.Errorf("got exit %d, output %q (stderr %q), want exit %d containing %q", code, out, errOut, c.wantCode, c.want)
+			}
+		})
+	}
+}

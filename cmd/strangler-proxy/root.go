@@ -74,6 +74,7 @@ without ever replaying a write that may have reached the service.`,
 	})
 	root.AddCommand(NewCmdServe(streams, nil))
 	root.AddCommand(NewCmdValidate(streams, nil))
+	root.AddCommand(NewCmdExplain(streams, nil))
 	deps := togglescmd.Deps{Out: streams.Out, ErrOut: streams.Err}
 	root.AddCommand(togglescmd.NewCmdRollout(deps), togglescmd.NewCmdFlags(deps))
 	return root

@@ -23,7 +23,7 @@ var _ routing.Rollout = (*flagRollout)(nil)
 func startFlags(ctx context.Context, cfg *proxyconfig.Config, opts Options) (*flagRollout, error) {
 	tr, err := toggles.Start(ctx, toggles.Config{
 		FlagsFile:  cfg.FlagsPath(),
-		Identity:   identities(cfg),
+		Identity:   IdentitySources(cfg),
 		Anonymous:  toggles.AnonymousMode(cfg.Anonymous),
 		BaseDir:    cfg.Dir(),
 		Getenv:     opts.Getenv,
@@ -36,9 +36,9 @@ func startFlags(ctx context.Context, cfg *proxyconfig.Config, opts Options) (*fl
 	return &flagRollout{tr: tr}, nil
 }
 
-// identities converts the config's identity list to the toggles type (the
-// same keys, decoded by proxyconfig).
-func identities(cfg *proxyconfig.Config) []toggles.IdentitySource {
+// IdentitySources converts the config's identity list to the toggles type
+// (the same keys, decoded by proxyconfig).
+func IdentitySources(cfg *proxyconfig.Config) []toggles.IdentitySource {
 	out := make([]toggles.IdentitySource, 0, len(cfg.Identity))
 	for _, id := range cfg.Identity {
 		s := toggles.IdentitySource{Header: id.Header, Cookie: id.Cookie}
@@ -53,7 +53,7 @@ func identities(cfg *proxyconfig.Config) []toggles.IdentitySource {
 // apply takes the identity part of a reloaded configuration; an error
 // rejects the reload.
 func (f *flagRollout) apply(cfg *proxyconfig.Config, getenv func(string) string) error {
-	return f.tr.SetIdentity(identities(cfg), toggles.AnonymousMode(cfg.Anonymous), cfg.Dir(), getenv)
+	return f.tr.SetIdentity(IdentitySources(cfg), toggles.AnonymousMode(cfg.Anonymous), cfg.Dir(), getenv)
 }
 
 // Decide implements routing.Rollout: a route without flag goes to its

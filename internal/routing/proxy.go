@@ -328,7 +328,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if ex.reqID == "" {
 		ex.reqID = newRequestID()
 	}
-	ex.route = st.table.Match(matchPath(r.URL.Path))
+	ex.route = st.table.Match(MatchPath(r.URL.Path))
 	switch {
 	case ex.route == nil:
 		ex.decision = Decision{Backend: BackendMonolith, Reason: DecisionNoRoute}
@@ -352,11 +352,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, ex)))
 }
 
-// matchPath is the path routes are matched against: the request's path,
+// MatchPath is the path routes are matched against: the request's path,
 // cleaned when it has dot segments or doubled slashes, so that
 // "/api/users/../orders" is not taken for a users request. The path sent
 // upstream stays as the client wrote it.
-func matchPath(p string) string {
+func MatchPath(p string) string {
 	if !strings.Contains(p, "/.") && !strings.Contains(p, "//") {
 		return p
 	}

@@ -111,6 +111,17 @@ func newRoute(rc proxyconfig.RouteConfig) *Route {
 	return r
 }
 
+// TableOf compiles the routes of a configuration into a table, without the
+// proxy's connections and metrics: for tools that only ask which route a
+// request takes.
+func TableOf(cfg *proxyconfig.Config) *Table {
+	routes := make([]*Route, 0, len(cfg.Routes))
+	for _, rc := range cfg.Routes {
+		routes = append(routes, newRoute(rc))
+	}
+	return NewTable(routes)
+}
+
 // Table finds the route of a path. It is immutable and safe for concurrent
 // use.
 type Table struct {
