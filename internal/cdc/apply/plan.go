@@ -89,7 +89,38 @@ func compile(t *mapping.Table, rel *cdc.Relation) (*plan, error) {
 // param is the placeholder for a value sent as text and read as the target
 // column's type.
 func param(n int, c mapping.Column) string {
-	return fmt.Sprintf("$%d::text::%s", n, c.TargetType)
+	return fmt.Sprintf("$%d::text::%s", n, castType(c.TargetType))
+}
+
+// castType is a type as format_type prints it without its modifier. An
+// explicit cast to varchar(10) or char(3) would cut a longer value short in
+// silence; cast to the unbounded type, the value meets the column's limit
+// on assignment, which fails instead. char and bit without a modifier mean
+// a length of 1, so their unbounded forms are bpchar and varbit.
+func castType(t string) string {
+	var b strings.Builder
+	depth := 0
+	for _, r := range t {
+		switch {
+		case r == '(':
+			depth++
+		case r == ')' && depth > 0:
+			depth--
+		case depth == 0:
+			b.WriteRune(r)
+		}
+	}
+	base, array := strings.CutSuffix(b.String(), "[]")
+	switch base {
+	case "character":
+		base = "bpchar"
+	case "bit":
+		base = "varbit"
+	}
+	if array {
+		base += "[]"
+	}
+	return base
 }
 
 // keyCondition matches the key, its values numbered from first.

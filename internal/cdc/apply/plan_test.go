@@ -152,3 +152,22 @@ func TestPlanQueue(t *testing.T) {
 		})
 	}
 }
+
+func TestCastType(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"bigint", "bigint"},
+		{"character varying(255)", "character varying"},
+		{"character(3)", "bpchar"},
+		{"character(3)[]", "bpchar[]"},
+		{"bit(8)", "varbit"},
+		{"numeric(12,2)", "numeric"},
+		{"timestamp(3) with time zone", "timestamp with time zone"},
+		{"text[]", "text[]"},
+		{"public.mood", "public.mood"},
+	}
+	for _, tc := range tests {
+		if got := castType(tc.in); got != tc.want {
+			t.Errorf("castType(%q): got %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
