@@ -9,7 +9,8 @@ type Metrics struct {
 	AppliedChanges *prometheus.CounterVec
 	// Transactions counts source transactions applied.
 	Transactions prometheus.Counter
-	// LagBytes is how much WAL the server has sent beyond what is applied.
+	// LagBytes is how much WAL the source has written beyond what the slot
+	// may forget: what is applied, or passed as concerning no mapped table.
 	LagBytes prometheus.Gauge
 	// LagSeconds is the age of the last applied source commit while more
 	// is waiting, 0 when caught up.
@@ -29,7 +30,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		LagBytes: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "datasync", Subsystem: "sync", Name: "lag_bytes",
-			Help: "WAL bytes the source has sent beyond what is applied to the target.",
+			Help: "WAL bytes the source has written beyond what is applied to the target (or concerns no mapped table).",
 		}),
 		LagSeconds: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "datasync", Subsystem: "sync", Name: "lag_seconds",

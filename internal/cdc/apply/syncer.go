@@ -61,6 +61,8 @@ type syncer struct {
 	plans   map[uint32]*plan
 	applied cdc.LSN
 	metrics *Metrics
+	// lagMeasured is when lag bytes were last read from the source.
+	lagMeasured time.Time
 }
 
 // Run syncs the tables: it checks the mapping and the source (preflight),
@@ -297,21 +299,33 @@ func (s *syncer) stream(ctx context.Context, caughtUpAt cdc.LSN) error {
 
 func (s *syncer) observeIdle(st *cdc.Stream) {
 	s.metrics.LagSeconds.Set(0)
-	lag := int64(st.ServerWALEnd()) - int64(st.Acked())
-	if lag < 0 || st.Flushed() >= st.ServerWALEnd() {
-		lag = 0
-	}
-	s.metrics.LagBytes.Set(float64(lag))
+	s.observeLagBytes(st)
 }
 
 func (s *syncer) observe(st *cdc.Stream, batch []*cdc.Transaction) {
 	last := batch[len(batch)-1]
-	lag := int64(st.ServerWALEnd()) - int64(s.applied)
-	if lag < 0 {
-		lag = 0
+	s.metrics.LagSeconds.Set(max(0, time.Since(last.CommitTime).Seconds()))
+	s.observeLagBytes(st)
+}
+
+// observeLagBytes measures, at most once a second, how far the source's WAL
+// is ahead of the position the slot may forget (applied, or flushed past
+// what concerns no mapped table), and warns beyond MaxLagBytes.
+func (s *syncer) observeLagBytes(st *cdc.Stream) {
+	if time.Since(s.lagMeasured) < time.Second {
+		return
+	}
+	s.lagMeasured = time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	var lag int64
+	done := max(st.Acked(), st.Flushed())
+	if err := s.src.QueryRow(ctx, `SELECT greatest(pg_wal_lsn_diff(pg_current_wal_insert_lsn(), $1::text::pg_lsn), 0)::bigint`,
+		done.String()).Scan(&lag); err != nil {
+		s.log.Debug("measure lag", "error", err)
+		return
 	}
 	s.metrics.LagBytes.Set(float64(lag))
-	s.metrics.LagSeconds.Set(max(0, time.Since(last.CommitTime).Seconds()))
 	if s.cfg.MaxLagBytes > 0 && lag > s.cfg.MaxLagBytes {
 		s.log.Warn("sync lag exceeds --max-lag-bytes", "lag_bytes", lag, "max_lag_bytes", s.cfg.MaxLagBytes)
 	}
