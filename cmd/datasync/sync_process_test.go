@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -214,9 +217,10 @@ func TestSyncProcessConcurrentWritesAndKill(t *testing.T) {
 	}
 	first.wait(t, 10*time.Second)
 
-	second := startDatasync(t, bin, syncArgs(src, dst, "kill")...)
+	second := startDatasync(t, bin, syncArgs(src, dst, "kill", "--metrics-addr", "127.0.0.1:0")...)
 	waitOutput(t, second, "msg=streaming")
 	time.Sleep(300 * time.Millisecond)
+	checkMetrics(t, second)
 	txs := w.stop()
 	if txs < 10 {
 		t.Fatalf("workload committed %d transactions, want at least 10", txs)
@@ -277,5 +281,37 @@ func waitOutput(tb testing.TB, p *proc, want string) {
 			tb.Fatalf("datasync exited before printing %q; output:\n%s", want, p.out.String())
 		case <-time.After(20 * time.Millisecond):
 		}
+	}
+}
+
+// checkMetrics reads the process's /metrics, at the address it logged, and
+// checks that the sync's series are there and transactions were counted.
+func checkMetrics(tb testing.TB, p *proc) {
+	tb.Helper()
+	m := regexp.MustCompile(`msg="serving metrics" addr=(\S+)`).FindStringSubmatch(p.out.String())
+	if m == nil {
+		tb.Fatalf("no metrics address in the output:\n%s", p.out.String())
+	}
+	resp, err := http.Get("http://" + m[1] + "/metrics")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, want := range []string{
+		`datasync_sync_applied_changes_total{op="insert",table="public.events"}`,
+		"datasync_sync_lag_bytes ",
+		"datasync_sync_lag_seconds ",
+		"datasync_sync_transactions_total ",
+	} {
+		if !strings.Contains(string(body), want) {
+			tb.Errorf("metrics lack %q:\n%s", want, body)
+		}
+	}
+	if strings.Contains(string(body), "datasync_sync_transactions_total 0\n") {
+		tb.Errorf("transactions_total is 0 under a running workload")
 	}
 }
