@@ -167,7 +167,9 @@ func ensurePublication(ctx context.Context, src *pgxpool.Pool, pub string, table
 		return fmt.Errorf("create publication %s: %w", pub, err)
 	}
 	if !exists {
-		if _, err := tx.Exec(ctx, "CREATE PUBLICATION "+mapping.QuoteIdent(pub)); err != nil {
+		// Changes to a partitioned table's partitions are published as
+		// changes to the table itself, the one the mapping names.
+		if _, err := tx.Exec(ctx, "CREATE PUBLICATION "+mapping.QuoteIdent(pub)+" WITH (publish_via_partition_root = true)"); err != nil {
 			return fmt.Errorf("create publication %s: %w", pub, err)
 		}
 	}

@@ -464,3 +464,19 @@ func TestSyncTypes(t *testing.T) {
 		})
 	}
 }
+
+// TestSyncPartitionedSource syncs a partitioned source table into a plain
+// target table: changes to its partitions arrive as changes to the table.
+func TestSyncPartitionedSource(t *testing.T) {
+	p := newPair(t, `CREATE TABLE ev (id int, region text, v text, PRIMARY KEY (id, region)) PARTITION BY LIST (region);
+		CREATE TABLE ev_eu PARTITION OF ev FOR VALUES IN ('eu');
+		CREATE TABLE ev_us PARTITION OF ev FOR VALUES IN ('us');
+		INSERT INTO ev VALUES (1, 'eu', 'a'), (2, 'us', 'b');`,
+		`CREATE TABLE ev (id int, region text, v text, PRIMARY KEY (id, region))`)
+	r := startSync(t, p.config("parts", mapping.TableSpec{Source: "ev"}))
+	const q = `SELECT * FROM ev ORDER BY id, region`
+	waitSame(t, p, r, q, q)
+	execAll(t, p.src.Pool, `INSERT INTO ev VALUES (3, 'us', 'c')`, `UPDATE ev SET v = 'a2' WHERE id = 1`, `DELETE FROM ev WHERE id = 2`,
+		`UPDATE ev SET region = 'eu' WHERE id = 3`)
+	waitSame(t, p, r, q, q)
+}

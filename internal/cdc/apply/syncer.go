@@ -51,16 +51,18 @@ var ErrSlotLost = errors.New("replication slot lost")
 
 // syncer is one run of a sync.
 type syncer struct {
-	cfg     Config
-	log     *slog.Logger
-	src     *pgxpool.Pool
-	dst     *pgxpool.Pool
-	tables  []*mapping.Table
-	byName  map[string]*mapping.Table // source "schema.table" → mapping
-	copied  map[*mapping.Table]cdc.LSN
-	plans   map[uint32]*plan
-	applied cdc.LSN
-	metrics *Metrics
+	cfg    Config
+	log    *slog.Logger
+	src    *pgxpool.Pool
+	dst    *pgxpool.Pool
+	tables []*mapping.Table
+	byName map[string]*mapping.Table // source "schema.table" → mapping
+	copied map[*mapping.Table]cdc.LSN
+	plans  map[uint32]*plan
+	// unmapped holds the relations already warned about as not mapped.
+	unmapped map[uint32]bool
+	applied  cdc.LSN
+	metrics  *Metrics
 	// lagMeasured is when lag bytes were last read from the source.
 	lagMeasured time.Time
 }
@@ -117,7 +119,7 @@ func run(ctx context.Context, cfg Config) error {
 		cfg.Metrics = NewMetrics(nil)
 	}
 	s := &syncer{cfg: cfg, log: cfg.Logger.With("sync", cfg.Name), metrics: cfg.Metrics,
-		byName: map[string]*mapping.Table{}, copied: map[*mapping.Table]cdc.LSN{}, plans: map[uint32]*plan{}}
+		byName: map[string]*mapping.Table{}, copied: map[*mapping.Table]cdc.LSN{}, plans: map[uint32]*plan{}, unmapped: map[uint32]bool{}}
 	var err error
 	if s.src, err = pgxpool.New(ctx, cfg.Source); err != nil {
 		return fmt.Errorf("connect source: %w", err)
@@ -452,6 +454,11 @@ func (s *syncer) queueTx(b *pgx.Batch, tx *cdc.Transaction, counts map[[2]string
 		p, err := s.plan(c.Relation)
 		if errors.Is(err, errNotMapped) {
 			// Still in the publication, no longer in the mapping.
+			if !s.unmapped[c.Relation.ID] {
+				s.unmapped[c.Relation.ID] = true
+				s.log.Warn("skipping changes to a published table that is not mapped",
+					"table", c.Relation.Namespace+"."+c.Relation.Name)
+			}
 			continue
 		}
 		if err != nil {
