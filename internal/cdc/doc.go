@@ -1,5 +1,6 @@
 // Package cdc reads a PostgreSQL database's changes through logical
-// replication and applies them to another database.
+// replication; its subpackage apply applies them to another database
+// (datasync sync).
 //
 // The protocol layer is written from PostgreSQL's documentation
 // ("Streaming Replication Protocol" and "Logical Replication Message
