@@ -291,9 +291,42 @@ CONFIG
   "$BIN/datasync" backfill --config "$RUN_DIR/backfill-products.yaml" \
     2>>"$LOG_DIR/datasync-backfill.log" || die "datasync backfill of products failed: see $LOG_DIR/datasync-backfill.log"
 
-  # Verify: both copies match; then a row of the users' copy is changed
-  # behind datasync's back, verify finds it (exit 1) and --repair fixes it.
-  USERS_VERIFY=(--source "$PG_URL/monolith?sslmode=disable" --target "$PG_URL/users?sslmode=disable" --table users)
+  # Sync: users follow the monolith's writes from now on. It runs like the
+  # apps (stopped with them, SIGTERM first); a user created through the
+  # monolith must show up in the user-service.
+  say "starting datasync sync of users (slot datasync_users); log in ${LOG_DIR#"$ROOT/"}/datasync-sync.log"
+  setsid "$BIN/datasync" sync --name users --source "$PG_URL/monolith?sslmode=disable" \
+    --target "$PG_URL/users?sslmode=disable" --table users >>"$LOG_DIR/datasync-sync.log" 2>&1 &
+  APP_PIDS[datasync-sync]=$!
+  APP_NAMES+=(datasync-sync)
+  echo "$!" >"$RUN_DIR/datasync-sync.pid"
+  # The copy done, changes come from the stream.
+  for ((i = 0; i < 150; i++)); do
+    grep -q 'msg=streaming' "$LOG_DIR/datasync-sync.log" 2>/dev/null && break
+    kill -0 "${APP_PIDS[datasync-sync]}" 2>/dev/null || die "datasync sync stopped: see $LOG_DIR/datasync-sync.log"
+    sleep 0.2
+  done
+  email="sync-demo-$$@example.com"
+  body="{\"email\":\"$email\",\"username\":\"syncdemo$$\"}"
+  # shellcheck disable=SC2016 # $1..$3 are the inner shell's arguments
+  created=$(timeout 5 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" &&
+    printf "POST /api/users HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" "$2" "$3" >&3 &&
+    cat <&3' _ "$MONOLITH_PORT" "${#body}" "$body" 2>/dev/null || true)
+  new_id=$(grep -o '"id":[0-9]*' <<<"$created" | head -n 1 | cut -d: -f2)
+  [[ -n $new_id ]] || die "could not create a user through the monolith: $created"
+  for ((i = 0; i < 150; i++)); do
+    kill -0 "${APP_PIDS[datasync-sync]}" 2>/dev/null || die "datasync sync stopped: see $LOG_DIR/datasync-sync.log"
+    [[ $(http_status "$USERS_PORT" "/api/users/$new_id") == 200 ]] && break
+    sleep 0.2
+  done
+  [[ $(http_status "$USERS_PORT" "/api/users/$new_id") == 200 ]] ||
+    die "user $new_id created through the monolith did not reach the user-service within 30s: see $LOG_DIR/datasync-sync.log"
+  say "user $new_id ($email), created through the monolith, reached the user-service's database through the change stream (datasync sync)"
+
+  # Verify: both copies match (a difference still there after 2s is not a
+  # change in flight); then a row of the users' copy is changed behind the
+  # sync's back, verify finds it (exit 1) and --repair fixes it.
+  USERS_VERIFY=(--recheck-delay 2s --source "$PG_URL/monolith?sslmode=disable" --target "$PG_URL/users?sslmode=disable" --table users)
   say "verifying the copies (datasync verify)"
   "$BIN/datasync" verify "${USERS_VERIFY[@]}" 2>>"$LOG_DIR/datasync-verify.log" || die "datasync verify of users failed: see $LOG_DIR/datasync-verify.log"
   "$BIN/datasync" verify --config "$RUN_DIR/backfill-products.yaml" 2>>"$LOG_DIR/datasync-verify.log" ||

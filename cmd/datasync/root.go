@@ -28,8 +28,13 @@ $DATASYNC_TARGET. Tables come from --table (repeatable, SOURCE:TARGET renames) o
 	root.SetOut(io.Out)
 	root.SetErr(io.ErrOut)
 	root.SetIn(io.In)
-	root.AddCommand(newCmdBackfill(io))
-	root.AddCommand(newCmdVerify(io))
+	root.AddCommand(
+		newCmdBackfill(io),
+		NewCmdSync(io, nil),
+		NewCmdStatus(io, nil),
+		NewCmdCleanup(io, nil),
+		newCmdVerify(io),
+	)
 	return root
 }
 

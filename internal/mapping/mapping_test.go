@@ -28,7 +28,8 @@ func TestResolve(t *testing.T) {
 		CREATE TABLE products (id bigint PRIMARY KEY, name text NOT NULL, price_cents int, stock int, deleted_at timestamptz);
 		CREATE TABLE nokey (a int, b int);
 		CREATE TABLE composite (tenant text NOT NULL, n int NOT NULL, v text, PRIMARY KEY (tenant, n));
-		CREATE TABLE typed (id int PRIMARY KEY, v text);`)
+		CREATE TABLE typed (id int PRIMARY KEY, v text);
+		CREATE TABLE narrowed (id int PRIMARY KEY, code text, amount numeric);`)
 	exec(t, dst, `
 		CREATE TABLE users (id bigint PRIMARY KEY, username text NOT NULL, email text NOT NULL, created_at timestamptz);
 		CREATE TABLE catalog_items (id bigint PRIMARY KEY, title text, price_cents bigint, stock int, note text NOT NULL DEFAULT '');
@@ -36,7 +37,8 @@ func TestResolve(t *testing.T) {
 		CREATE TABLE composite (n int NOT NULL, tenant text NOT NULL, v text, UNIQUE (tenant, n));
 		CREATE TABLE nounique (id bigint, email text);
 		CREATE TABLE typed (id int PRIMARY KEY, v int);
-		CREATE TABLE required (id bigint PRIMARY KEY, must text NOT NULL);`)
+		CREATE TABLE required (id bigint PRIMARY KEY, must text NOT NULL);
+		CREATE TABLE narrowed (id bigint PRIMARY KEY, code varchar(3), amount numeric(5,2));`)
 
 	t.Run("same name, common columns in target order", func(t *testing.T) {
 		tb, err := Resolve(ctx, src.Pool, dst.Pool, TableSpec{Source: "users"})
@@ -67,6 +69,17 @@ func TestResolve(t *testing.T) {
 		}
 		if got, want := tb.SourceWhere(), " WHERE (deleted_at IS NULL)"; got != want {
 			t.Fatalf("got %q, want %q", got, want)
+		}
+	})
+	// Regression: a cast to varchar(3) or numeric(5,2) would silently
+	// truncate or round; only the base type may be cast to.
+	t.Run("casts leave out the target's type modifier", func(t *testing.T) {
+		tb, err := Resolve(ctx, src.Pool, dst.Pool, TableSpec{Source: "narrowed"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := tb.SourceSelectList(), `"id"::bigint, "code"::character varying, "amount"`; got != want {
+			t.Fatalf("got select list %s, want %s", got, want)
 		}
 	})
 	t.Run("composite key in key order", func(t *testing.T) {

@@ -57,13 +57,18 @@ func (t *Table) KeyColumns() []Column {
 }
 
 // SourceExpr is the SQL expression that reads column c from the source in
-// the target column's type: the quoted column, cast where the types differ,
-// so that both sides compare and copy in one type.
+// the target column's type: the quoted column, cast where the base types
+// differ, so that both sides compare and copy in one type.
+//
+// The cast is to the base type, without the target's type modifier: an
+// explicit cast to varchar(10) or numeric(5,2) would silently truncate or
+// round a value, where writing it into the column fails loudly instead.
 func (c Column) SourceExpr() string {
-	if c.SourceType == c.TargetType {
+	bs, bd := baseType(c.SourceType), baseType(c.TargetType)
+	if bs == bd {
 		return QuoteIdent(c.Source)
 	}
-	return QuoteIdent(c.Source) + "::" + c.TargetType
+	return QuoteIdent(c.Source) + "::" + bd
 }
 
 // SourceSelectList is the comma-separated list of SourceExpr in column order.

@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# Compares strangler-proxy with nginx, HAProxy and Caddy in front of the same
+# small Go backend (200 bytes of JSON), all on 127.0.0.1, with wrk.
+#
+#   bench/proxy.sh                       # 3 rounds of 5 s at 16 and 64 connections
+#   ROUNDS=5 DURATION=3 CONNS="16 64 256" WORKERS=2 bench/proxy.sh
+#
+# Every proxy gets the same parallelism: WORKERS nginx worker processes,
+# WORKERS HAProxy threads, GOMAXPROCS=WORKERS for Caddy, strangler-proxy and
+# the backend. Targets run interleaved (round by round), and the table shows
+# the median over rounds. strangler-proxy runs with routing, breaker, health
+# checks and metrics on and the access log off.
+set -euo pipefail
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-5}
+CONNS=${CONNS:-"16 64"}
+WORKERS=${WORKERS:-2}
+THREADS=${THREADS:-2}
+PORT_BASE=${PORT_BASE:-18080}
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+	for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+missing=()
+for tool in wrk nginx haproxy caddy; do
+	command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if ((${#missing[@]})); then
+	echo "installing ${missing[*]}" >&2
+	apt-get install -y "${missing[@]}" >/dev/null
+fi
+
+backend_port=$PORT_BASE
+strangler_port=$((PORT_BASE + 1))
+nginx_port=$((PORT_BASE + 2))
+haproxy_port=$((PORT_BASE + 3))
+caddy_port=$((PORT_BASE + 4))
+admin_port=$((PORT_BASE + 11))
+
+echo "building" >&2
+(cd "$root" && go build -o "$tmp/backend" ./bench/backend && go build -o "$tmp/strangler-proxy" ./cmd/strangler-proxy)
+
+GOMAXPROCS=$WORKERS "$tmp/backend" -addr "127.0.0.1:$backend_port" &
+pids+=($!)
+
+cat >"$tmp/strangler.yaml" <<YAML
+listen: 127.0.0.1:$strangler_port
+access_log: false
+admin: {listen: 127.0.0.1:$admin_port}
+monolith: {url: "http://127.0.0.1:$backend_port"}
+services:
+  users:
+    url: http://127.0.0.1:$backend_port
+    timeout: 2s
+    health: {path: /health, interval: 5s}
+    breaker: {consecutive_failures: 5, open_for: 30s}
+routes:
+  - {prefix: /api/users, service: users}
+  - {prefix: /api/products, service: users}
+YAML
+GOMAXPROCS=$WORKERS "$tmp/strangler-proxy" serve --config "$tmp/strangler.yaml" >/dev/null 2>"$tmp/strangler.log" &
+pids+=($!)
+
+cat >"$tmp/nginx.conf" <<NGINX
+worker_processes $WORKERS;
+pid $tmp/nginx.pid;
+error_log $tmp/nginx-error.log warn;
+daemon off;
+events { worker_connections 4096; }
+http {
+	access_log off;
+	client_body_temp_path $tmp/nginx-body;
+	proxy_temp_path $tmp/nginx-proxy;
+	upstream backend { server 127.0.0.1:$backend_port; keepalive 256; }
+	server {
+		listen 127.0.0.1:$nginx_port;
+		location / {
+			proxy_pass http://backend;
+			proxy_http_version 1.1;
+			proxy_set_header Connection "";
+		}
+	}
+}
+NGINX
+nginx -c "$tmp/nginx.conf" -p "$tmp" &
+pids+=($!)
+
+cat >"$tmp/haproxy.cfg" <<HAPROXY
+global
+	nbthread $WORKERS
+	maxconn 4000
+defaults
+	mode http
+	timeout connect 5s
+	timeout client 30s
+	timeout server 30s
+	http-reuse always
+frontend bench
+	bind 127.0.0.1:$haproxy_port
+	default_backend app
+backend app
+	server app1 127.0.0.1:$backend_port
+HAPROXY
+haproxy -f "$tmp/haproxy.cfg" -db >/dev/null 2>"$tmp/haproxy.log" &
+pids+=($!)
+
+cat >"$tmp/Caddyfile" <<CADDY
+{
+	admin off
+	auto_https off
+}
+http://127.0.0.1:$caddy_port {
+	reverse_proxy 127.0.0.1:$backend_port
+}
+CADDY
+HOME=$tmp XDG_DATA_HOME=$tmp XDG_CONFIG_HOME=$tmp GOMAXPROCS=$WORKERS caddy run --config "$tmp/Caddyfile" --adapter caddyfile >/dev/null 2>"$tmp/caddy.log" &
+pids+=($!)
+
+targets=(direct strangler nginx haproxy caddy)
+declare -A port=([direct]=$backend_port [strangler]=$strangler_port [nginx]=$nginx_port [haproxy]=$haproxy_port [caddy]=$caddy_port)
+path=/api/users/12345
+
+for t in "${targets[@]}"; do
+	for _ in $(seq 100); do
+		curl -fsS -o /dev/null "http://127.0.0.1:${port[$t]}$path" 2>/dev/null && break
+		sleep 0.1
+	done
+	curl -fsS -o /dev/null "http://127.0.0.1:${port[$t]}$path" || { echo "$t is not answering" >&2; exit 1; }
+done
+
+# to_ms converts wrk's latency ("512.00us", "1.20ms", "1.01s") to milliseconds.
+to_ms() {
+	awk -v v="$1" 'BEGIN {
+		n = v + 0
+		if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n = n; else if (v ~ /s$/) n *= 1000
+		printf "%.3f", n }'
+}
+
+results=$tmp/results
+: >"$results"
+echo "rounds=$ROUNDS duration=${DURATION}s conns=[$CONNS] workers=$WORKERS wrk_threads=$THREADS cores=$(nproc)" >&2
+for round in $(seq "$ROUNDS"); do
+	for c in $CONNS; do
+		for t in "${targets[@]}"; do
+			out=$(wrk -t"$THREADS" -c"$c" -d"${DURATION}s" --latency "http://127.0.0.1:${port[$t]}$path")
+			rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
+			p50=$(to_ms "$(awk '$1 == "50%" {print $2}' <<<"$out")")
+			p99=$(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")")
+			errs=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out" | tr '\n' ' ')
+			echo "$t $c $rps $p50 $p99" >>"$results"
+			printf 'round %d  c=%-4s %-10s %10.0f req/s  p50 %7.3f ms  p99 %7.3f ms %s\n' "$round" "$c" "$t" "$rps" "$p50" "$p99" "$errs" >&2
+		done
+	done
+done
+
+echo
+printf '%-5s %-10s %12s %9s %9s %10s %10s\n' conns target "req/s" "p50 ms" "p99 ms" "rps/nginx" "p99-nginx"
+for c in $CONNS; do
+	# medians per target
+	declare -A mr=() m50=() m99=()
+	for t in "${targets[@]}"; do
+		read -r r a b < <(awk -v t="$t" -v c="$c" '$1 == t && $2 == c {print $3, $4, $5}' "$results" |
+			sort -n -k1,1 | awk '{r[NR]=$1} END {print r[int((NR+1)/2)]}' |
+			{ read -r rr; awk -v t="$t" -v c="$c" '$1 == t && $2 == c {print $4}' "$results" | sort -n |
+				awk -v rr="$rr" '{p[NR]=$1} END {printf "%s %s ", rr, p[int((NR+1)/2)]}'
+			  awk -v t="$t" -v c="$c" '$1 == t && $2 == c {print $5}' "$results" | sort -n |
+				awk '{p[NR]=$1} END {print p[int((NR+1)/2)]}'; })
+		mr[$t]=$r m50[$t]=$a m99[$t]=$b
+	done
+	for t in "${targets[@]}"; do
+		awk -v c="$c" -v t="$t" -v r="${mr[$t]}" -v a="${m50[$t]}" -v b="${m99[$t]}" -v nr="${mr[nginx]}" -v nb="${m99[nginx]}" \
+			'BEGIN {printf "%-5s %-10s %12.0f %9.3f %9.3f %9.2fx %+9.3f\n", c, t, r, a, b, r/nr, b-nb}'
+	done
+	awk -v c="$c" -v s="${mr[strangler]}" -v k="${mr[caddy]}" 'BEGIN {printf "%-5s strangler/caddy throughput: %.2fx\n", c, s/k}'
+done

@@ -1,0 +1,63 @@
+package main
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/strangler-fig/strangler/internal/cdc/apply"
+	"github.com/strangler-fig/strangler/internal/cli"
+)
+
+// CleanupOptions are the flags of datasync cleanup.
+type CleanupOptions struct {
+	IO     *cli.IO
+	Source string
+	Target string
+	Config string
+	Name   string
+}
+
+// NewCmdCleanup builds datasync cleanup. runF replaces cleanupRun in tests.
+func NewCmdCleanup(io *cli.IO, runF func(context.Context, *CleanupOptions) error) *cobra.Command {
+	opts := &CleanupOptions{IO: io}
+	cmd := &cobra.Command{
+		Use:   "cleanup",
+		Short: "Drop a sync's slot, publication and checkpoints",
+		Long: `cleanup drops what sync --name NAME created: the replication slot and publication
+datasync_NAME on the source, and its rows in the target's datasync schema. The target's
+tables and rows stay. A running sync must be stopped first. Run it after cutover, or
+to start a sync over from a fresh copy.`,
+		Example: `  datasync cleanup --config datasync.yaml --name users`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if !cmd.Flags().Changed("name") {
+				return fmt.Errorf("--name is required: cleanup drops the slot and checkpoints of one sync")
+			}
+			if !apply.ValidName(opts.Name) {
+				return fmt.Errorf("--name %q: use lower-case letters, digits and _ (at most 54)", opts.Name)
+			}
+			if runF != nil {
+				return runF(cmd.Context(), opts)
+			}
+			return cleanupRun(cmd.Context(), opts)
+		},
+	}
+	registerConnFlags(cmd, &opts.Source, &opts.Target, &opts.Config, &opts.Name)
+	return cmd
+}
+
+func cleanupRun(ctx context.Context, opts *CleanupOptions) error {
+	src, dst, err := openPools(ctx, opts.IO, opts.Source, opts.Target, opts.Config)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	defer dst.Close()
+	if err := apply.Cleanup(ctx, src, dst, opts.Name); err != nil {
+		return err
+	}
+	fmt.Fprintf(opts.IO.Out, "dropped slot and publication %s and the checkpoints of sync %s\n", apply.SlotName(opts.Name), opts.Name)
+	return nil
+}

@@ -1,0 +1,123 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+
+	"github.com/strangler-fig/strangler/internal/cdc/apply"
+	"github.com/strangler-fig/strangler/internal/cli"
+	"github.com/strangler-fig/strangler/internal/mapping"
+)
+
+// SyncOptions are the flags of datasync sync.
+type SyncOptions struct {
+	IO    *cli.IO
+	Flags mapping.Flags
+
+	Name          string
+	UntilCaughtUp bool
+	MetricsAddr   string
+	MaxLagBytes   int64
+	BatchChanges  int
+}
+
+// NewCmdSync builds datasync sync. runF replaces syncRun in tests.
+func NewCmdSync(io *cli.IO, runF func(context.Context, *SyncOptions) error) *cobra.Command {
+	opts := &SyncOptions{IO: io}
+	cmd := &cobra.Command{
+		Use:   "sync",
+		Short: "Copy the tables, then apply the source's change stream to the target",
+		Long: `sync keeps the target tables equal to the source tables through logical replication.
+
+On its first run it checks the source (wal_level=logical, a replica identity that carries each
+table's key), creates the publication and the replication slot datasync_NAME, copies every
+table from the slot's snapshot, then applies the change stream in source commit order. Each
+target transaction stores the applied position in datasync.sync_state, so a restart resumes
+where the last one stopped, with no loss and no change applied twice.
+
+SIGTERM or Ctrl-C finishes the transaction in hand and exits 0. Exit 2 on any error,
+including a source table whose columns no longer fit the mapping.`,
+		Example: `  # Follow public.users until stopped, with metrics on :9187
+  datasync sync --source "$MONOLITH_DATABASE_URL" --target "$USERS_DATABASE_URL" \
+    --table users --metrics-addr 127.0.0.1:9187
+
+  # Catch up with everything committed so far, then exit
+  datasync sync --config datasync.yaml --name users --until-caught-up`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if !apply.ValidName(opts.Name) {
+				return fmt.Errorf("--name %q: use lower-case letters, digits and _ (at most 54)", opts.Name)
+			}
+			if runF != nil {
+				return runF(cmd.Context(), opts)
+			}
+			return syncRun(cmd.Context(), opts)
+		},
+	}
+	opts.Flags.Register(cmd.Flags())
+	cmd.Flags().StringVar(&opts.Name, "name", "datasync", "name of the sync: its slot and publication are datasync_NAME")
+	cmd.Flags().BoolVar(&opts.UntilCaughtUp, "until-caught-up", false, "exit 0 once everything committed on the source before the start is applied")
+	cmd.Flags().StringVar(&opts.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address (e.g. 127.0.0.1:9187)")
+	cmd.Flags().Int64Var(&opts.MaxLagBytes, "max-lag-bytes", 0, "log a warning while the lag exceeds this many WAL bytes (0: never)")
+	cmd.Flags().IntVar(&opts.BatchChanges, "batch-changes", 2000, "apply small source transactions together, up to this many changes per target transaction")
+	return cmd
+}
+
+func syncRun(ctx context.Context, opts *SyncOptions) error {
+	cfg, err := opts.Flags.Load(opts.IO.Getenv)
+	if err != nil {
+		return err
+	}
+	logger := slog.New(slog.NewTextHandler(opts.IO.ErrOut, nil))
+	reg := prometheus.NewRegistry()
+	metrics := apply.NewMetrics(reg)
+	if opts.MetricsAddr != "" {
+		stop, err := serveMetrics(opts.MetricsAddr, reg, logger)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+	return apply.Run(ctx, apply.Config{
+		Name:            opts.Name,
+		Source:          cfg.Source,
+		Target:          cfg.Target,
+		Tables:          cfg.Tables,
+		UntilCaughtUp:   opts.UntilCaughtUp,
+		MaxLagBytes:     opts.MaxLagBytes,
+		MaxBatchChanges: opts.BatchChanges,
+		Logger:          logger,
+		Metrics:         metrics,
+	})
+}
+
+// serveMetrics serves /metrics on addr until the returned stop is called.
+func serveMetrics(addr string, reg *prometheus.Registry, logger *slog.Logger) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			logger.Error("metrics server stopped", "error", err)
+		}
+	}()
+	logger.Info("serving metrics", "addr", ln.Addr().String())
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	}, nil
+}

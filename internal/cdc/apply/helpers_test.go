@@ -1,0 +1,114 @@
+package apply
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/strangler-fig/strangler/internal/cdc/cdctest"
+	"github.com/strangler-fig/strangler/internal/mapping"
+	"github.com/strangler-fig/strangler/internal/pgtest"
+)
+
+func testCtx(tb testing.TB) context.Context {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	tb.Cleanup(cancel)
+	return ctx
+}
+
+func execAll(tb testing.TB, pool *pgxpool.Pool, sqls ...string) {
+	tb.Helper()
+	for _, sql := range sqls {
+		if _, err := pool.Exec(testCtx(tb), sql); err != nil {
+			tb.Fatalf("%s: %v", sql, err)
+		}
+	}
+}
+
+// pair is a source and a target database.
+type pair struct {
+	src, dst *pgtest.DB
+}
+
+func newPair(tb testing.TB, srcSchema, dstSchema string) pair {
+	tb.Helper()
+	p := pair{src: pgtest.NewDB(tb), dst: pgtest.NewDB(tb)}
+	execAll(tb, p.src.Pool, srcSchema)
+	execAll(tb, p.dst.Pool, dstSchema)
+	return p
+}
+
+func (p pair) config(name string, tables ...mapping.TableSpec) Config {
+	return Config{
+		Name: name, Source: p.src.URL, Target: p.dst.URL, Tables: tables,
+		StatusInterval: 50 * time.Millisecond,
+		Logger:         slog.New(slog.NewTextHandler(testLogOut, nil)),
+	}
+}
+
+// running is a sync running in the background.
+type running struct {
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func startSync(tb testing.TB, cfg Config) *running {
+	tb.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- Run(ctx, cfg) }()
+	tb.Cleanup(func() { r.stop(tb) })
+	return r
+}
+
+// stop ends the sync as SIGTERM would and returns its error.
+func (r *running) stop(tb testing.TB) error {
+	tb.Helper()
+	r.cancel()
+	select {
+	case err := <-r.done:
+		r.done <- err
+		return err
+	case <-time.After(30 * time.Second):
+		tb.Fatal("sync did not stop within 30s of cancel")
+		return nil
+	}
+}
+
+func dump(tb testing.TB, pool *pgxpool.Pool, query string) string {
+	tb.Helper()
+	return cdctest.Dump(tb, pool, query)
+}
+
+// waitSame polls until srcQuery on the source and dstQuery on the target
+// return the same rows, failing with both after 30 seconds. r, if not
+// nil, fails the wait early when the sync stops.
+func waitSame(tb testing.TB, p pair, r *running, srcQuery, dstQuery string) {
+	tb.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		s, d := dump(tb, p.src.Pool, srcQuery), dump(tb, p.dst.Pool, dstQuery)
+		if s == d {
+			return
+		}
+		if r != nil {
+			select {
+			case err := <-r.done:
+				r.done <- err
+				tb.Fatalf("sync stopped: %v\ntarget:\n%s\nwant (source):\n%s", err, d, s)
+			default:
+			}
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("target never matched the source\ngot (target):\n%s\nwant (source):\n%s", d, s)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+var testLogOut io.Writer = io.Discard

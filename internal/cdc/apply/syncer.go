@@ -1,0 +1,494 @@
+package apply
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/strangler-fig/strangler/internal/cdc"
+	"github.com/strangler-fig/strangler/internal/mapping"
+)
+
+// Config configures a sync.
+type Config struct {
+	// Name names the sync: its slot and publication are datasync_NAME on
+	// the source, its checkpoint is the row NAME of datasync.sync_state in
+	// the target.
+	Name string
+	// Source and Target are the databases' URLs.
+	Source, Target string
+	// Tables are the table mappings, as configured.
+	Tables []mapping.TableSpec
+	// UntilCaughtUp makes Run return once everything committed on the
+	// source before it started is applied.
+	UntilCaughtUp bool
+	// MaxLagBytes, when positive, logs a warning while the lag exceeds it.
+	MaxLagBytes int64
+	// MaxBatchChanges bounds the changes applied in one target transaction
+	// when batching several source transactions; 2000 when zero. A larger
+	// source transaction is still applied whole.
+	MaxBatchChanges int
+	// StatusInterval is how often the source hears the applied position;
+	// 1s when zero.
+	StatusInterval time.Duration
+	// Logger receives progress; slog.Default() when nil.
+	Logger *slog.Logger
+	// Metrics, when not nil, are updated as changes are applied.
+	Metrics *Metrics
+}
+
+// ErrSlotLost is returned when the target has a checkpoint but the source
+// no longer has the slot: the changes since are gone.
+var ErrSlotLost = errors.New("replication slot lost")
+
+// syncer is one run of a sync.
+type syncer struct {
+	cfg    Config
+	log    *slog.Logger
+	src    *pgxpool.Pool
+	dst    *pgxpool.Pool
+	tables []*mapping.Table
+	byName map[string]*mapping.Table // source "schema.table" → mapping
+	copied map[*mapping.Table]cdc.LSN
+	plans  map[uint32]*plan
+	// unmapped holds the relations already warned about as not mapped.
+	unmapped map[uint32]bool
+	applied  cdc.LSN
+	metrics  *Metrics
+	// lagMeasured is when lag bytes were last read from the source.
+	lagMeasured time.Time
+}
+
+// Run syncs the tables: it checks the mapping and the source (preflight),
+// creates the publication and slot if missing, copies the tables not yet
+// copied, then applies the change stream until ctx ends (then it returns nil
+// after the transaction in hand) or, with UntilCaughtUp, until caught up.
+//
+// # Gap-free handoff
+//
+// The slot is created before any row is copied, exporting a snapshot of the
+// database exactly as of the slot's consistent point: every transaction
+// that committed before that point is in the snapshot, every one after it
+// is streamed by the slot. Each table is copied inside a REPEATABLE READ
+// transaction that imports this snapshot, into a target transaction that
+// first deletes the target's rows and records the copy with the consistent
+// point. Streaming then starts at the consistent point. Nothing is missed,
+// nothing is applied twice, and a row deleted while the copy ran cannot
+// come back: the copy does not see the deletion, but the stream delivers
+// it after the copy. A table added to an existing sync is published first,
+// then copied with the snapshot of a temporary slot created after that;
+// the main stream skips its changes up to that slot's consistent point.
+//
+// Each target transaction applies one or more whole source transactions
+// and stores the last one's end LSN in datasync.sync_state; a restart
+// resumes from there and skips what it already applied, so each change
+// takes effect exactly once. The source is told a position is flushed only
+// once the target has committed it.
+func Run(ctx context.Context, cfg Config) error {
+	err := run(ctx, cfg)
+	if err != nil && ctx.Err() != nil {
+		// Stopped (SIGTERM) while starting: whatever was under way rolled
+		// back, nothing was acknowledged.
+		return nil
+	}
+	return err
+}
+
+func run(ctx context.Context, cfg Config) error {
+	if !ValidName(cfg.Name) {
+		return fmt.Errorf("sync: name %q: use lower-case letters, digits and _ (at most 54)", cfg.Name)
+	}
+	if cfg.MaxBatchChanges <= 0 {
+		cfg.MaxBatchChanges = 2000
+	}
+	if cfg.StatusInterval <= 0 {
+		cfg.StatusInterval = time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(nil)
+	}
+	s := &syncer{cfg: cfg, log: cfg.Logger.With("sync", cfg.Name), metrics: cfg.Metrics,
+		byName: map[string]*mapping.Table{}, copied: map[*mapping.Table]cdc.LSN{}, plans: map[uint32]*plan{}, unmapped: map[uint32]bool{}}
+	var err error
+	if s.src, err = pgxpool.New(ctx, cfg.Source); err != nil {
+		return fmt.Errorf("connect source: %w", err)
+	}
+	defer s.src.Close()
+	if s.dst, err = pgxpool.New(ctx, cfg.Target); err != nil {
+		return fmt.Errorf("connect target: %w", err)
+	}
+	defer s.dst.Close()
+
+	if s.tables, err = mapping.ResolveAll(ctx, s.src, s.dst, cfg.Tables); err != nil {
+		return err
+	}
+	identity, err := Preflight(ctx, s.src, s.tables)
+	if err != nil {
+		return err
+	}
+	for _, t := range s.tables {
+		s.byName[t.Source.String()] = t
+	}
+	// The insert position, not pg_current_wal_lsn's write position: with
+	// synchronous_commit off a commit can be ahead of what is written.
+	var startWAL string
+	if err := s.src.QueryRow(ctx, `SELECT pg_current_wal_insert_lsn()::text`).Scan(&startWAL); err != nil {
+		return fmt.Errorf("read source WAL position: %w", err)
+	}
+	caughtUpAt, err := cdc.ParseLSN(startWAL)
+	if err != nil {
+		return err
+	}
+	if err := ensureStateSchema(ctx, s.dst); err != nil {
+		return err
+	}
+	if err := ensurePublication(ctx, s.src, PublicationName(cfg.Name), s.tables, identity); err != nil {
+		return err
+	}
+	if err := s.handoff(ctx); err != nil {
+		return err
+	}
+	return s.stream(ctx, caughtUpAt)
+}
+
+// handoff makes sure the slot exists and every table is copied.
+func (s *syncer) handoff(ctx context.Context) error {
+	slot := SlotName(s.cfg.Name)
+	st, err := loadState(ctx, s.dst, s.cfg.Name)
+	if err != nil {
+		return err
+	}
+	var exists bool
+	if err := s.src.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)`, slot).Scan(&exists); err != nil {
+		return fmt.Errorf("look up slot %s: %w", slot, err)
+	}
+	switch {
+	case !exists && st.exists:
+		return fmt.Errorf("sync %s: the target has applied changes up to %s but the source has no slot %s: changes since are lost; run datasync cleanup --name %s, then sync again to copy afresh: %w",
+			s.cfg.Name, st.applied, slot, s.cfg.Name, ErrSlotLost)
+	case exists && !st.exists:
+		// A first run stopped before its copy finished: start over.
+		s.log.Info("dropping the slot of an unfinished first copy", "slot", slot)
+		if _, err := s.src.Exec(ctx, `SELECT pg_drop_replication_slot($1)`, slot); err != nil {
+			return fmt.Errorf("drop slot %s: %w", slot, err)
+		}
+		exists = false
+	}
+	if !exists {
+		if _, err := s.dst.Exec(ctx, `DELETE FROM datasync.sync_tables WHERE name = $1`, s.cfg.Name); err != nil {
+			return fmt.Errorf("reset copied tables: %w", err)
+		}
+		cp, err := s.copyWithSlot(ctx, slot, false, s.tables)
+		if err != nil {
+			return err
+		}
+		s.applied = cp
+		return nil
+	}
+	s.applied = st.applied
+	var missing []*mapping.Table
+	for _, t := range s.tables {
+		if lsn, ok := st.copied[t.Target.String()]; ok {
+			s.copied[t] = lsn
+		} else {
+			missing = append(missing, t)
+		}
+	}
+	if len(missing) > 0 {
+		// A temporary slot, gone with its connection; within the 63
+		// characters of a slot name whatever the sync's name.
+		tmp := fmt.Sprintf("datasync_copy_%d_%d", os.Getpid(), time.Now().UnixNano()%1e9)
+		if _, err := s.copyWithSlot(ctx, tmp, true, missing); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// copyWithSlot creates a slot exporting a snapshot and copies tables with
+// it, keeping the slot's connection idle meanwhile so the snapshot stays
+// valid. It returns the slot's consistent point.
+func (s *syncer) copyWithSlot(ctx context.Context, slot string, temporary bool, tables []*mapping.Table) (cdc.LSN, error) {
+	rc, err := cdc.Connect(ctx, s.cfg.Source)
+	if err != nil {
+		return 0, err
+	}
+	defer rc.Close(context.WithoutCancel(ctx))
+	sl, err := rc.CreateSlot(ctx, slot, cdc.SlotOptions{ExportSnapshot: true, Temporary: temporary})
+	if err != nil {
+		return 0, err
+	}
+	for _, t := range tables {
+		start := time.Now()
+		n, err := copyTable(ctx, s.src, s.dst, s.cfg.Name, t, sl.SnapshotName, sl.ConsistentPoint)
+		if err != nil {
+			return 0, err
+		}
+		s.copied[t] = sl.ConsistentPoint
+		s.log.Info("copied table", "source", t.Source.String(), "target", t.Target.String(), "rows", n,
+			"lsn", sl.ConsistentPoint.String(), "seconds", time.Since(start).Seconds())
+	}
+	return sl.ConsistentPoint, nil
+}
+
+// stream applies the change stream.
+func (s *syncer) stream(ctx context.Context, caughtUpAt cdc.LSN) error {
+	st, err := cdc.OpenStream(ctx, cdc.StreamConfig{
+		ConnString:     s.cfg.Source,
+		Slot:           SlotName(s.cfg.Name),
+		Publications:   []string{PublicationName(s.cfg.Name)},
+		StartLSN:       s.applied,
+		StatusInterval: s.cfg.StatusInterval,
+		Logger:         s.log,
+	})
+	if err != nil {
+		return fmt.Errorf("start stream: %w", err)
+	}
+	defer st.Close()
+	s.log.Info("streaming", "from", s.applied.String())
+	for {
+		if s.cfg.UntilCaughtUp && (st.Acked() >= caughtUpAt || st.Flushed() >= caughtUpAt) {
+			s.log.Info("caught up", "applied", st.Acked().String(), "target", caughtUpAt.String())
+			return nil
+		}
+		wctx, cancel := context.WithTimeout(ctx, 250*time.Millisecond)
+		tx, err := st.Next(wctx)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				s.log.Info("stopped", "applied", s.applied.String())
+				return nil
+			}
+			if errors.Is(err, context.DeadlineExceeded) {
+				s.observeIdle(st)
+				continue
+			}
+			return fmt.Errorf("stream: %w", err)
+		}
+		batch := []*cdc.Transaction{tx}
+		n := len(tx.Changes)
+		for n < s.cfg.MaxBatchChanges {
+			more, ok := st.TryNext()
+			if !ok {
+				break
+			}
+			batch = append(batch, more)
+			n += len(more.Changes)
+		}
+		// The transaction in hand is finished even when ctx ends.
+		applied, applyErr := s.applyWithRetry(context.WithoutCancel(ctx), ctx, batch)
+		if applied > s.applied {
+			s.applied = applied
+			st.Ack(applied)
+		}
+		s.observe(st, batch)
+		if applyErr != nil {
+			return applyErr
+		}
+	}
+}
+
+func (s *syncer) observeIdle(st *cdc.Stream) {
+	s.metrics.LagSeconds.Set(0)
+	s.observeLagBytes(st)
+}
+
+func (s *syncer) observe(st *cdc.Stream, batch []*cdc.Transaction) {
+	last := batch[len(batch)-1]
+	s.metrics.LagSeconds.Set(max(0, time.Since(last.CommitTime).Seconds()))
+	s.observeLagBytes(st)
+}
+
+// observeLagBytes measures, at most once a second, how far the source's WAL
+// is ahead of the position the slot may forget (applied, or flushed past
+// what concerns no mapped table), and warns beyond MaxLagBytes.
+func (s *syncer) observeLagBytes(st *cdc.Stream) {
+	if time.Since(s.lagMeasured) < time.Second {
+		return
+	}
+	s.lagMeasured = time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	var lag int64
+	done := max(st.Acked(), st.Flushed())
+	if err := s.src.QueryRow(ctx, `SELECT greatest(pg_wal_lsn_diff(pg_current_wal_insert_lsn(), $1::text::pg_lsn), 0)::bigint`,
+		done.String()).Scan(&lag); err != nil {
+		s.log.Debug("measure lag", "error", err)
+		return
+	}
+	s.metrics.LagBytes.Set(float64(lag))
+	if s.cfg.MaxLagBytes > 0 && lag > s.cfg.MaxLagBytes {
+		s.log.Warn("sync lag exceeds --max-lag-bytes", "lag_bytes", lag, "max_lag_bytes", s.cfg.MaxLagBytes)
+	}
+}
+
+// applyWithRetry applies a batch, retrying while the target is unreachable.
+// It returns the end LSN of the last source transaction committed in the
+// target. stop ends the retries (SIGTERM while the target is down).
+func (s *syncer) applyWithRetry(ctx, stop context.Context, batch []*cdc.Transaction) (cdc.LSN, error) {
+	backoff := 100 * time.Millisecond
+	for {
+		applied, err := s.apply(ctx, batch)
+		if err == nil || !targetRetryable(err) {
+			return applied, err
+		}
+		s.log.Warn("apply failed; retrying", "error", err, "in", backoff)
+		select {
+		case <-stop.Done():
+			return applied, nil
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 10*time.Second)
+		// A commit whose answer was lost may have gone through: the target's
+		// checkpoint tells, and what it covers is not applied again.
+		if st, err := loadState(ctx, s.dst, s.cfg.Name); err == nil && st.applied > applied {
+			applied = st.applied
+		}
+		for len(batch) > 0 && batch[0].EndLSN <= max(applied, s.applied) {
+			batch = batch[1:]
+		}
+		if len(batch) == 0 {
+			return applied, nil
+		}
+	}
+}
+
+// targetRetryable reports whether an apply failure may go away by itself:
+// a lost connection or a server shutting down or starting.
+func targetRetryable(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return strings.HasPrefix(pgErr.Code, "08") || strings.HasPrefix(pgErr.Code, "57P") || pgErr.Code == "53300" || pgErr.Code == "40001" || pgErr.Code == "40P01"
+	}
+	var drift *DriftError
+	if errors.As(err, &drift) || errors.Is(err, cdc.ErrMalformed) || errors.Is(err, errNotMapped) {
+		return false
+	}
+	return pgconn.SafeToRetry(err) || isNetError(err)
+}
+
+var errNotMapped = errors.New("change to a table that is not mapped")
+
+// apply applies the transactions of batch not applied yet in one target
+// transaction, with the checkpoint. When a transaction does not fit the
+// mapping (schema drift), the ones before it are applied and the error is
+// returned.
+func (s *syncer) apply(ctx context.Context, batch []*cdc.Transaction) (cdc.LSN, error) {
+	b := &pgx.Batch{}
+	var last *cdc.Transaction
+	var planErr error
+	counts := map[[2]string]int{}
+	for _, tx := range batch {
+		if tx.EndLSN <= s.applied {
+			continue
+		}
+		mark := b.Len()
+		txCounts := map[[2]string]int{}
+		if err := s.queueTx(b, tx, txCounts); err != nil {
+			b.QueuedQueries = b.QueuedQueries[:mark]
+			planErr = err
+			break
+		}
+		for k, v := range txCounts {
+			counts[k] += v
+		}
+		last = tx
+	}
+	if last == nil {
+		return s.applied, planErr
+	}
+	commitTime := last.CommitTime
+	b.Queue(upsertStateSQL, s.cfg.Name, last.EndLSN.String(), &commitTime)
+	tx, err := s.dst.Begin(ctx)
+	if err != nil {
+		return s.applied, fmt.Errorf("apply: begin: %w", err)
+	}
+	defer tx.Rollback(ctx)
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return s.applied, fmt.Errorf("apply up to %s: %w", last.EndLSN, err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return s.applied, fmt.Errorf("apply up to %s: commit: %w", last.EndLSN, err)
+	}
+	for k, v := range counts {
+		s.metrics.AppliedChanges.WithLabelValues(k[0], k[1]).Add(float64(v))
+	}
+	for _, tx := range batch {
+		if tx.EndLSN > s.applied && tx.EndLSN <= last.EndLSN {
+			s.metrics.Transactions.Inc()
+		}
+	}
+	return last.EndLSN, planErr
+}
+
+// queueTx queues the statements of one source transaction.
+func (s *syncer) queueTx(b *pgx.Batch, tx *cdc.Transaction, counts map[[2]string]int) error {
+	for i := range tx.Changes {
+		c := &tx.Changes[i]
+		if c.Op == cdc.OpTruncate {
+			var targets []string
+			for _, rel := range c.Truncated {
+				t := s.byName[rel.Namespace+"."+rel.Name]
+				if t == nil || tx.EndLSN <= s.copied[t] {
+					continue
+				}
+				targets = append(targets, t.Target.Quoted())
+				counts[[2]string{t.Target.String(), "truncate"}]++
+			}
+			if len(targets) > 0 {
+				b.Queue("TRUNCATE " + strings.Join(targets, ", "))
+			}
+			continue
+		}
+		p, err := s.plan(c.Relation)
+		if errors.Is(err, errNotMapped) {
+			// Still in the publication, no longer in the mapping.
+			if !s.unmapped[c.Relation.ID] {
+				s.unmapped[c.Relation.ID] = true
+				s.log.Warn("skipping changes to a published table that is not mapped",
+					"table", c.Relation.Namespace+"."+c.Relation.Name)
+			}
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if tx.EndLSN <= s.copied[p.table] {
+			continue // already in the table's copy
+		}
+		if err := p.queue(b, c); err != nil {
+			return err
+		}
+		counts[[2]string{p.table.Target.String(), c.Op.String()}]++
+	}
+	return nil
+}
+
+// plan returns the compiled plan for a relation, compiling it when the
+// server described the relation anew.
+func (s *syncer) plan(rel *cdc.Relation) (*plan, error) {
+	if p, ok := s.plans[rel.ID]; ok && p.rel == rel {
+		return p, nil
+	}
+	t := s.byName[rel.Namespace+"."+rel.Name]
+	if t == nil {
+		return nil, fmt.Errorf("relation %s.%s (oid %d): %w", rel.Namespace, rel.Name, rel.ID, errNotMapped)
+	}
+	p, err := compile(t, rel)
+	if err != nil {
+		return nil, err
+	}
+	s.plans[rel.ID] = p
+	return p, nil
+}

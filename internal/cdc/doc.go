@@ -1,0 +1,22 @@
+// Package cdc reads a PostgreSQL database's changes through logical
+// replication; its subpackage apply applies them to another database
+// (datasync sync).
+//
+// The protocol layer is written from PostgreSQL's documentation
+// ("Streaming Replication Protocol" and "Logical Replication Message
+// Formats") on top of pgx's pgconn:
+//
+//   - LSN parses and formats WAL positions.
+//   - ReplConn is a replication connection: IDENTIFY_SYSTEM,
+//     CREATE_REPLICATION_SLOT … LOGICAL pgoutput (optionally exporting a
+//     snapshot), START_REPLICATION with pgoutput's proto_version and
+//     publication_names, the XLogData and keepalive messages of the stream,
+//     and standby status updates.
+//   - Decode decodes pgoutput's messages (protocol version 1): Begin, Commit,
+//     Origin, Relation, Type, Insert, Update, Delete, Truncate and Message.
+//     It returns an error, never panics, on malformed input.
+//
+// Stream builds on them: it yields whole source transactions in commit
+// order, keeps the relation cache, answers keepalives, reports as flushed
+// only what its caller acknowledged as applied, and reconnects with backoff.
+package cdc

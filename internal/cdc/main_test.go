@@ -1,0 +1,9 @@
+package cdc
+
+import (
+	"testing"
+
+	"github.com/strangler-fig/strangler/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
