@@ -13,6 +13,7 @@ import (
 	"github.com/strangler-fig/strangler/internal/exampleapp"
 	"github.com/strangler-fig/strangler/internal/exampleapp/apptest"
 	"github.com/strangler-fig/strangler/internal/pgtest"
+	"github.com/strangler-fig/strangler/internal/testkit"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -152,7 +153,7 @@ func TestSeeds(t *testing.T) {
 // real listener, and a clean stop when its context ends (as on SIGTERM).
 func TestRunServesAndStops(t *testing.T) {
 	db := pgtest.NewDB(t)
-	addr := freeAddr(t)
+	addr := testkit.FreeAddr(t)
 	env := map[string]string{"DATABASE_URL": db.URL, "ADDR": addr, "SEED_USERS": "12", "SEED_PRODUCTS": "3"}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -233,16 +234,6 @@ func checkCount(tb testing.TB, s *apptest.Server, table string, want int) {
 	if n != want {
 		tb.Errorf("rows in %s: got %d, want %d", table, n, want)
 	}
-}
-
-func freeAddr(tb testing.TB) string {
-	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // takenAddr returns an address a listener holds until the test ends.

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/strangler-fig/strangler/internal/cdc/cdctest"
 	"github.com/strangler-fig/strangler/internal/pgtest"
+	"github.com/strangler-fig/strangler/internal/testkit"
 )
 
 // workloadSchema has a table taking inserts, updates (key changes
@@ -54,30 +54,13 @@ func buildDatasync(tb testing.TB) string {
 // proc is a datasync process.
 type proc struct {
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *testkit.Buffer
 	done chan error
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func startDatasync(tb testing.TB, bin string, args ...string) *proc {
 	tb.Helper()
-	p := &proc{cmd: exec.Command(bin, args...), out: &syncBuffer{}, done: make(chan error, 1)}
+	p := &proc{cmd: exec.Command(bin, args...), out: &testkit.Buffer{}, done: make(chan error, 1)}
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	p.cmd.Env = append(os.Environ(), "DATASYNC_SOURCE=", "DATASYNC_TARGET=")
 	if err := p.cmd.Start(); err != nil {

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/strangler-fig/strangler/internal/testkit"
 )
 
 // clock is a settable fake clock.
@@ -166,7 +168,7 @@ func TestTerminalRedrawsOneLine(t *testing.T) {
 // TestConcurrentAdds runs the background loop while many goroutines add, so
 // that the race detector sees every path.
 func TestConcurrentAdds(t *testing.T) {
-	var out syncBuffer
+	var out testkit.Buffer
 	r := New(Options{Out: &out, Every: time.Millisecond})
 	r.Start()
 	r.Start()
@@ -187,21 +189,4 @@ func TestConcurrentAdds(t *testing.T) {
 	if last := lines[len(lines)-1]; !last.Done || last.Rows != 8000 {
 		t.Fatalf("got last line %+v, want done with 8000 rows", last)
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -1,11 +1,34 @@
-// Package testkit holds small helpers shared by the proxy's tests.
+// Package testkit holds small helpers shared by tests.
 package testkit
 
 import (
+	"bytes"
 	"net"
+	"sync"
 	"testing"
 	"time"
 )
+
+// Buffer is a bytes.Buffer safe for one writer and concurrent readers: the
+// output of a process or a logger a test reads while it runs.
+type Buffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+// Write appends p.
+func (s *Buffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// String returns what was written so far.
+func (s *Buffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
 
 // Eventually polls cond every few milliseconds until it holds, and fails tb
 // when it still does not after timeout. Tests poll with a deadline instead of
