@@ -8,6 +8,9 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+
+	"github.com/strangler-fig/strangler/internal/guard"
+	"github.com/strangler-fig/strangler/internal/ramp"
 )
 
 // FlagView is a flag as the admin API shows it: the flags file's fields
@@ -21,8 +24,8 @@ type FlagView struct {
 	ExcludeUsers       []string           `json:"exclude_users"`
 	Segments           []string           `json:"segments,omitempty"`
 	SegmentPercentages map[string]float64 `json:"segment_percentages,omitempty"`
-	Guard              *Guard             `json:"guard,omitempty"`
-	Ramp               *Ramp              `json:"ramp,omitempty"`
+	Guard              *guard.Config      `json:"guard,omitempty"`
+	Ramp               *ramp.Config       `json:"ramp,omitempty"`
 	// State is what AdminOptions.State adds, e.g. the guard's and the
 	// ramp's progress.
 	State any `json:"state,omitempty"`
