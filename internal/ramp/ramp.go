@@ -28,6 +28,31 @@ type Config struct {
 	Interval time.Duration `yaml:"interval" json:"interval"`
 }
 
+// configJSON is Config as the admin API writes it: the interval as text.
+type configJSON struct {
+	Steps    []float64 `json:"steps"`
+	Interval string    `json:"interval"`
+}
+
+// MarshalJSON writes the interval as text ("10m0s"), as in the flags file.
+func (c Config) MarshalJSON() ([]byte, error) {
+	return json.Marshal(configJSON{Steps: c.Steps, Interval: c.Interval.String()})
+}
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (c *Config) UnmarshalJSON(b []byte) error {
+	var j configJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return fmt.Errorf("ramp: %w", err)
+	}
+	d, err := time.ParseDuration(j.Interval)
+	if err != nil {
+		return fmt.Errorf("ramp interval: %w", err)
+	}
+	*c = Config{Steps: j.Steps, Interval: d}
+	return nil
+}
+
 // Validate returns every problem of c, with field paths below path.
 func (c Config) Validate(path string) []problem.Problem {
 	var ps problem.List

@@ -1,0 +1,205 @@
+package proxyserver
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/strangler-fig/strangler/internal/toggles"
+)
+
+// switchableServer answers as user-service, or 500 while failing is set.
+func switchableServer(tb testing.TB, failing *atomic.Bool) *httptest.Server {
+	tb.Helper()
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if failing.Load() {
+			http.Error(w, "broken", http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("X-Served-By", "user-service")
+		io.WriteString(w, "user-service")
+	}))
+	tb.Cleanup(s.Close)
+	return s
+}
+
+// startGuarded runs a proxy whose /api/users route has the flag
+// users-migration, as flags says, with fast guard and ramp loops. The
+// service's routes do not fall back on 5xx, so the client sees what the
+// service answered.
+func startGuarded(tb testing.TB, svcURL, flags string) (proxyURL, adminURL, dir string) {
+	tb.Helper()
+	mono := namedServer(tb, "monolith", nil, nil)
+	dir = tb.TempDir()
+	cfg := rolloutConfig(mono.URL, svcURL)
+	path := filepath.Join(dir, "strangler.yaml")
+	writeConfig(tb, path, cfg)
+	writeConfig(tb, filepath.Join(dir, "flags.yaml"), flags)
+	srv, err := New(Options{
+		ConfigPath:   path,
+		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Getenv:       func(k string) string { return e2eEnv[k] },
+		PollInterval: -1,
+		GuardTick:    20 * time.Millisecond,
+		RampTick:     50 * time.Millisecond,
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx, nil) }()
+	tb.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	p, a, err := srv.Addrs(ctx)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return "http://" + p.String(), "http://" + a.String(), dir
+}
+
+// getFlag returns the admin API's view of a flag.
+func getFlag(tb testing.TB, adminURL, key string) toggles.FlagView {
+	tb.Helper()
+	code, body := adminDo(tb, http.MethodGet, adminURL+"/admin/flags/"+key, "", "")
+	if code != http.StatusOK {
+		tb.Fatalf("GET flag %s: got %d %s, want 200", key, code, body)
+	}
+	var v toggles.FlagView
+	if err := json.Unmarshal([]byte(body), &v); err != nil {
+		tb.Fatalf("GET flag %s: %v in %s", key, err, body)
+	}
+	return v
+}
+
+// waitFlag polls the flag until ok accepts it, sending traffic as each
+// round's users through the proxy meanwhile when traffic is set.
+func waitFlag(tb testing.TB, adminURL, key string, traffic func(round int), ok func(toggles.FlagView) bool) toggles.FlagView {
+	tb.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for round := 0; ; round++ {
+		v := getFlag(tb, adminURL, key)
+		if ok(v) {
+			return v
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("flag %s: still %+v (state %+v) at the deadline", key, v, v.State)
+		}
+		if traffic != nil {
+			traffic(round)
+		} else {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
+// TestGuardTripsAFailingRamp pins issue 8: a service that starts failing
+// under a 50 % ramp is set back to 0 % by its guard, everyone then goes to
+// the monolith, the trip is shown with its reason, and resume rearms the
+// guard and lets the ramp go on.
+func TestGuardTripsAFailingRamp(t *testing.T) {
+	var failing atomic.Bool
+	svc := switchableServer(t, &failing)
+	proxyURL, adminURL, dir := startGuarded(t, svc.URL, `flags:
+  users-migration:
+    percentage: 50
+    guard: {window: 1s, min_requests: 5, max_error_rate: 0.2}
+    ramp: {steps: [50, 100], interval: 1h}
+`)
+	failing.Store(true)
+	send := func(round int) {
+		for i := range 20 {
+			req, _ := http.NewRequest(http.MethodGet, proxyURL+"/api/users", nil)
+			req.Header.Set("X-User-ID", fmt.Sprintf("user-%d-%d", round, i))
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}
+	v := waitFlag(t, adminURL, "users-migration", send, func(v toggles.FlagView) bool { return v.Percentage == 0 })
+	if v.State == nil || v.State.Guard == nil || !v.State.Guard.Tripped || !strings.Contains(v.State.Guard.Reason, "error rate") {
+		t.Fatalf("state after the trip: got %+v, want a tripped guard with its reason", v.State)
+	}
+	if r := v.State.Ramp; r == nil || !r.Stopped || !strings.Contains(r.StoppedReason, "error rate") {
+		t.Errorf("ramp after the trip: got %+v, want it stopped with the trip's reason", r)
+	}
+	for i := range 100 {
+		if got := servedBy(t, proxyURL+"/api/users", fmt.Sprintf("user-%d", i), nil); got != "monolith" {
+			t.Fatalf("after the trip, user-%d: got %s, want monolith", i, got)
+		}
+	}
+	// Persisted like a manual change, guard and ramp kept as written.
+	data, err := os.ReadFile(filepath.Join(dir, "flags.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	file, err := toggles.Parse(data)
+	if err != nil {
+		t.Fatalf("flags file after the trip: %v", err)
+	}
+	if fl := file.Flags["users-migration"]; fl.Percentage != 0 || fl.Guard == nil || fl.Guard.Window != time.Second || fl.Ramp == nil || fl.Ramp.Interval != time.Hour {
+		t.Errorf("flags file after the trip: got %+v, want percentage 0 with the guard and ramp as written", fl)
+	}
+	_, metrics := adminDo(t, http.MethodGet, adminURL+"/metrics", "", "")
+	if !strings.Contains(metrics, `strangler_guard_trips_total{flag="users-migration"} 1`) {
+		t.Errorf("/metrics: got no strangler_guard_trips_total of 1 for the flag")
+	}
+
+	failing.Store(false)
+	cases := []struct {
+		name, token string
+		want        int
+	}{
+		{"resume without the token", "", http.StatusUnauthorized},
+		{"resume", e2eToken, http.StatusOK},
+		{"resume again: nothing stopped", e2eToken, http.StatusConflict},
+	}
+	for _, c := range cases {
+		code, body := adminDo(t, http.MethodPost, adminURL+"/admin/flags/users-migration/resume", c.token, "")
+		if code != c.want {
+			t.Errorf("%s: got %d %s, want %d", c.name, code, body, c.want)
+		}
+	}
+	v = waitFlag(t, adminURL, "users-migration", nil, func(v toggles.FlagView) bool { return v.Percentage == 50 })
+	if v.State.Guard.Tripped {
+		t.Errorf("guard after resume: got tripped (%s), want holding", v.State.GuardSummary)
+	}
+}
+
+// TestHealthyRampAdvances checks that a ramp whose guard holds steps up
+// once per interval to its last step.
+func TestHealthyRampAdvances(t *testing.T) {
+	var failing atomic.Bool
+	svc := switchableServer(t, &failing)
+	_, adminURL, _ := startGuarded(t, svc.URL, `flags:
+  users-migration:
+    percentage: 0
+    guard: {window: 1s, min_requests: 5, max_error_rate: 0.2}
+    ramp: {steps: [10, 100], interval: 1s}
+`)
+	var seen []float64
+	waitFlag(t, adminURL, "users-migration", nil, func(v toggles.FlagView) bool {
+		if len(seen) == 0 || seen[len(seen)-1] != v.Percentage {
+			seen = append(seen, v.Percentage)
+		}
+		return v.State != nil && v.State.Ramp != nil && v.State.Ramp.Done
+	})
+	if got, want := fmt.Sprint(seen), "[0 10 100]"; got != want {
+		t.Errorf("percentages seen: got %s, want %s", got, want)
+	}
+}
