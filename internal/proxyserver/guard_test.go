@@ -1,6 +1,7 @@
 package proxyserver
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/strangler-fig/strangler/internal/toggles"
+	"github.com/strangler-fig/strangler/internal/toggles/togglescmd"
 )
 
 // switchableServer answers as user-service, or 500 while failing is set.
@@ -161,18 +163,26 @@ func TestGuardTripsAFailingRamp(t *testing.T) {
 	}
 
 	failing.Store(false)
-	cases := []struct {
+	steps := []struct {
 		name, token string
-		want        int
+		args        []string
+		want        string // in the output, or in the error when wantErr
+		wantErr     bool
 	}{
-		{"resume without the token", "", http.StatusUnauthorized},
-		{"resume", e2eToken, http.StatusOK},
-		{"resume again: nothing stopped", e2eToken, http.StatusConflict},
+		{"get shows the trip", "", []string{"get", "users-migration"}, "guard state:    tripped at", false},
+		{"get shows the stopped ramp", "", []string{"get", "users-migration"}, "ramp state:     stopped at", false},
+		{"resume without the token", "", []string{"resume", "users-migration"}, "401", true},
+		{"resume", e2eToken, []string{"resume", "users-migration"}, "users-migration: resumed at 0%", false},
+		{"resume again: nothing stopped", e2eToken, []string{"resume", "users-migration"}, "409", true},
+		{"resume an unknown flag", e2eToken, []string{"resume", "nope"}, "404", true},
 	}
-	for _, c := range cases {
-		code, body := adminDo(t, http.MethodPost, adminURL+"/admin/flags/users-migration/resume", c.token, "")
-		if code != c.want {
-			t.Errorf("%s: got %d %s, want %d", c.name, code, body, c.want)
+	for _, st := range steps {
+		out, err := rolloutCmd(t, adminURL, st.token, st.args...)
+		switch {
+		case st.wantErr && (err == nil || !strings.Contains(err.Error(), st.want)):
+			t.Errorf("%s: got error %v, want one containing %q", st.name, err, st.want)
+		case !st.wantErr && (err != nil || !strings.Contains(out, st.want)):
+			t.Errorf("%s: got %q, error %v, want output containing %q", st.name, out, err, st.want)
 		}
 	}
 	v = waitFlag(t, adminURL, "users-migration", nil, func(v toggles.FlagView) bool { return v.Percentage == 50 })
@@ -202,4 +212,17 @@ func TestHealthyRampAdvances(t *testing.T) {
 	if got, want := fmt.Sprint(seen), "[0 10 100]"; got != want {
 		t.Errorf("percentages seen: got %s, want %s", got, want)
 	}
+}
+
+// rolloutCmd runs "strangler-proxy rollout ARGS" against the admin API.
+func rolloutCmd(tb testing.TB, adminURL, token string, args ...string) (string, error) {
+	tb.Helper()
+	var out, errOut bytes.Buffer
+	cmd := togglescmd.NewCmdRollout(togglescmd.Deps{Out: &out, ErrOut: &errOut, Getenv: func(string) string { return "" }})
+	cmd.SetArgs(append(args, "--admin", adminURL, "--token", token))
+	cmd.SetOut(&errOut)
+	cmd.SetErr(&errOut)
+	cmd.SilenceUsage, cmd.SilenceErrors = true, true
+	err := cmd.ExecuteContext(context.Background())
+	return out.String(), err
 }

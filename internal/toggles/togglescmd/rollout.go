@@ -10,11 +10,9 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
-	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/strangler-fig/strangler/internal/ramp"
 	"github.com/strangler-fig/strangler/internal/toggles"
 )
 
@@ -292,23 +290,10 @@ func printFlag(w io.Writer, f toggles.FlagView) error {
 			fmt.Fprintf(tw, "guard state:\t%s\n", st.GuardSummary)
 		}
 		if st.Ramp != nil {
-			fmt.Fprintf(tw, "ramp state:\t%s\n", rampText(st.Ramp))
+			fmt.Fprintf(tw, "ramp state:\t%s\n", st.Ramp.String())
 		}
 	}
 	return tw.Flush()
-}
-
-// rampText summarises a ramp's shared state in one line.
-func rampText(r *ramp.FlagState) string {
-	switch {
-	case r.Stopped:
-		return fmt.Sprintf("stopped at %s: %s (rollout resume lets it go on)", r.StoppedAt.UTC().Format(time.RFC3339), r.StoppedReason)
-	case r.Done:
-		return "done at " + pct(r.LastStep)
-	case r.LastStep > 0:
-		return fmt.Sprintf("at step %s since %s", pct(r.LastStep), r.LastAdvancedAt.UTC().Format(time.RFC3339))
-	}
-	return "waiting for its first step"
 }
 
 // ResumeOptions are the options of "rollout resume".
