@@ -133,7 +133,10 @@ func TestGuardTripsAFailingRamp(t *testing.T) {
 			resp.Body.Close()
 		}
 	}
-	v := waitFlag(t, adminURL, "users-migration", send, func(v toggles.FlagView) bool { return v.Percentage == 0 })
+	// The trip sets the percentage, then stops the ramp: wait for both.
+	v := waitFlag(t, adminURL, "users-migration", send, func(v toggles.FlagView) bool {
+		return v.Percentage == 0 && v.State != nil && v.State.Ramp != nil && v.State.Ramp.Stopped
+	})
 	if v.State == nil || v.State.Guard == nil || !v.State.Guard.Tripped || !strings.Contains(v.State.Guard.Reason, "error rate") {
 		t.Fatalf("state after the trip: got %+v, want a tripped guard with its reason", v.State)
 	}

@@ -138,6 +138,7 @@ func New(opts Options) (*Server, error) {
 	s.admin.Handle("GET /admin/{$}", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		admin.WriteJSON(w, http.StatusOK, s.proxy.Status())
 	}))
+	s.admin.Handle("GET /admin/shadow/mismatches", s.proxy.Shadower().Handler())
 	if s.flags != nil {
 		s.flags.mount(s)
 	}
