@@ -171,22 +171,32 @@ func (f *flagRollout) Decide(r *http.Request, route *routing.Route) routing.Deci
 }
 
 // Observe implements routing.Observer: what a flagged route sent to its
-// service feeds the flag's guard. A 5xx answer and every fallback are
-// errors; a request whose client went away tells nothing and is skipped.
+// service feeds the flag's guard.
 func (f *flagRollout) Observe(r *http.Request, route *routing.Route, res routing.Result) {
-	if route.Flag != "" && res.Decision.Backend == routing.BackendService && r.Context().Err() == nil {
-		o := guard.Outcome{
-			Error:   res.Fallback != routing.ReasonNone || res.Failure != routing.ReasonNone || res.Status >= 500,
-			Latency: res.Duration,
-		}
-		if res.Fallback == routing.ReasonBreakerOpen || res.Fallback == routing.ReasonConnectError {
-			o.Latency = 0 // never answered: no service latency to judge
-		}
+	if o, ok := guardOutcome(r, route, res); ok {
 		f.guards.Record(route.Flag, o)
 	}
 	if f.next != nil {
 		f.next.Observe(r, route, res)
 	}
+}
+
+// guardOutcome is what a request tells its flag's guard; ok is false when it
+// tells nothing: no flag, sent to the monolith by the rollout, or a client
+// that went away. A 5xx answer of the service and every fallback are
+// errors.
+func guardOutcome(r *http.Request, route *routing.Route, res routing.Result) (o guard.Outcome, ok bool) {
+	if route.Flag == "" || res.Decision.Backend != routing.BackendService || r.Context().Err() != nil {
+		return guard.Outcome{}, false
+	}
+	o = guard.Outcome{
+		Error:   res.Fallback != routing.ReasonNone || res.Failure != routing.ReasonNone || res.Status >= 500,
+		Latency: res.Duration,
+	}
+	if res.Fallback == routing.ReasonBreakerOpen || res.Fallback == routing.ReasonConnectError {
+		o.Latency = 0 // never answered: no service latency to judge
+	}
+	return o, true
 }
 
 // state is a flag's guard and ramp state for the admin API.

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/strangler-fig/strangler/internal/guard"
+	"github.com/strangler-fig/strangler/internal/routing"
 	"github.com/strangler-fig/strangler/internal/toggles"
 	"github.com/strangler-fig/strangler/internal/toggles/togglescmd"
 )
@@ -228,4 +230,48 @@ func rolloutCmd(tb testing.TB, adminURL, token string, args ...string) (string, 
 	cmd.SilenceUsage, cmd.SilenceErrors = true, true
 	err := cmd.ExecuteContext(context.Background())
 	return out.String(), err
+}
+
+// TestGuardOutcome pins what a routed request tells its flag's guard.
+func TestGuardOutcome(t *testing.T) {
+	flagged := &routing.Route{Label: "/api/users", Flag: "users-migration"}
+	service := routing.Decision{Backend: routing.BackendService}
+	live := httptest.NewRequest(http.MethodGet, "/api/users", nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	gone := live.WithContext(ctx)
+	cases := []struct {
+		name   string
+		r      *http.Request
+		route  *routing.Route
+		res    routing.Result
+		want   guard.Outcome
+		wantOK bool
+	}{
+		{"answered", live, flagged, routing.Result{Decision: service, Backend: routing.BackendService, Status: 200, Duration: time.Millisecond},
+			guard.Outcome{Latency: time.Millisecond}, true},
+		{"4xx is no error", live, flagged, routing.Result{Decision: service, Backend: routing.BackendService, Status: 404, Duration: time.Millisecond},
+			guard.Outcome{Latency: time.Millisecond}, true},
+		{"5xx the client got", live, flagged, routing.Result{Decision: service, Backend: routing.BackendService, Status: 503, Failure: routing.ReasonStatus5xx, Duration: time.Millisecond},
+			guard.Outcome{Error: true, Latency: time.Millisecond}, true},
+		{"5xx fallback", live, flagged, routing.Result{Decision: service, Backend: routing.BackendMonolith, Status: 200, Fallback: routing.ReasonStatus5xx, Failure: routing.ReasonStatus5xx, Duration: time.Millisecond},
+			guard.Outcome{Error: true, Latency: time.Millisecond}, true},
+		{"timeout without fallback", live, flagged, routing.Result{Decision: service, Status: 504, Failure: routing.ReasonTimeout, Duration: time.Second},
+			guard.Outcome{Error: true, Latency: time.Second}, true},
+		{"breaker open", live, flagged, routing.Result{Decision: service, Backend: routing.BackendMonolith, Status: 200, Fallback: routing.ReasonBreakerOpen, Duration: time.Millisecond},
+			guard.Outcome{Error: true}, true},
+		{"connect error", live, flagged, routing.Result{Decision: service, Backend: routing.BackendMonolith, Status: 200, Fallback: routing.ReasonConnectError, Duration: time.Millisecond},
+			guard.Outcome{Error: true}, true},
+		{"client went away", gone, flagged, routing.Result{Decision: service, Status: 499, Duration: time.Millisecond}, guard.Outcome{}, false},
+		{"rollout chose the monolith", live, flagged, routing.Result{Decision: routing.Decision{Backend: routing.BackendMonolith}, Status: 500}, guard.Outcome{}, false},
+		{"route without flag", live, &routing.Route{Label: "/api"}, routing.Result{Decision: service, Status: 500}, guard.Outcome{}, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got, ok := guardOutcome(c.r, c.route, c.res)
+			if got != c.want || ok != c.wantOK {
+				t.Errorf("got %+v, %t, want %+v, %t", got, ok, c.want, c.wantOK)
+			}
+		})
+	}
 }
