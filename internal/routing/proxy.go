@@ -512,7 +512,9 @@ func joinPath(base, path string) string {
 func modifyResponse(resp *http.Response) error {
 	if ex := exchangeOf(resp.Request.Context()); ex != nil {
 		ex.status = resp.StatusCode
-		if ex.capture != nil {
+		// A switched protocol's body is the connection itself, which
+		// ReverseProxy needs as it is: never compared.
+		if ex.capture != nil && resp.StatusCode != http.StatusSwitchingProtocols {
 			ex.capture.WrapResponse(resp)
 		}
 	}
