@@ -49,63 +49,10 @@ func TestShadowThroughTheProxy(t *testing.T) {
 	// hanging handler returns.
 	t.Cleanup(func() { close(release) })
 
-	dir := t.TempDir()
-	cfg := fmt.Sprintf(`listen: 127.0.0.1:0
-access_log: false
-admin: {listen: 127.0.0.1:0, token_env: ADMIN_TOKEN}
-monolith: {url: %s}
-services:
-  products: {url: %s, timeout: 30s}
-identity: [{header: X-User-ID}]
-flags_file: flags.yaml
-routes:
-  - name: products
-    prefix: /api/products
-    service: products
-    flag: products-migration
-    shadow: {percentage: 100, ignore_headers: [Content-Type]}
-`, mono.URL, svc.URL)
-	path := filepath.Join(dir, "strangler.yaml")
-	writeConfig(t, path, cfg)
-	writeConfig(t, filepath.Join(dir, "flags.yaml"), "flags:\n  products-migration: {percentage: 0}\n")
-	_, proxyURL, adminURL := startServerAt(t, path, e2eEnv)
+	proxyURL, adminURL := startShadowed(t, mono.URL, svc.URL, "{percentage: 100, ignore_headers: [Content-Type]}")
 
-	get := func(path string) string {
-		t.Helper()
-		req, _ := http.NewRequest(http.MethodGet, proxyURL+path, nil)
-		req.Header.Set("X-User-ID", "u-1")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		if got := resp.Header.Get("X-Served-By"); got != "monolith" {
-			t.Errorf("GET %s: got an answer from %s, want the monolith's", path, got)
-		}
-		return string(b)
-	}
-	// counted returns strangler_shadow_comparisons_total for a result.
-	counted := func(result string) string {
-		_, m := adminDo(t, http.MethodGet, adminURL+"/metrics", "", "")
-		prefix := fmt.Sprintf(`strangler_shadow_comparisons_total{result=%q,route="products"} `, result)
-		for line := range strings.SplitSeq(m, "\n") {
-			if v, ok := strings.CutPrefix(line, prefix); ok {
-				return v
-			}
-		}
-		return "0"
-	}
-	waitCount := func(result, want string) {
-		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for counted(result) != want {
-			if time.Now().After(deadline) {
-				t.Fatalf("strangler_shadow_comparisons_total{result=%q}: got %s at the deadline, want %s", result, counted(result), want)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
+	get := func(path string) string { return shadowGet(t, proxyURL, path) }
+	waitCount := func(result, want string) { waitShadowCount(t, adminURL, result, want) }
 
 	t.Run("a hanging service adds nothing to the answer", func(t *testing.T) {
 		// The answer arrives while the service's handler is still blocked:
@@ -153,4 +100,111 @@ routes:
 			t.Errorf("got %d %s, want 404", code, body)
 		}
 	})
+}
+
+// startShadowed runs a proxy whose route "products" (/api/products, flag
+// products-migration at 0 %, so every request goes to the monolith) has
+// the shadow config given.
+func startShadowed(tb testing.TB, monoURL, svcURL, shadowCfg string) (proxyURL, adminURL string) {
+	tb.Helper()
+	dir := tb.TempDir()
+	cfg := fmt.Sprintf(`listen: 127.0.0.1:0
+access_log: false
+admin: {listen: 127.0.0.1:0, token_env: ADMIN_TOKEN}
+monolith: {url: %s}
+services:
+  products: {url: %s, timeout: 30s}
+identity: [{header: X-User-ID}]
+flags_file: flags.yaml
+routes:
+  - name: products
+    prefix: /api/products
+    service: products
+    flag: products-migration
+    shadow: %s
+`, monoURL, svcURL, shadowCfg)
+	path := filepath.Join(dir, "strangler.yaml")
+	writeConfig(tb, path, cfg)
+	writeConfig(tb, filepath.Join(dir, "flags.yaml"), "flags:\n  products-migration: {percentage: 0}\n")
+	_, proxyURL, adminURL = startServerAt(tb, path, e2eEnv)
+	return proxyURL, adminURL
+}
+
+// shadowGet sends GET path as a user and returns the body; the answer must
+// be the monolith's.
+func shadowGet(tb testing.TB, proxyURL, path string) string {
+	tb.Helper()
+	req, _ := http.NewRequest(http.MethodGet, proxyURL+path, nil)
+	req.Header.Set("X-User-ID", "u-1")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if got := resp.Header.Get("X-Served-By"); got != "monolith" {
+		tb.Errorf("GET %s: got an answer from %s, want the monolith's", path, got)
+	}
+	return string(b)
+}
+
+// shadowCount returns strangler_shadow_comparisons_total of route products
+// for a result.
+func shadowCount(tb testing.TB, adminURL, result string) string {
+	tb.Helper()
+	_, m := adminDo(tb, http.MethodGet, adminURL+"/metrics", "", "")
+	prefix := fmt.Sprintf(`strangler_shadow_comparisons_total{result=%q,route="products"} `, result)
+	for line := range strings.SplitSeq(m, "\n") {
+		if v, ok := strings.CutPrefix(line, prefix); ok {
+			return v
+		}
+	}
+	return "0"
+}
+
+// waitShadowCount polls until the count of result is want.
+func waitShadowCount(tb testing.TB, adminURL, result, want string) {
+	tb.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for shadowCount(tb, adminURL, result) != want {
+		if time.Now().After(deadline) {
+			tb.Fatalf("strangler_shadow_comparisons_total{result=%q}: got %s at the deadline, want %s", result, shadowCount(tb, adminURL, result), want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestShadowNoiseCheck checks that a field that differs between two
+// answers of the monolith itself (here a counter) is learned by the A/A
+// check and then no longer makes a mismatch.
+func TestShadowNoiseCheck(t *testing.T) {
+	var n atomic.Int64
+	mono := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Served-By", "monolith")
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"id": 7, "generated": %d}`, n.Add(1))
+	}))
+	t.Cleanup(mono.Close)
+	svc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"id": 7, "generated": -1}`)
+	}))
+	t.Cleanup(svc.Close)
+	proxyURL, adminURL := startShadowed(t, mono.URL, svc.URL, "{percentage: 100, noise_check: true}")
+
+	// A tenth of the copies run the A/A check, at random: send requests
+	// until one comparison matches, which only the learned noise allows.
+	deadline := time.Now().Add(20 * time.Second)
+	for shadowCount(t, adminURL, "match") == "0" {
+		if time.Now().After(deadline) {
+			t.Fatalf("no match at the deadline (%s mismatches): the noise was not learned", shadowCount(t, adminURL, "mismatch"))
+		}
+		for range 10 {
+			shadowGet(t, proxyURL, "/api/products/7")
+		}
+	}
+	code, body := adminDo(t, http.MethodGet, adminURL+"/admin/shadow/mismatches?route=products", "", "")
+	if code != http.StatusOK || !strings.Contains(body, "$.generated") {
+		t.Errorf("mismatch listing: got %d %s, want $.generated among the learned noise", code, body)
+	}
 }
