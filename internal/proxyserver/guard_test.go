@@ -275,3 +275,35 @@ func TestGuardOutcome(t *testing.T) {
 		})
 	}
 }
+
+// TestFlagsReloadConfiguresGuards checks that a guard added to, changed in
+// or removed from the flags file is in force after the file is reloaded.
+func TestFlagsReloadConfiguresGuards(t *testing.T) {
+	mono := namedServer(t, "monolith", nil, nil)
+	svc := namedServer(t, "user-service", nil, nil)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "strangler.yaml")
+	writeConfig(t, path, rolloutConfig(mono.URL, svc.URL))
+	flagsPath := filepath.Join(dir, "flags.yaml")
+	writeConfig(t, flagsPath, "flags:\n  users-migration: {percentage: 10}\n")
+	srv, _, adminURL := startServerAt(t, path, e2eEnv)
+	steps := []struct {
+		name, flags string
+		want        bool // a guard in the flag's state
+	}{
+		{"no guard", "flags:\n  users-migration: {percentage: 10}\n", false},
+		{"guard added", "flags:\n  users-migration:\n    percentage: 10\n    guard: {window: 30s, min_requests: 5, max_error_rate: 0.1}\n", true},
+		{"guard removed", "flags:\n  users-migration: {percentage: 10}\n", false},
+	}
+	for _, st := range steps {
+		writeConfig(t, flagsPath, st.flags)
+		// What SIGHUP does: read the flags file now.
+		if _, err := srv.flags.tr.Store().Reload(); err != nil {
+			t.Fatalf("%s: reload: %v", st.name, err)
+		}
+		v := getFlag(t, adminURL, "users-migration")
+		if got := v.State != nil && v.State.Guard != nil; got != st.want {
+			t.Errorf("%s: got guard state %t (%+v), want %t", st.name, got, v.State, st.want)
+		}
+	}
+}
