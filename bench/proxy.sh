@@ -4,6 +4,7 @@
 #
 #   bench/proxy.sh                       # 3 rounds of 5 s at 16 and 64 connections
 #   ROUNDS=5 DURATION=3 CONNS="16 64 256" WORKERS=2 bench/proxy.sh
+#   TARGETS="strangler-flag strangler nginx" bench/proxy.sh   # some targets, in this order
 #
 # Every proxy gets the same parallelism: WORKERS nginx worker processes,
 # WORKERS HAProxy threads, GOMAXPROCS=WORKERS for Caddy, strangler-proxy and
@@ -147,7 +148,7 @@ CADDY
 HOME=$tmp XDG_DATA_HOME=$tmp XDG_CONFIG_HOME=$tmp GOMAXPROCS=$WORKERS caddy run --config "$tmp/Caddyfile" --adapter caddyfile >/dev/null 2>"$tmp/caddy.log" &
 pids+=($!)
 
-targets=(direct strangler strangler-flag nginx haproxy caddy)
+read -r -a targets <<<"${TARGETS:-direct strangler strangler-flag nginx haproxy caddy}"
 declare -A port=([direct]=$backend_port [strangler]=$strangler_port [strangler-flag]=$flag_port [nginx]=$nginx_port [haproxy]=$haproxy_port [caddy]=$caddy_port)
 user_header="X-User-ID: u-12345"
 path=/api/users/12345
@@ -200,9 +201,13 @@ for c in $CONNS; do
 		mr[$t]=$r m50[$t]=$a m99[$t]=$b
 	done
 	for t in "${targets[@]}"; do
-		awk -v c="$c" -v t="$t" -v r="${mr[$t]}" -v a="${m50[$t]}" -v b="${m99[$t]}" -v nr="${mr[nginx]}" -v nb="${m99[nginx]}" \
-			'BEGIN {printf "%-5s %-14s %12.0f %9.3f %9.3f %9.2fx %+9.3f\n", c, t, r, a, b, r/nr, b-nb}'
+		awk -v c="$c" -v t="$t" -v r="${mr[$t]}" -v a="${m50[$t]}" -v b="${m99[$t]}" -v nr="${mr[nginx]:-0}" -v nb="${m99[nginx]:-0}" \
+			'BEGIN {if (nr == 0) {printf "%-5s %-14s %12.0f %9.3f %9.3f\n", c, t, r, a, b; exit} printf "%-5s %-14s %12.0f %9.3f %9.3f %9.2fx %+9.3f\n", c, t, r, a, b, r/nr, b-nb}'
 	done
-	awk -v c="$c" -v s="${mr[strangler]}" -v k="${mr[caddy]}" 'BEGIN {printf "%-5s strangler/caddy throughput: %.2fx\n", c, s/k}'
-	awk -v c="$c" -v s="${mr[strangler]}" -v f="${mr[strangler-flag]}" 'BEGIN {printf "%-5s strangler-flag/strangler throughput: %.3fx\n", c, f/s}'
+	if [[ -n ${mr[strangler]:-} && -n ${mr[caddy]:-} ]]; then
+		awk -v c="$c" -v s="${mr[strangler]}" -v k="${mr[caddy]}" 'BEGIN {printf "%-5s strangler/caddy throughput: %.2fx\n", c, s/k}'
+	fi
+	if [[ -n ${mr[strangler]:-} && -n ${mr[strangler-flag]:-} ]]; then
+		awk -v c="$c" -v s="${mr[strangler]}" -v f="${mr[strangler-flag]}" 'BEGIN {printf "%-5s strangler-flag/strangler throughput: %.3fx\n", c, f/s}'
+	fi
 done
