@@ -38,9 +38,9 @@ func switchableServer(tb testing.TB, failing *atomic.Bool) *httptest.Server {
 }
 
 // startGuarded runs a proxy whose /api/users route has the flag
-// users-migration, as flags says, with fast guard and ramp loops. The
-// service's routes do not fall back on 5xx, so the client sees what the
-// service answered.
+// users-migration, as flags says, with fast guard and ramp loops. The route
+// keeps the default fallbacks: a GET the service fails is answered by the
+// monolith, and counts as an error for the guard.
 func startGuarded(tb testing.TB, svcURL, flags string) (proxyURL, adminURL, dir string) {
 	tb.Helper()
 	mono := namedServer(tb, "monolith", nil, nil)
