@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/strangler-fig/strangler/internal/admin"
 	"github.com/strangler-fig/strangler/internal/guard"
@@ -113,10 +114,17 @@ func (f *flagRollout) configure(s *toggles.Snapshot) {
 // onTrip sets the flag to 0 %, persisted through the flags store like a
 // manual change, and stops its ramp for every replica.
 func (f *flagRollout) onTrip(flag string, t guard.Trip) {
-	if err := f.ramps.Trip(context.Background(), flag, t.Reason); err != nil {
+	// Bounded: a replica stuck with the ramp lock must not stall the
+	// guard loop (the percentage is set before the lock is taken).
+	ctx, cancel := context.WithTimeout(context.Background(), tripTimeout)
+	defer cancel()
+	if err := f.ramps.Trip(ctx, flag, t.Reason); err != nil {
 		f.log.Error("guard trip: could not set the flag to 0", "flag", flag, "reason", t.Reason, "err", err)
 	}
 }
+
+// tripTimeout bounds the ramp stop of a guard trip.
+const tripTimeout = 30 * time.Second
 
 // rampStore is the flags store as the ramp controller sees it.
 type rampStore struct{ s *toggles.Store }
