@@ -49,7 +49,11 @@ to start a sync over from a fresh copy.`,
 }
 
 func cleanupRun(ctx context.Context, opts *CleanupOptions) error {
-	src, dst, err := openPools(ctx, opts.IO, opts.Source, opts.Target, opts.Config)
+	cfg, err := loadConfig(opts.IO, opts.Source, opts.Target, opts.Config)
+	if err != nil {
+		return err
+	}
+	src, dst, err := openPools(ctx, cfg)
 	if err != nil {
 		return err
 	}
