@@ -49,11 +49,10 @@ forgets them). Exit 2 on any error.`,
 			return cleanupRun(cmd.Context(), opts)
 		},
 	}
-	registerConnFlags(cmd, &opts.Source, &opts.Target, &opts.Config, &opts.Name)
-	// --name has no default here: dropping the wrong sync's slot loses its
-	// position, so the name must be spelled out.
-	name := cmd.Flags().Lookup("name")
-	name.DefValue, name.Usage = "", "name of the sync to drop, as given to sync --name (required)"
+	registerConnFlags(cmd, &opts.Source, &opts.Target, &opts.Config)
+	// No default: dropping the wrong sync's slot loses its position, so the
+	// name must be spelled out.
+	cmd.Flags().StringVar(&opts.Name, "name", "", "name of the sync to drop, as given to sync --name (required)")
 	return cmd
 }
 

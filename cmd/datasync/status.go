@@ -63,18 +63,18 @@ Either may be missing: after a backfill alone it says there is no sync of that n
 			return statusRun(cmd.Context(), opts)
 		},
 	}
-	registerConnFlags(cmd, &opts.Source, &opts.Target, &opts.Config, &opts.Name)
+	registerConnFlags(cmd, &opts.Source, &opts.Target, &opts.Config)
+	cmd.Flags().StringVar(&opts.Name, "name", "datasync", "name of the sync: its slot and publication are datasync_NAME")
 	cmd.Flags().StringArrayVar(&opts.Tables, "table", nil, "show only this target table, TABLE or SOURCE:TARGET (repeatable; adds to the config's tables)")
 	cmd.Flags().BoolVar(&opts.JSON, "json", false, "print the status as JSON")
 	return cmd
 }
 
 // registerConnFlags adds the connection flags status and cleanup share.
-func registerConnFlags(cmd *cobra.Command, source, target, config, name *string) {
+func registerConnFlags(cmd *cobra.Command, source, target, config *string) {
 	cmd.Flags().StringVar(source, "source", "", "source (monolith) database URL (default: config file, then $"+mapping.EnvSource+")")
 	cmd.Flags().StringVar(target, "target", "", "target (service) database URL (default: config file, then $"+mapping.EnvTarget+")")
 	cmd.Flags().StringVar(config, "config", "", "datasync YAML config file with source, target and tables")
-	cmd.Flags().StringVar(name, "name", "datasync", "name of the sync: its slot and publication are datasync_NAME")
 }
 
 // loadConfig reads the --config file, if any, and resolves the databases
