@@ -28,12 +28,17 @@ func NewCmdCleanup(io *cli.IO, runF func(context.Context, *CleanupOptions) error
 		Long: `cleanup drops what sync --name NAME created: the replication slot and publication
 datasync_NAME on the source, and its rows in the target's datasync schema. The target's
 tables and rows stay. A running sync must be stopped first. Run it after cutover, or
-to start a sync over from a fresh copy.`,
-		Example: `  datasync cleanup --config datasync.yaml --name users`,
-		Args:    cobra.NoArgs,
+to start a sync over from a fresh copy. Backfill checkpoints stay (backfill --restart
+forgets them). Exit 2 on any error.`,
+		Example: `  # Drop the sync called users, databases from the config file
+  datasync cleanup --config datasync.yaml --name users
+
+  # The sync started without --name
+  datasync cleanup --source "$MONOLITH_DATABASE_URL" --target "$USERS_DATABASE_URL" --name datasync`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if !cmd.Flags().Changed("name") {
-				return fmt.Errorf("--name is required: cleanup drops the slot and checkpoints of one sync")
+				return fmt.Errorf("--name is required: cleanup drops the slot and checkpoints of one sync (a sync started without --name is called datasync)")
 			}
 			if !apply.ValidName(opts.Name) {
 				return fmt.Errorf("--name %q: use lower-case letters, digits and _ (at most 54)", opts.Name)
@@ -44,12 +49,19 @@ to start a sync over from a fresh copy.`,
 			return cleanupRun(cmd.Context(), opts)
 		},
 	}
-	registerConnFlags(cmd, &opts.Source, &opts.Target, &opts.Config, &opts.Name)
+	registerConnFlags(cmd, &opts.Source, &opts.Target, &opts.Config)
+	// No default: dropping the wrong sync's slot loses its position, so the
+	// name must be spelled out.
+	cmd.Flags().StringVar(&opts.Name, "name", "", "name of the sync to drop, as given to sync --name (required)")
 	return cmd
 }
 
 func cleanupRun(ctx context.Context, opts *CleanupOptions) error {
-	src, dst, err := openPools(ctx, opts.IO, opts.Source, opts.Target, opts.Config)
+	cfg, err := loadConfig(opts.IO, opts.Source, opts.Target, opts.Config)
+	if err != nil {
+		return err
+	}
+	src, dst, err := openPools(ctx, cfg)
 	if err != nil {
 		return err
 	}

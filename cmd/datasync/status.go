@@ -1,14 +1,19 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"slices"
 	"text/tabwriter"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/spf13/cobra"
 
+	"github.com/strangler-fig/strangler/internal/backfill"
 	"github.com/strangler-fig/strangler/internal/cdc/apply"
 	"github.com/strangler-fig/strangler/internal/cli"
 	"github.com/strangler-fig/strangler/internal/mapping"
@@ -21,6 +26,7 @@ type StatusOptions struct {
 	Target string
 	Config string
 	Name   string
+	Tables []string
 	JSON   bool
 }
 
@@ -29,39 +35,57 @@ func NewCmdStatus(io *cli.IO, runF func(context.Context, *StatusOptions) error) 
 	opts := &StatusOptions{IO: io}
 	cmd := &cobra.Command{
 		Use:   "status",
-		Short: "Show a sync's lag, applied position and copied tables",
+		Short: "Show a sync's lag and applied position, and the backfills' progress",
 		Long: `status reads the sync's replication slot on the source (lag in bytes and seconds, wal_status)
-and its checkpoints in the target (applied LSN, last apply time, copied tables).`,
-		Example: `  datasync status --config datasync.yaml --name users
-  datasync status --source "$MONOLITH_DATABASE_URL" --target "$USERS_DATABASE_URL" --json`,
+and its checkpoints in the target (applied LSN, last apply time, copied tables), then the
+progress of every backfill from the target's datasync.backfill_progress: rows copied, key
+ranges done, done or in progress, last update, and an estimate of the total rows (the
+source's planner statistics until the table is done).
+
+Either may be missing: after a backfill alone it says there is no sync of that name. With
+--table, or tables in --config, only those target tables are listed.`,
+		Example: `  # Everything the target knows of, as text
+  datasync status --source "$MONOLITH_DATABASE_URL" --target "$USERS_DATABASE_URL"
+
+  # The sync called users and the tables of a config file
+  datasync status --config datasync.yaml --name users
+
+  # One table, as JSON
+  datasync status --config datasync.yaml --table users --json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if !apply.ValidName(opts.Name) {
+				return fmt.Errorf("--name %q: use lower-case letters, digits and _ (at most 54)", opts.Name)
+			}
 			if runF != nil {
 				return runF(cmd.Context(), opts)
 			}
 			return statusRun(cmd.Context(), opts)
 		},
 	}
-	registerConnFlags(cmd, &opts.Source, &opts.Target, &opts.Config, &opts.Name)
+	registerConnFlags(cmd, &opts.Source, &opts.Target, &opts.Config)
+	cmd.Flags().StringVar(&opts.Name, "name", "datasync", "name of the sync: its slot and publication are datasync_NAME")
+	cmd.Flags().StringArrayVar(&opts.Tables, "table", nil, "show only this target table, TABLE or SOURCE:TARGET (repeatable; adds to the config's tables)")
 	cmd.Flags().BoolVar(&opts.JSON, "json", false, "print the status as JSON")
 	return cmd
 }
 
 // registerConnFlags adds the connection flags status and cleanup share.
-func registerConnFlags(cmd *cobra.Command, source, target, config, name *string) {
+func registerConnFlags(cmd *cobra.Command, source, target, config *string) {
 	cmd.Flags().StringVar(source, "source", "", "source (monolith) database URL (default: config file, then $"+mapping.EnvSource+")")
 	cmd.Flags().StringVar(target, "target", "", "target (service) database URL (default: config file, then $"+mapping.EnvTarget+")")
-	cmd.Flags().StringVar(config, "config", "", "datasync YAML config file")
-	cmd.Flags().StringVar(name, "name", "datasync", "name of the sync")
+	cmd.Flags().StringVar(config, "config", "", "datasync YAML config file with source, target and tables")
 }
 
-// openPools resolves the databases like the other commands (flag, config,
-// environment) and connects to both.
-func openPools(ctx context.Context, io *cli.IO, source, target, config string) (src, dst *pgxpool.Pool, err error) {
+// loadConfig reads the --config file, if any, and resolves the databases
+// like the other commands: an explicit flag, then the config file, then
+// the environment. It fails naming the flag when a database is missing.
+func loadConfig(io *cli.IO, source, target, config string) (*mapping.Config, error) {
 	cfg := &mapping.Config{}
 	if config != "" {
+		var err error
 		if cfg, err = mapping.LoadFile(config, io.Getenv); err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 	}
 	pick := func(flag, fromConfig, env, what string) (string, error) {
@@ -72,26 +96,76 @@ func openPools(ctx context.Context, io *cli.IO, source, target, config string) (
 		}
 		return "", fmt.Errorf("no %s database: pass --%s URL, set %s in --config, or set $%s", what, what, what, env)
 	}
-	srcURL, err := pick(source, cfg.Source, mapping.EnvSource, "source")
-	if err != nil {
-		return nil, nil, err
+	var errs []error
+	var err error
+	if cfg.Source, err = pick(source, cfg.Source, mapping.EnvSource, "source"); err != nil {
+		errs = append(errs, err)
 	}
-	dstURL, err := pick(target, cfg.Target, mapping.EnvTarget, "target")
-	if err != nil {
-		return nil, nil, err
+	if cfg.Target, err = pick(target, cfg.Target, mapping.EnvTarget, "target"); err != nil {
+		errs = append(errs, err)
 	}
-	if src, err = pgxpool.New(ctx, srcURL); err != nil {
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("%w: %w", mapping.ErrConfig, errors.Join(errs...))
+	}
+	return cfg, nil
+}
+
+// openPools connects to the config's source and target.
+func openPools(ctx context.Context, cfg *mapping.Config) (src, dst *pgxpool.Pool, err error) {
+	if src, err = pgxpool.New(ctx, cfg.Source); err != nil {
 		return nil, nil, fmt.Errorf("connect source: %w", err)
 	}
-	if dst, err = pgxpool.New(ctx, dstURL); err != nil {
+	if dst, err = pgxpool.New(ctx, cfg.Target); err != nil {
 		src.Close()
 		return nil, nil, fmt.Errorf("connect target: %w", err)
 	}
 	return src, dst, nil
 }
 
+// statusTargets are the target tables status lists: the --table flags'
+// and the config's; none means every table.
+func statusTargets(cfg *mapping.Config, flags []string) ([]mapping.Ident, error) {
+	specs := slices.Clone(cfg.Tables)
+	for _, v := range flags {
+		spec, err := mapping.ParseTableFlag(v)
+		if err != nil {
+			return nil, err
+		}
+		specs = append(specs, spec)
+	}
+	var ids []mapping.Ident
+	for _, spec := range specs {
+		name := cmp.Or(spec.Target, spec.Source)
+		id, err := mapping.ParseIdent(name)
+		if err != nil {
+			return nil, fmt.Errorf("status: table %q: %w", name, err)
+		}
+		ids = append(ids, id)
+	}
+	return ids, nil
+}
+
+// statusReport is what status prints: the sync's status, with the same
+// JSON fields as before, and the backfills' progress.
+type statusReport struct {
+	*apply.Status
+	// SyncFound reports that the source has the sync's slot or the target
+	// its checkpoints.
+	SyncFound bool `json:"sync_found"`
+	// Backfill is the progress of every backfill, per target table.
+	Backfill []backfill.TableProgress `json:"backfill"`
+}
+
 func statusRun(ctx context.Context, opts *StatusOptions) error {
-	src, dst, err := openPools(ctx, opts.IO, opts.Source, opts.Target, opts.Config)
+	cfg, err := loadConfig(opts.IO, opts.Source, opts.Target, opts.Config)
+	if err != nil {
+		return err
+	}
+	targets, err := statusTargets(cfg, opts.Tables)
+	if err != nil {
+		return err
+	}
+	src, dst, err := openPools(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -101,31 +175,68 @@ func statusRun(ctx context.Context, opts *StatusOptions) error {
 	if err != nil {
 		return err
 	}
+	rep := statusReport{Status: st, SyncFound: st.SlotExists || st.AppliedLSN != "" || len(st.Tables) > 0}
+	if len(targets) > 0 {
+		st.Tables = slices.DeleteFunc(st.Tables, func(t apply.TableStatus) bool {
+			return !slices.ContainsFunc(targets, func(id mapping.Ident) bool { return id.String() == t.Target })
+		})
+	}
+	if rep.Backfill, err = backfill.ReadProgress(ctx, src, dst, targets); err != nil {
+		return fmt.Errorf("status: %w", err)
+	}
 	if opts.JSON {
 		enc := json.NewEncoder(opts.IO.Out)
 		enc.SetIndent("", "  ")
-		return enc.Encode(st)
+		return enc.Encode(rep)
 	}
-	w := tabwriter.NewWriter(opts.IO.Out, 0, 4, 2, ' ', 0)
-	slot := "missing"
-	if st.SlotExists {
-		slot = "inactive"
-		if st.SlotActive {
-			slot = "active"
+	return printStatus(opts.IO.Out, &rep)
+}
+
+func printStatus(out io.Writer, rep *statusReport) error {
+	const stamp = "2006-01-02T15:04:05Z07:00"
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	st := rep.Status
+	if rep.SyncFound {
+		slot := "missing"
+		if st.SlotExists {
+			slot = "inactive"
+			if st.SlotActive {
+				slot = "active"
+			}
+			slot += ", wal_status " + st.WALStatus
 		}
-		slot += ", wal_status " + st.WALStatus
+		fmt.Fprintf(w, "sync\t%s\n", st.Name)
+		fmt.Fprintf(w, "slot\t%s (%s)\n", st.Slot, slot)
+		fmt.Fprintf(w, "lag\t%d bytes, %.1f s\n", st.LagBytes, st.LagSeconds)
+		fmt.Fprintf(w, "source lsn\t%s\n", st.SourceLSN)
+		fmt.Fprintf(w, "confirmed lsn\t%s\n", orDash(st.ConfirmedFlushLSN))
+		fmt.Fprintf(w, "applied lsn\t%s\n", orDash(st.AppliedLSN))
+		if st.LastApply != nil {
+			fmt.Fprintf(w, "last apply\t%s\n", st.LastApply.UTC().Format(stamp))
+		}
+		for _, t := range st.Tables {
+			fmt.Fprintf(w, "table %s\tcopied %d rows at %s (%s)\n", t.Target, t.CopiedRows, t.CopiedLSN, t.CopiedAt.UTC().Format(stamp))
+		}
+	} else {
+		fmt.Fprintf(w, "sync\tno sync named %s (no slot %s on the source, no checkpoints in the target)\n", st.Name, st.Slot)
 	}
-	fmt.Fprintf(w, "sync\t%s\n", st.Name)
-	fmt.Fprintf(w, "slot\t%s (%s)\n", st.Slot, slot)
-	fmt.Fprintf(w, "lag\t%d bytes, %.1f s\n", st.LagBytes, st.LagSeconds)
-	fmt.Fprintf(w, "source lsn\t%s\n", st.SourceLSN)
-	fmt.Fprintf(w, "confirmed lsn\t%s\n", orDash(st.ConfirmedFlushLSN))
-	fmt.Fprintf(w, "applied lsn\t%s\n", orDash(st.AppliedLSN))
-	if st.LastApply != nil {
-		fmt.Fprintf(w, "last apply\t%s\n", st.LastApply.UTC().Format("2006-01-02T15:04:05Z07:00"))
+	if len(rep.Backfill) == 0 {
+		fmt.Fprintf(w, "backfill\tnone: no backfill checkpoints in the target\n")
 	}
-	for _, t := range st.Tables {
-		fmt.Fprintf(w, "table %s\tcopied %d rows at %s (%s)\n", t.Target, t.CopiedRows, t.CopiedLSN, t.CopiedAt.UTC().Format("2006-01-02T15:04:05Z07:00"))
+	for _, p := range rep.Backfill {
+		label := "backfill " + p.Target
+		if p.Name != backfill.DefaultName {
+			label += " (" + p.Name + ")"
+		}
+		state := "in progress"
+		if p.Done {
+			state = "done"
+		}
+		rows := fmt.Sprintf("%d rows", p.RowsCopied)
+		if !p.Done && p.EstimatedRows != nil && *p.EstimatedRows > 0 {
+			rows = fmt.Sprintf("%d of ~%d rows (%.0f%%)", p.RowsCopied, *p.EstimatedRows, 100*float64(p.RowsCopied)/float64(*p.EstimatedRows))
+		}
+		fmt.Fprintf(w, "%s\t%s: %s, %d/%d ranges done, updated %s\n", label, state, rows, p.RangesDone, p.Ranges, p.UpdatedAt.UTC().Format(stamp))
 	}
 	return w.Flush()
 }

@@ -47,7 +47,7 @@ func TestSyncStatusCleanupCommands(t *testing.T) {
 		{name: "status", args: []string{"status", "--name", "cmd"}, wantCode: 0, wantOut: "copied 2 rows"},
 		{name: "cleanup needs a name", args: []string{"cleanup"}, wantCode: 2, wantErrOut: "--name is required"},
 		{name: "cleanup", args: []string{"cleanup", "--name", "cmd"}, wantCode: 0, wantOut: "dropped slot and publication datasync_cmd"},
-		{name: "status after cleanup", args: []string{"status", "--name", "cmd"}, wantCode: 0, wantOut: "datasync_cmd (missing)"},
+		{name: "status after cleanup", args: []string{"status", "--name", "cmd"}, wantCode: 0, wantOut: "no sync named cmd"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

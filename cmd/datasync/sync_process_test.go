@@ -202,7 +202,6 @@ func TestSyncProcessConcurrentWritesAndKill(t *testing.T) {
 
 	second := startDatasync(t, bin, syncArgs(src, dst, "kill", "--metrics-addr", "127.0.0.1:0")...)
 	waitOutput(t, second, "msg=streaming")
-	time.Sleep(300 * time.Millisecond)
 	checkMetrics(t, second)
 	txs := w.stop()
 	if txs < 10 {
@@ -267,15 +266,37 @@ func waitOutput(tb testing.TB, p *proc, want string) {
 	}
 }
 
-// checkMetrics reads the process's /metrics, at the address it logged, and
-// checks that the sync's series are there and transactions were counted.
+// checkMetrics reads the process's /metrics, at the address it logged,
+// until the sync's series are there and transactions were counted: after a
+// restart the sync may still be catching up on the WAL the kill left, so
+// the first read can come before the first applied transaction.
 func checkMetrics(tb testing.TB, p *proc) {
 	tb.Helper()
 	m := regexp.MustCompile(`msg="serving metrics" addr=(\S+)`).FindStringSubmatch(p.out.String())
 	if m == nil {
 		tb.Fatalf("no metrics address in the output:\n%s", p.out.String())
 	}
-	resp, err := http.Get("http://" + m[1] + "/metrics")
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		problems := metricsProblems(tb, "http://"+m[1]+"/metrics")
+		if len(problems) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("metrics after 60s: %s", strings.Join(problems, "; "))
+		}
+		select {
+		case <-p.done:
+			tb.Fatalf("datasync exited before its metrics were complete (%s); output:\n%s", strings.Join(problems, "; "), p.out.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// metricsProblems reads url once and says what is missing from it.
+func metricsProblems(tb testing.TB, url string) []string {
+	tb.Helper()
+	resp, err := http.Get(url)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -284,6 +305,7 @@ func checkMetrics(tb testing.TB, p *proc) {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	var problems []string
 	for _, want := range []string{
 		`datasync_sync_applied_changes_total{op="insert",table="public.events"}`,
 		"datasync_sync_lag_bytes ",
@@ -291,10 +313,11 @@ func checkMetrics(tb testing.TB, p *proc) {
 		"datasync_sync_transactions_total ",
 	} {
 		if !strings.Contains(string(body), want) {
-			tb.Errorf("metrics lack %q:\n%s", want, body)
+			problems = append(problems, fmt.Sprintf("got no %q", want))
 		}
 	}
 	if strings.Contains(string(body), "datasync_sync_transactions_total 0\n") {
-		tb.Errorf("transactions_total is 0 under a running workload")
+		problems = append(problems, "got transactions_total 0 under a running workload, want more")
 	}
+	return problems
 }

@@ -60,7 +60,7 @@ Exit status: 0 consistent, 1 differences found (after --repair: still there), 2 
 
   # Nightly job: every table of the config, JSON report and node_exporter metrics
   datasync verify --config datasync.yaml --report /var/lib/datasync/verify.json \
-      --textfile /var/lib/node_exporter/textfile/datasync_verify.prom
+    --textfile /var/lib/node_exporter/textfile/datasync_verify.prom
 
   # While a sync runs: recheck differences after 5s, report only those that persist
   datasync verify --config datasync.yaml --recheck-delay 5s
