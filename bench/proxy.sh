@@ -5,6 +5,12 @@
 #   bench/proxy.sh                       # 3 rounds of 5 s at 16 and 64 connections
 #   ROUNDS=5 DURATION=3 CONNS="16 64 256" WORKERS=2 bench/proxy.sh
 #   TARGETS="strangler-flag strangler nginx" bench/proxy.sh   # some targets, in this order
+#   BASE_REF=main TARGETS="strangler-base strangler nginx" bench/proxy.sh
+#
+# BASE_REF names a git revision to build a second strangler-proxy from, run
+# with the "strangler" config as target "strangler-base": a before/after
+# comparison in one run, under the same load from everything else on the
+# machine.
 #
 # Every proxy gets the same parallelism: WORKERS nginx worker processes,
 # WORKERS HAProxy threads, GOMAXPROCS=WORKERS for Caddy, strangler-proxy and
@@ -48,11 +54,18 @@ nginx_port=$((PORT_BASE + 2))
 haproxy_port=$((PORT_BASE + 3))
 caddy_port=$((PORT_BASE + 4))
 flag_port=$((PORT_BASE + 5))
+base_port=$((PORT_BASE + 6))
 admin_port=$((PORT_BASE + 11))
 flag_admin_port=$((PORT_BASE + 12))
+base_admin_port=$((PORT_BASE + 13))
 
 echo "building" >&2
 (cd "$root" && go build -o "$tmp/backend" ./bench/backend && go build -o "$tmp/strangler-proxy" ./cmd/strangler-proxy)
+if [[ -n ${BASE_REF:-} ]]; then
+	mkdir "$tmp/base-src"
+	git -C "$root" archive "$BASE_REF" | tar -x -C "$tmp/base-src"
+	(cd "$tmp/base-src" && go build -o "$tmp/strangler-proxy-base" ./cmd/strangler-proxy)
+fi
 
 GOMAXPROCS=$WORKERS "$tmp/backend" -addr "127.0.0.1:$backend_port" &
 pids+=($!)
@@ -74,6 +87,14 @@ routes:
 YAML
 GOMAXPROCS=$WORKERS "$tmp/strangler-proxy" serve --config "$tmp/strangler.yaml" >/dev/null 2>"$tmp/strangler.log" &
 pids+=($!)
+
+if [[ -n ${BASE_REF:-} ]]; then
+	mkdir -p "$tmp/base"
+	sed -e "s/127.0.0.1:$strangler_port/127.0.0.1:$base_port/" -e "s/127.0.0.1:$admin_port/127.0.0.1:$base_admin_port/" \
+		"$tmp/strangler.yaml" >"$tmp/base/strangler.yaml"
+	GOMAXPROCS=$WORKERS "$tmp/strangler-proxy-base" serve --config "$tmp/base/strangler.yaml" >/dev/null 2>"$tmp/strangler-base.log" &
+	pids+=($!)
+fi
 
 # The same proxy with /api/users behind a flag at 50 %.
 mkdir -p "$tmp/flag"
@@ -149,7 +170,7 @@ HOME=$tmp XDG_DATA_HOME=$tmp XDG_CONFIG_HOME=$tmp GOMAXPROCS=$WORKERS caddy run 
 pids+=($!)
 
 read -r -a targets <<<"${TARGETS:-direct strangler strangler-flag nginx haproxy caddy}"
-declare -A port=([direct]=$backend_port [strangler]=$strangler_port [strangler-flag]=$flag_port [nginx]=$nginx_port [haproxy]=$haproxy_port [caddy]=$caddy_port)
+declare -A port=([direct]=$backend_port [strangler]=$strangler_port [strangler-flag]=$flag_port [nginx]=$nginx_port [haproxy]=$haproxy_port [caddy]=$caddy_port [strangler-base]=$base_port)
 user_header="X-User-ID: u-12345"
 path=/api/users/12345
 
@@ -206,6 +227,9 @@ for c in $CONNS; do
 	done
 	if [[ -n ${mr[strangler]:-} && -n ${mr[caddy]:-} ]]; then
 		awk -v c="$c" -v s="${mr[strangler]}" -v k="${mr[caddy]}" 'BEGIN {printf "%-5s strangler/caddy throughput: %.2fx\n", c, s/k}'
+	fi
+	if [[ -n ${mr[strangler]:-} && -n ${mr[strangler-base]:-} ]]; then
+		awk -v c="$c" -v s="${mr[strangler]}" -v b="${mr[strangler-base]}" 'BEGIN {printf "%-5s strangler/strangler-base throughput: %.3fx\n", c, s/b}'
 	fi
 	if [[ -n ${mr[strangler]:-} && -n ${mr[strangler-flag]:-} ]]; then
 		awk -v c="$c" -v s="${mr[strangler]}" -v f="${mr[strangler-flag]}" 'BEGIN {printf "%-5s strangler-flag/strangler throughput: %.3fx\n", c, f/s}'
