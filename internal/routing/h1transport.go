@@ -45,8 +45,11 @@ type h1Conn struct {
 	bw       *bufio.Writer
 	lastUsed time.Time
 	reused   bool
-	written  int64 // bytes written in the current exchange
-	read     int64 // bytes read in the current exchange
+	peek     func(fd uintptr) bool // alive's peek, made once per connection
+	abort    func()                // unblocks the exchange, made once too
+	peekOK   bool                  // peek's finding
+	written  int64                 // bytes written in the current exchange
+	read     int64                 // bytes read in the current exchange
 }
 
 func (c *h1Conn) Read(p []byte) (int, error) {
@@ -184,7 +187,10 @@ var aLongTimeAgo = time.Unix(1, 0)
 func (pc *h1Conn) roundTrip(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
 	// A client that goes away unblocks the exchange at once.
-	stop := context.AfterFunc(ctx, func() { pc.conn.SetDeadline(aLongTimeAgo) })
+	if pc.abort == nil {
+		pc.abort = func() { pc.conn.SetDeadline(aLongTimeAgo) }
+	}
+	stop := context.AfterFunc(ctx, pc.abort)
 	if err := req.Write(pc.bw); err != nil {
 		stop()
 		return nil, ctxErr(ctx, fmt.Errorf("write request: %w", err))

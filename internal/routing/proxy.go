@@ -9,12 +9,14 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/textproto"
 	"path"
 	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -317,11 +319,17 @@ func (p *Proxy) Status() Status {
 	return s
 }
 
-// exchange is one request's trip through the proxy. It travels in the
-// request context from ServeHTTP to the transport and back.
+// exchange is one request's trip through the proxy. It travels from
+// ServeHTTP to the transport and back as the request's context: it wraps the
+// client's context and answers Value(exchangeKey{}) with itself, which saves
+// the allocation of a context.WithValue per request. Cancellation and every
+// other value come from the client's context unchanged.
 type exchange struct {
+	context.Context
+
 	st       *state
 	in       *http.Request
+	w        http.ResponseWriter
 	route    *Route // nil when no route matched
 	svc      *upstream
 	decision Decision
@@ -333,9 +341,22 @@ type exchange struct {
 	reason  Reason // the fallback taken, if any
 	failure Reason // the service failure, even without fallback
 	status  int
+
+	// Backing arrays, so that the request id and the forwarding headers
+	// added to every outbound request cost no allocation of their own.
+	id  [32]byte
+	hdr [4]string
 }
 
 type exchangeKey struct{}
+
+// Value implements context.Context.
+func (ex *exchange) Value(key any) any {
+	if _, ok := key.(exchangeKey); ok {
+		return ex
+	}
+	return ex.Context.Value(key)
+}
 
 func exchangeOf(ctx context.Context) *exchange {
 	ex, _ := ctx.Value(exchangeKey{}).(*exchange)
@@ -346,9 +367,9 @@ func exchangeOf(ctx context.Context) *exchange {
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	st := p.state.Load()
-	ex := &exchange{st: st, in: r, reqID: r.Header.Get("X-Request-Id")}
+	ex := &exchange{Context: r.Context(), st: st, in: r, w: w, reqID: r.Header.Get("X-Request-Id")}
 	if ex.reqID == "" {
-		ex.reqID = newRequestID()
+		ex.reqID = ex.newRequestID()
 	}
 	ex.route = st.table.Match(MatchPath(r.URL.Path))
 	switch {
@@ -375,7 +396,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// (http.ErrAbortHandler) when an answer breaks off mid-body, and that
 	// request must be counted and logged too.
 	defer p.record(r, ex, start)
-	p.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, ex)))
+	p.rp.ServeHTTP(w, r.WithContext(ex))
 }
 
 // MatchPath is the path routes are matched against: the request's path,
@@ -434,36 +455,60 @@ func (p *Proxy) logRequest(r *http.Request, ex *exchange, route string, elapsed 
 	p.opts.AccessLog.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs[:]...)
 }
 
-// newRequestID returns 32 random hex digits.
-func newRequestID() string {
+// newRequestID returns 32 random hex digits. The string shares the
+// exchange's id array, which is written here once and never again, so the id
+// costs no allocation beyond the exchange.
+func (ex *exchange) newRequestID() string {
 	const hex = "0123456789abcdef"
-	var b [32]byte
+	b := &ex.id
 	a, c := rand.Uint64(), rand.Uint64()
 	for i := 0; i < 16; i++ {
 		b[i] = hex[a>>(4*i)&0xf]
 		b[16+i] = hex[c>>(4*i)&0xf]
 	}
-	return string(b[:])
+	return unsafe.String(&b[0], len(b))
 }
 
 // rewrite aims the outbound request at the backend the decision chose.
 func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	ex := exchangeOf(pr.In.Context())
-	// Append to the chain of proxies in front of us, as nginx's
-	// $proxy_add_x_forwarded_for does; Rewrite starts without it.
-	if xff, ok := pr.In.Header["X-Forwarded-For"]; ok {
-		pr.Out.Header["X-Forwarded-For"] = xff
-	}
-	pr.SetXForwarded()
 	out := pr.Out
+	ex.setForwarded(pr.In, out.Header)
 	if _, ok := out.Header["X-Request-Id"]; !ok {
-		out.Header["X-Request-Id"] = []string{ex.reqID}
+		ex.hdr[3] = ex.reqID
+		out.Header["X-Request-Id"] = ex.hdr[3:4:4]
 	}
 	if ex.svc != nil {
 		target(out, ex.svc, ex.route)
 	} else {
 		target(out, ex.st.monolith, nil)
 	}
+}
+
+// setForwarded sets X-Forwarded-For, -Host and -Proto on the outbound
+// header h exactly as httputil.ProxyRequest.SetXForwarded does, except that
+// the client's address is appended to the X-Forwarded-For chain of the
+// proxies in front of us (as nginx's $proxy_add_x_forwarded_for does; Rewrite
+// starts without it). The values live in the exchange's hdr array, sliced
+// with their capacity capped so that an append elsewhere cannot spill into a
+// neighbour, instead of one new slice per header.
+func (ex *exchange) setForwarded(in *http.Request, h http.Header) {
+	if clientIP, _, err := net.SplitHostPort(in.RemoteAddr); err == nil {
+		if prior := in.Header["X-Forwarded-For"]; len(prior) > 0 {
+			clientIP = strings.Join(prior, ", ") + ", " + clientIP
+		}
+		ex.hdr[0] = clientIP
+		h["X-Forwarded-For"] = ex.hdr[0:1:1]
+	} else {
+		delete(h, "X-Forwarded-For")
+	}
+	ex.hdr[1] = in.Host
+	h["X-Forwarded-Host"] = ex.hdr[1:2:2]
+	ex.hdr[2] = "http"
+	if in.TLS != nil {
+		ex.hdr[2] = "https"
+	}
+	h["X-Forwarded-Proto"] = ex.hdr[2:3:3]
 }
 
 // target points out at upstream u, removing the route's prefix when the
@@ -510,15 +555,47 @@ func joinPath(base, path string) string {
 
 // modifyResponse records the status of the answer the client gets.
 func modifyResponse(resp *http.Response) error {
-	if ex := exchangeOf(resp.Request.Context()); ex != nil {
-		ex.status = resp.StatusCode
-		// A switched protocol's body is the connection itself, which
-		// ReverseProxy needs as it is: never compared.
-		if ex.capture != nil && resp.StatusCode != http.StatusSwitchingProtocols {
-			ex.capture.WrapResponse(resp)
+	ex := exchangeOf(resp.Request.Context())
+	if ex == nil {
+		return nil
+	}
+	ex.status = resp.StatusCode
+	// A switched protocol's body is the connection itself, which
+	// ReverseProxy needs as it is: never compared, and its header is
+	// ReverseProxy's business.
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		return nil
+	}
+	if ex.capture != nil {
+		ex.capture.WrapResponse(resp) // copies the header it compares
+	}
+	moveHeader(ex.w.Header(), resp.Header)
+	return nil
+}
+
+// moveHeader does what ReverseProxy does with the answer's header right
+// after ModifyResponse, adding it to the client's, but hands over the
+// answer's value slices instead of appending each value to a new slice (an
+// allocation per header), and removes what it moved from src so that
+// ReverseProxy does not add it twice. Content-Type stays in src for
+// ReverseProxy to copy: it reads it afterwards to decide whether the answer is
+// an event stream to flush as it comes.
+func moveHeader(dst, src http.Header) {
+	for k, vv := range src {
+		if k == "Content-Type" {
+			continue
+		}
+		delete(src, k)
+		if len(vv) == 0 {
+			continue
+		}
+		k = textproto.CanonicalMIMEHeaderKey(k)
+		if prior, ok := dst[k]; ok {
+			dst[k] = append(prior, vv...)
+		} else {
+			dst[k] = vv
 		}
 	}
-	return nil
 }
 
 // errorHandler answers when no backend gave an answer: 504 after a timeout,
@@ -545,21 +622,41 @@ func isTimeout(err error) bool {
 	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
 }
 
-// bufferPool lends ReverseProxy its 32 KiB copy buffers.
-type bufferPool struct{ pool sync.Pool }
+// bufferPool lends ReverseProxy its 32 KiB copy buffers. sync.Pool keeps
+// pointers, and Put receives a slice: taking the slice's address would
+// allocate a new pointer per request, so the emptied pointers of Get go to a
+// second pool and carry the slices given back to Put.
+type bufferPool struct {
+	pool    sync.Pool // *[]byte holding a buffer
+	holders sync.Pool // *[]byte holding nothing
+}
+
+const copyBufferSize = 32 << 10
 
 func newBufferPool() *bufferPool {
-	return &bufferPool{pool: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+	return &bufferPool{pool: sync.Pool{New: func() any { b := make([]byte, copyBufferSize); return &b }}}
 }
 
 // Get implements httputil.BufferPool.
-func (b *bufferPool) Get() []byte { return *b.pool.Get().(*[]byte) }
+func (b *bufferPool) Get() []byte {
+	h := b.pool.Get().(*[]byte)
+	buf := *h
+	*h = nil
+	b.holders.Put(h)
+	return buf
+}
 
 // Put implements httputil.BufferPool.
 func (b *bufferPool) Put(buf []byte) {
-	if cap(buf) == 32<<10 {
-		b.pool.Put(&buf)
+	if cap(buf) != copyBufferSize {
+		return
 	}
+	h, _ := b.holders.Get().(*[]byte)
+	if h == nil {
+		h = new([]byte)
+	}
+	*h = buf[:copyBufferSize]
+	b.pool.Put(h)
 }
 
 var _ httputil.BufferPool = (*bufferPool)(nil)
