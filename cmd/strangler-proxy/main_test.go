@@ -55,6 +55,22 @@ routes:
   - {prefix: /api/users, service: users}
 colour: blue
 `)
+	flagged := func(name, flagsFile string) string {
+		return writeFile(t, dir, name, `monolith: {url: http://127.0.0.1:8000}
+services:
+  users: {url: http://127.0.0.1:8001}
+identity: [{header: X-User-ID}]
+flags_file: `+flagsFile+`
+routes:
+  - {prefix: /api/users, service: users, flag: users-migration}
+  - {prefix: /api/orders, service: users, flag: orders-migration}
+`)
+	}
+	writeFile(t, dir, "flags.yaml", "flags:\n  users-migration: {percentage: 25}\n")
+	writeFile(t, dir, "bad-flags.yaml", "flags:\n  users-migration: {percentage: 150}\n")
+	withFlags := flagged("with-flags.yaml", "flags.yaml")
+	withBadFlags := flagged("with-bad-flags.yaml", "bad-flags.yaml")
+	withoutFlags := flagged("without-flags.yaml", "nope-flags.yaml")
 	cases := []struct {
 		name     string
 		args     []string
@@ -72,6 +88,12 @@ colour: blue
 			"line 7: colour: unknown key",
 		}},
 		{"missing file", []string{"validate", "--config", filepath.Join(dir, "nope.yaml")}, 1, nil, []string{"no such file"}},
+		{"flags file checked too", []string{"validate", "--config", withFlags}, 0, []string{
+			"flags.yaml: valid (1 flags)",
+			`warning: routes[1].flag: "orders-migration" is not in`,
+		}, nil},
+		{"invalid flags file", []string{"validate", "--config", withBadFlags}, 1, nil, []string{"flags.users-migration.percentage: 150 is out of range"}},
+		{"flags file not there yet", []string{"validate", "--config", withoutFlags}, 0, []string{"does not exist yet"}, nil},
 		{"unknown flag", []string{"validate", "--confg", valid}, 2, nil, []string{"unknown flag: --confg"}},
 		{"stray argument", []string{"validate", "extra"}, 2, nil, []string{"takes no arguments"}},
 		{"bad log level", []string{"serve", "--config", valid, "--log-level", "loud"}, 2, nil, []string{"--log-level"}},

@@ -2,11 +2,15 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 
 	"github.com/spf13/cobra"
 
 	"github.com/strangler-fig/strangler/internal/proxyconfig"
+	"github.com/strangler-fig/strangler/internal/toggles"
 )
 
 // ValidateOptions are the validate command's inputs.
@@ -23,8 +27,10 @@ func NewCmdValidate(streams Streams, runF func(context.Context, *ValidateOptions
 		Use:   "validate",
 		Short: "Check a configuration file and list every problem",
 		Long: `validate reads the configuration file strictly (an unknown key is an error) and
-checks it. It exits 0 when the file is valid, else 1 after printing every
-problem with its field path and line.`,
+checks it, then the flags file it names, if that exists. It exits 0 when both
+are valid, else 1 after printing every problem with its field path and line.
+A route whose flag is not in the flags file is reported as a warning: its
+requests go to the monolith until the flag is added.`,
 		Example: `  strangler-proxy validate --config strangler.yaml
   STRANGLER_CONFIG=/etc/strangler.yaml strangler-proxy validate`,
 		Args: noArgs,
@@ -45,5 +51,27 @@ func validateRun(_ context.Context, opts *ValidateOptions) error {
 		return err
 	}
 	fmt.Fprintf(opts.Streams.Out, "%s: valid (%d services, %d routes)\n", opts.ConfigPath, len(cfg.Services), len(cfg.Routes))
+	path := cfg.FlagsPath()
+	if path == "" {
+		return nil
+	}
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		fmt.Fprintf(opts.Streams.Out, "%s: does not exist yet: every flagged route goes to the monolith\n", path)
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read flags file: %w", err)
+	}
+	flags, err := toggles.Parse(data)
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	fmt.Fprintf(opts.Streams.Out, "%s: valid (%d flags)\n", path, len(flags.Flags))
+	for i, r := range cfg.Routes {
+		if _, ok := flags.Flags[r.Flag]; r.Flag != "" && !ok {
+			fmt.Fprintf(opts.Streams.Out, "warning: routes[%d].flag: %q is not in %s: the route's requests go to the monolith\n", i, r.Flag, path)
+		}
+	}
 	return nil
 }
