@@ -259,6 +259,7 @@ func hashExprs(mode HashMode, cols []mapping.Column, values []string, hashable, 
 	canon := make([]string, len(values))
 	switch mode {
 	case HashRecord:
+		var parts, rest []string
 		for i, v := range values {
 			canon[i] = v
 			if collatable[i] {
@@ -273,8 +274,19 @@ func hashExprs(mode HashMode, cols []mapping.Column, values []string, hashable, 
 				canon[i] = "(" + v + `)::text COLLATE "C"`
 			}
 			perCol = append(perCol, fmt.Sprintf("CASE WHEN num_nulls(%s) = 1 THEN NULL ELSE hash_record_extended(ROW(%s), 0) END", v, canon[i]))
+			if fn := directHash[cols[i].TargetOID]; fn != "" && hashable[i] {
+				// Seed i+1 makes each column's hash its own function,
+				// so values swapped between columns do not cancel out;
+				// a NULL hashes to a constant of its own.
+				parts = append(parts, fmt.Sprintf("coalesce(%s(%s, %d), %d)", fn, canon[i], i+1, -(i+1)))
+			} else {
+				rest = append(rest, canon[i])
+			}
 		}
-		return "hash_record_extended(ROW(" + strings.Join(canon, ", ") + "), 0)", perCol
+		if len(rest) > 0 {
+			parts = append(parts, "hash_record_extended(ROW("+strings.Join(rest, ", ")+"), 0)")
+		}
+		return "(" + strings.Join(parts, " # ") + ")", perCol
 	default:
 		for i, v := range values {
 			canon[i] = v
@@ -286,6 +298,21 @@ func hashExprs(mode HashMode, cols []mapping.Column, values []string, hashable, 
 		}
 		return md5Bigint("ROW(" + strings.Join(canon, ", ") + ")::text"), perCol
 	}
+}
+
+// directHash is the extended hash function, the one its type's default
+// hash operator class uses, of the built-in types whose values the row hash
+// hashes with a direct call instead of through a row value: building a row
+// per table row and taking it apart again costs more than the hashing.
+var directHash = map[uint32]string{
+	20:   "hashint8extended",        // bigint
+	21:   "hashint2extended",        // smallint
+	23:   "hashint4extended",        // integer
+	25:   "hashtextextended",        // text
+	1043: "hashtextextended",        // character varying
+	1114: "timestamp_hash_extended", // timestamp without time zone
+	1700: "hash_numeric_extended",   // numeric
+	2950: "uuid_hash_extended",      // uuid
 }
 
 func md5Bigint(textExpr string) string {
