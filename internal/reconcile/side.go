@@ -327,15 +327,15 @@ func hashExprs(mode HashMode, cols []mapping.Column, values []string, hashable, 
 // columns: a column's own seeds are its position plus multiples of 2048,
 // more than a table's columns.
 var directHash = map[uint32]struct{ name, cast, seed string }{
-	20:   {"hashint8extended", "", "((%[1]s >> 32) << 11) + %[2]d"},                             // bigint
-	21:   {"hashint2extended", "", ""},                                                          // smallint
-	23:   {"hashint4extended", "", ""},                                                          // integer
-	25:   {"hashtextextended", "", ""},                                                          // text
-	1043: {"hashtextextended", "", ""},                                                          // character varying
-	1114: {"timestamp_hash_extended", "", ""},                                                   // timestamp without time zone
-	1184: {"timestamp_hash_extended", "timestamp", ""},                                          // timestamp with time zone
-	1700: {"hash_numeric_extended", "", "CASE WHEN %[1]s < 0 THEN 2048 + %[2]d ELSE %[2]d END"}, // numeric
-	2950: {"uuid_hash_extended", "", ""},                                                        // uuid
+	20:   {"hashint8extended", "", "(((%[1]s) >> 32) << 11) + %[2]d"},                             // bigint
+	21:   {"hashint2extended", "", ""},                                                            // smallint
+	23:   {"hashint4extended", "", ""},                                                            // integer
+	25:   {"hashtextextended", "", ""},                                                            // text
+	1043: {"hashtextextended", "", ""},                                                            // character varying
+	1114: {"timestamp_hash_extended", "", ""},                                                     // timestamp without time zone
+	1184: {"timestamp_hash_extended", "timestamp", ""},                                            // timestamp with time zone
+	1700: {"hash_numeric_extended", "", "CASE WHEN (%[1]s) < 0 THEN 2048 + %[2]d ELSE %[2]d END"}, // numeric
+	2950: {"uuid_hash_extended", "", ""},                                                          // uuid
 }
 
 func md5Bigint(textExpr string) string {
