@@ -30,11 +30,28 @@
 // column arrives in the target column's type, in the target's column order.
 // Values compare by value: NULL differs from the empty string, a timestamp
 // one microsecond off differs, 1.5 and 1.50 are one number, text compares
-// byte for byte. On
-// PostgreSQL 14 and later the row hash is hash_record_extended over a row of
-// the mapped columns: each column is hashed with its type's own extended hash
-// function (the one hash partitioning relies on, stable across versions),
-// which hashes numeric by value and timestamps to the microsecond. A column
+// byte for byte. On PostgreSQL 14 and later each column is hashed with its
+// type's own extended hash function (the one hash partitioning relies on,
+// stable across versions), which hashes numeric by value and timestamps to
+// the microsecond.
+//
+// Columns of common built-in types (integers, text, varchar, numeric,
+// timestamp, timestamptz, uuid) are hashed by a direct call, each with a
+// seed of its own (its position) and NULL as a constant of its own, and the
+// row hash is the XOR of these hashes; the other columns are hashed together
+// by hash_record_extended over a row of them, one more term of the XOR.
+// Building a row value per table row costs more than hashing the row, so
+// the direct calls are the cheaper way. The distinct seeds keep a value
+// swapped between two columns, or a NULL moved from one to another, from
+// cancelling out: a difference goes unnoticed only when a 64-bit column
+// hash collides, the odds hash_record_extended has too. The direct calls
+// also close two holes of the types' hash functions, which make
+// deterministic collisions: bigint's folds the high half of the value onto
+// the low half (1 and 4294967296 hash alike) and numeric's ignores the sign
+// (1.5 and -1.5 hash alike); the high half, or the sign, picks the seed.
+// The row-by-row comparison of small ranges uses the same column hashes.
+//
+// A column
 // whose type has no extended hash (json, point, ...) is hashed through its
 // text form, and text-like columns are hashed under the "C" collation, so a
 // case-insensitive (nondeterministic) collation does not make 'a' equal 'A'.

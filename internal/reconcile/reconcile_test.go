@@ -198,6 +198,13 @@ func TestVerifyValueRules(t *testing.T) {
 		{"NULL equals NULL", "text", "NULL", "NULL", true},
 		{"timestamptz one microsecond off", "timestamptz", "'2024-05-01 10:00:00.000001+00'", "'2024-05-01 10:00:00.000002+00'", false},
 		{"timestamptz same instant in other zones", "timestamptz", "'2024-05-01 10:00:00+00'", "'2024-05-01 12:00:00+02'", true},
+		{"timestamptz infinities", "timestamptz", "'infinity'", "'-infinity'", false},
+		{"timestamp one microsecond off", "timestamp", "'2024-05-01 10:00:00.000001'", "'2024-05-01 10:00:00'", false},
+		{"uuid differs", "uuid", "'00000000-0000-0000-0000-000000000001'", "'00000000-0000-0000-0000-000000000002'", false},
+		{"bigint halves folded alike by its hash", "bigint", "1", "4294967296", false},
+		{"bigint negative halves", "bigint", "-1", "-4294967297", false},
+		{"numeric sign", "numeric", "-1.5", "1.5", false},
+		{"numeric sign, other scale", "numeric", "-1.50", "-1.5", true},
 		{"numeric scale does not count", "numeric", "1.5", "1.50", true},
 		{"numeric integral scale", "numeric", "100", "100.000", true},
 		{"numeric differs", "numeric", "1.5", "1.51", false},
@@ -508,5 +515,40 @@ func TestVerifyRefusesUnconfiguredPool(t *testing.T) {
 	_, err = Verify(ctx, pool, pool, tables, Options{})
 	if !errors.Is(err, ErrSession) {
 		t.Fatalf("got %v, want ErrSession", err)
+	}
+}
+
+// The row hash combines per-column hashes: each column must hash as its own
+// function, so that values swapped between two columns of one type, or a
+// NULL moved from one column to another, still make the row differ. Each
+// table holds one such difference alone, which only the row hash can find.
+func TestVerifyRowHashKeepsColumnsApart(t *testing.T) {
+	cases := []struct {
+		name, src, dst, want string
+	}{
+		{"text swapped", "", "UPDATE t SET a = b, b = a WHERE id = 10", "id=10:a,b"},
+		{"integers swapped", "", "UPDATE t SET x = y, y = x WHERE id = 20", "id=20:x,y"},
+		{"numerics swapped", "", "UPDATE t SET m = n, n = m WHERE id = 30", "id=30:m,n"},
+		{"NULL moved", "UPDATE t SET y = NULL WHERE id = 40", "UPDATE t SET x = NULL WHERE id = 40", "id=40:x,y"},
+		{"two NULLs", "", "UPDATE t SET a = NULL, b = NULL WHERE id = 50", "id=50:a,b"},
+	}
+	var srcSQL, dstSQL strings.Builder
+	var specs []mapping.TableSpec
+	for i, tc := range cases {
+		ddl := fmt.Sprintf(`CREATE TABLE t%d (id bigint PRIMARY KEY, a text, b text, x int, y int, m numeric, n numeric);
+			INSERT INTO t%d SELECT g, 'v' || g, 'v' || (g + 1), g, g + 1, g / 4.0, (g + 1) / 4.0 FROM generate_series(1, 100) g;
+			UPDATE t%d SET b = a, y = x, n = m WHERE id = 50;`, i, i, i)
+		srcSQL.WriteString(ddl + strings.ReplaceAll(tc.src, " t ", fmt.Sprintf(" t%d ", i)) + ";\n")
+		dstSQL.WriteString(ddl + strings.ReplaceAll(tc.dst, " t ", fmt.Sprintf(" t%d ", i)) + ";\n")
+		specs = append(specs, mapping.TableSpec{Source: fmt.Sprintf("t%d", i)})
+	}
+	p := newDBPair(t, srcSQL.String(), dstSQL.String())
+	for _, mode := range []HashMode{HashRecord, HashMD5} {
+		rep := p.verify(t, Options{Hash: mode}, specs...)
+		for i, tc := range cases {
+			t.Run(string(mode)+"/"+tc.name, func(t *testing.T) {
+				checkDiffs(t, rep.Tables[i], nil, nil, []string{tc.want})
+			})
+		}
 	}
 }

@@ -259,6 +259,7 @@ func hashExprs(mode HashMode, cols []mapping.Column, values []string, hashable, 
 	canon := make([]string, len(values))
 	switch mode {
 	case HashRecord:
+		var parts, rest []string
 		for i, v := range values {
 			canon[i] = v
 			if collatable[i] {
@@ -273,8 +274,29 @@ func hashExprs(mode HashMode, cols []mapping.Column, values []string, hashable, 
 				canon[i] = "(" + v + `)::text COLLATE "C"`
 			}
 			perCol = append(perCol, fmt.Sprintf("CASE WHEN num_nulls(%s) = 1 THEN NULL ELSE hash_record_extended(ROW(%s), 0) END", v, canon[i]))
+			if fn, ok := directHash[cols[i].TargetOID]; ok && hashable[i] {
+				// Seed i+1 makes each column's hash its own function,
+				// so values swapped between columns do not cancel out;
+				// a NULL hashes to a constant of its own.
+				arg := canon[i]
+				if fn.cast != "" {
+					arg = "(" + arg + ")::" + fn.cast
+				}
+				seed := strconv.Itoa(i + 1)
+				if fn.seed != "" {
+					seed = fmt.Sprintf(fn.seed, arg, i+1)
+				}
+				h := fmt.Sprintf("%s(%s, %s)", fn.name, arg, seed)
+				perCol[i] = h // strict: NULL for NULL
+				parts = append(parts, fmt.Sprintf("coalesce(%s, %d)", h, -(i+1)))
+			} else {
+				rest = append(rest, canon[i])
+			}
 		}
-		return "hash_record_extended(ROW(" + strings.Join(canon, ", ") + "), 0)", perCol
+		if len(rest) > 0 {
+			parts = append(parts, "hash_record_extended(ROW("+strings.Join(rest, ", ")+"), 0)")
+		}
+		return "(" + strings.Join(parts, " # ") + ")", perCol
 	default:
 		for i, v := range values {
 			canon[i] = v
@@ -286,6 +308,34 @@ func hashExprs(mode HashMode, cols []mapping.Column, values []string, hashable, 
 		}
 		return md5Bigint("ROW(" + strings.Join(canon, ", ") + ")::text"), perCol
 	}
+}
+
+// directHash names the extended hash function, the one its type's default
+// hash operator class uses, of the built-in types whose values the row hash
+// hashes with a direct call instead of through a row value: building a row
+// per table row and taking it apart again costs more than the hashing.
+//
+// timestamptz's operator class hashes with the timestamp function, which
+// SQL can only call on a timestamp: the cast is exact because sessions run
+// with TimeZone UTC (serverInfo makes sure), so it keeps every microsecond.
+//
+// Two of these functions drop a part of the value, so seed, when set, is a
+// format (%[1]s the value, %[2]d the column's seed) that mixes the part back
+// in through the seed: hashint8extended folds the high half of a bigint onto
+// the low half (1 and 4294967296 hash alike), and hash_numeric_extended
+// ignores the sign (1.5 and -1.5 hash alike). Seeds stay apart between
+// columns: a column's own seeds are its position plus multiples of 2048,
+// more than a table's columns.
+var directHash = map[uint32]struct{ name, cast, seed string }{
+	20:   {"hashint8extended", "", "(((%[1]s) >> 32) << 11) + %[2]d"},                             // bigint
+	21:   {"hashint2extended", "", ""},                                                            // smallint
+	23:   {"hashint4extended", "", ""},                                                            // integer
+	25:   {"hashtextextended", "", ""},                                                            // text
+	1043: {"hashtextextended", "", ""},                                                            // character varying
+	1114: {"timestamp_hash_extended", "", ""},                                                     // timestamp without time zone
+	1184: {"timestamp_hash_extended", "timestamp", ""},                                            // timestamp with time zone
+	1700: {"hash_numeric_extended", "", "CASE WHEN (%[1]s) < 0 THEN 2048 + %[2]d ELSE %[2]d END"}, // numeric
+	2950: {"uuid_hash_extended", "", ""},                                                          // uuid
 }
 
 func md5Bigint(textExpr string) string {
