@@ -220,10 +220,21 @@ func TestVerifyValueRules(t *testing.T) {
 		{"jsonb by value", "jsonb", `'{"a": 1, "b": 2}'`, `'{"b":2,"a":1}'`, true},
 		{"bytea", "bytea", `'\x00'`, `'\x0000'`, false},
 		{"int array", "int[]", "'{1,2}'", "'{1,2,NULL}'", false},
+		// Regression: an enum's hash is its label's OID, which differs
+		// between databases; the same label must still compare equal.
+		{"enum same label", "mood", "'ok'", "'ok'", true},
+		{"enum other label", "mood", "'ok'", "'happy'", false},
+		{"enum array", "mood[]", "'{ok,sad}'", "'{ok,sad}'", true},
+		{"domain over enum", "mood_d", "'sad'", "'sad'", true},
 	}
 	var srcSQL, dstSQL strings.Builder
 	for _, b := range []*strings.Builder{&srcSQL, &dstSQL} {
 		b.WriteString("CREATE COLLATION ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false);\n")
+	}
+	// The target's enum labels get other OIDs than the source's.
+	dstSQL.WriteString("CREATE TYPE filler AS ENUM ('x', 'y', 'z');\n")
+	for _, b := range []*strings.Builder{&srcSQL, &dstSQL} {
+		b.WriteString("CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy'); CREATE DOMAIN mood_d AS mood;\n")
 	}
 	var specs []mapping.TableSpec
 	for i, tc := range cases {

@@ -224,9 +224,27 @@ const sqlstateUndefinedFunction = "42883"
 // hasExtendedHash reports whether typ has an extended hash function, by
 // asking hash_record_extended to hash a NULL of the type: it looks up every
 // field's hash function before it looks at the values.
+//
+// A type that is or holds an enum (through arrays and domains) reports
+// false: an enum value hashes as its label's OID, which differs between two
+// databases that have the same labels, so it is compared by its text.
 func hasExtendedHash(ctx context.Context, db *pgxpool.Pool, typ string) (bool, error) {
+	var enum bool
+	err := db.QueryRow(ctx, `WITH RECURSIVE parts(oid) AS (
+			SELECT $1::regtype::oid
+			UNION
+			SELECT CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.typelem END
+			FROM pg_type t JOIN parts p ON t.oid = p.oid
+			WHERE t.typtype = 'd' OR t.typelem <> 0)
+		SELECT coalesce(bool_or(t.typtype = 'e'), false) FROM parts p JOIN pg_type t ON t.oid = p.oid`, typ).Scan(&enum)
+	if err != nil {
+		return false, fmt.Errorf("probe hash function of type %s: %w", typ, err)
+	}
+	if enum {
+		return false, nil
+	}
 	var h int64
-	err := db.QueryRow(ctx, "SELECT hash_record_extended(ROW(NULL::"+typ+"), 0)").Scan(&h)
+	err = db.QueryRow(ctx, "SELECT hash_record_extended(ROW(NULL::"+typ+"), 0)").Scan(&h)
 	if err == nil {
 		return true, nil
 	}
