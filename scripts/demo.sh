@@ -83,6 +83,13 @@ http_get() {
     printf "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n" "$2" >&3 && cat <&3' _ "$1" "$2" 2>/dev/null || true
 }
 http_status() { http_get "$1" "$2" | head -n 1 | awk '{print $2}'; }
+# http_send METHOD PORT PATH BODY sends a JSON body and prints the raw answer.
+http_send() {
+  # shellcheck disable=SC2016 # $1..$5 are the inner shell's arguments
+  timeout 5 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$2" &&
+    printf "%s %s HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" "$1" "$3" "$4" "$5" >&3 &&
+    cat <&3' _ "$1" "$2" "$3" "${#4}" "$4" 2>/dev/null || true
+}
 # http_raw PORT sends the raw HTTP request(s) read from stdin and prints the
 # raw answers until the server closes the connection.
 http_raw() {
@@ -243,8 +250,9 @@ start_app() { # name binary port database [VAR=value ...]
   # order. (setsid execs in place here, so $! is the app's own pid.)
   env DATABASE_URL="$PG_URL/$db?sslmode=disable" ADDR="127.0.0.1:$port" "$@" \
     setsid "$BIN/$binary" >>"$LOG_DIR/$name.log" 2>&1 &
+  # A restarted app keeps its place in the stopping order.
+  [[ -n ${APP_PIDS[$name]:-} ]] || APP_NAMES+=("$name")
   APP_PIDS[$name]=$!
-  APP_NAMES+=("$name")
   echo "$!" >"$RUN_DIR/$name.pid"
 }
 
@@ -401,10 +409,7 @@ CONFIG
   done
   email="sync-demo-$$@example.com"
   body="{\"email\":\"$email\",\"username\":\"syncdemo$$\"}"
-  # shellcheck disable=SC2016 # $1..$3 are the inner shell's arguments
-  created=$(timeout 5 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" &&
-    printf "POST /api/users HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" "$2" "$3" >&3 &&
-    cat <&3' _ "$MONOLITH_PORT" "${#body}" "$body" 2>/dev/null || true)
+  created=$(http_send POST "$MONOLITH_PORT" /api/users "$body")
   new_id=$(grep -o '"id":[0-9]*' <<<"$created" | head -n 1 | cut -d: -f2)
   [[ -n $new_id ]] || die "could not create a user through the monolith: $created"
   for ((i = 0; i < 150; i++)); do
