@@ -4,12 +4,16 @@
 #
 #   bench/proxy.sh                       # 3 rounds of 5 s at 16 and 64 connections
 #   ROUNDS=5 DURATION=3 CONNS="16 64 256" WORKERS=2 bench/proxy.sh
+#   TARGETS="strangler-flag strangler nginx" bench/proxy.sh   # some targets, in this order
 #
 # Every proxy gets the same parallelism: WORKERS nginx worker processes,
 # WORKERS HAProxy threads, GOMAXPROCS=WORKERS for Caddy, strangler-proxy and
 # the backend. Targets run interleaved (round by round), and the table shows
 # the median over rounds. strangler-proxy runs with routing, breaker, health
-# checks and metrics on and the access log off.
+# checks and metrics on and the access log off; "strangler-flag" is the same
+# config with the route behind a rollout flag at 50 % (guarded) and header
+# identity, so its ratio to "strangler" is the cost of the rollout decision.
+# Every target gets the same X-User-ID header.
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
@@ -43,7 +47,9 @@ strangler_port=$((PORT_BASE + 1))
 nginx_port=$((PORT_BASE + 2))
 haproxy_port=$((PORT_BASE + 3))
 caddy_port=$((PORT_BASE + 4))
+flag_port=$((PORT_BASE + 5))
 admin_port=$((PORT_BASE + 11))
+flag_admin_port=$((PORT_BASE + 12))
 
 echo "building" >&2
 (cd "$root" && go build -o "$tmp/backend" ./bench/backend && go build -o "$tmp/strangler-proxy" ./cmd/strangler-proxy)
@@ -67,6 +73,24 @@ routes:
   - {prefix: /api/products, service: users}
 YAML
 GOMAXPROCS=$WORKERS "$tmp/strangler-proxy" serve --config "$tmp/strangler.yaml" >/dev/null 2>"$tmp/strangler.log" &
+pids+=($!)
+
+# The same proxy with /api/users behind a flag at 50 %.
+mkdir -p "$tmp/flag"
+sed -e "s/127.0.0.1:$strangler_port/127.0.0.1:$flag_port/" -e "s/127.0.0.1:$admin_port/127.0.0.1:$flag_admin_port/" \
+	-e "s|{prefix: /api/users, service: users}|{prefix: /api/users, service: users, flag: users-migration}|" \
+	"$tmp/strangler.yaml" >"$tmp/flag/strangler.yaml"
+cat >>"$tmp/flag/strangler.yaml" <<YAML
+identity: [{header: X-User-ID}]
+flags_file: flags.yaml
+YAML
+cat >"$tmp/flag/flags.yaml" <<YAML
+flags:
+  users-migration:
+    percentage: 50
+    guard: {window: 60s, min_requests: 50, max_error_rate: 0.5}
+YAML
+GOMAXPROCS=$WORKERS "$tmp/strangler-proxy" serve --config "$tmp/flag/strangler.yaml" >/dev/null 2>"$tmp/strangler-flag.log" &
 pids+=($!)
 
 cat >"$tmp/nginx.conf" <<NGINX
@@ -124,16 +148,17 @@ CADDY
 HOME=$tmp XDG_DATA_HOME=$tmp XDG_CONFIG_HOME=$tmp GOMAXPROCS=$WORKERS caddy run --config "$tmp/Caddyfile" --adapter caddyfile >/dev/null 2>"$tmp/caddy.log" &
 pids+=($!)
 
-targets=(direct strangler nginx haproxy caddy)
-declare -A port=([direct]=$backend_port [strangler]=$strangler_port [nginx]=$nginx_port [haproxy]=$haproxy_port [caddy]=$caddy_port)
+read -r -a targets <<<"${TARGETS:-direct strangler strangler-flag nginx haproxy caddy}"
+declare -A port=([direct]=$backend_port [strangler]=$strangler_port [strangler-flag]=$flag_port [nginx]=$nginx_port [haproxy]=$haproxy_port [caddy]=$caddy_port)
+user_header="X-User-ID: u-12345"
 path=/api/users/12345
 
 for t in "${targets[@]}"; do
 	for _ in $(seq 100); do
-		curl -fsS -o /dev/null "http://127.0.0.1:${port[$t]}$path" 2>/dev/null && break
+		curl -fsS -o /dev/null -H "$user_header" "http://127.0.0.1:${port[$t]}$path" 2>/dev/null && break
 		sleep 0.1
 	done
-	curl -fsS -o /dev/null "http://127.0.0.1:${port[$t]}$path" || { echo "$t is not answering" >&2; exit 1; }
+	curl -fsS -o /dev/null -H "$user_header" "http://127.0.0.1:${port[$t]}$path" || { echo "$t is not answering" >&2; exit 1; }
 done
 
 # to_ms converts wrk's latency ("512.00us", "1.20ms", "1.01s") to milliseconds.
@@ -150,19 +175,19 @@ echo "rounds=$ROUNDS duration=${DURATION}s conns=[$CONNS] workers=$WORKERS wrk_t
 for round in $(seq "$ROUNDS"); do
 	for c in $CONNS; do
 		for t in "${targets[@]}"; do
-			out=$(wrk -t"$THREADS" -c"$c" -d"${DURATION}s" --latency "http://127.0.0.1:${port[$t]}$path")
+			out=$(wrk -t"$THREADS" -c"$c" -d"${DURATION}s" --latency -H "$user_header" "http://127.0.0.1:${port[$t]}$path")
 			rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
 			p50=$(to_ms "$(awk '$1 == "50%" {print $2}' <<<"$out")")
 			p99=$(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")")
 			errs=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out" | tr '\n' ' ')
 			echo "$t $c $rps $p50 $p99" >>"$results"
-			printf 'round %d  c=%-4s %-10s %10.0f req/s  p50 %7.3f ms  p99 %7.3f ms %s\n' "$round" "$c" "$t" "$rps" "$p50" "$p99" "$errs" >&2
+			printf 'round %d  c=%-4s %-14s %10.0f req/s  p50 %7.3f ms  p99 %7.3f ms %s\n' "$round" "$c" "$t" "$rps" "$p50" "$p99" "$errs" >&2
 		done
 	done
 done
 
 echo
-printf '%-5s %-10s %12s %9s %9s %10s %10s\n' conns target "req/s" "p50 ms" "p99 ms" "rps/nginx" "p99-nginx"
+printf '%-5s %-14s %12s %9s %9s %10s %10s\n' conns target "req/s" "p50 ms" "p99 ms" "rps/nginx" "p99-nginx"
 for c in $CONNS; do
 	# medians per target
 	declare -A mr=() m50=() m99=()
@@ -176,8 +201,13 @@ for c in $CONNS; do
 		mr[$t]=$r m50[$t]=$a m99[$t]=$b
 	done
 	for t in "${targets[@]}"; do
-		awk -v c="$c" -v t="$t" -v r="${mr[$t]}" -v a="${m50[$t]}" -v b="${m99[$t]}" -v nr="${mr[nginx]}" -v nb="${m99[nginx]}" \
-			'BEGIN {printf "%-5s %-10s %12.0f %9.3f %9.3f %9.2fx %+9.3f\n", c, t, r, a, b, r/nr, b-nb}'
+		awk -v c="$c" -v t="$t" -v r="${mr[$t]}" -v a="${m50[$t]}" -v b="${m99[$t]}" -v nr="${mr[nginx]:-0}" -v nb="${m99[nginx]:-0}" \
+			'BEGIN {if (nr == 0) {printf "%-5s %-14s %12.0f %9.3f %9.3f\n", c, t, r, a, b; exit} printf "%-5s %-14s %12.0f %9.3f %9.3f %9.2fx %+9.3f\n", c, t, r, a, b, r/nr, b-nb}'
 	done
-	awk -v c="$c" -v s="${mr[strangler]}" -v k="${mr[caddy]}" 'BEGIN {printf "%-5s strangler/caddy throughput: %.2fx\n", c, s/k}'
+	if [[ -n ${mr[strangler]:-} && -n ${mr[caddy]:-} ]]; then
+		awk -v c="$c" -v s="${mr[strangler]}" -v k="${mr[caddy]}" 'BEGIN {printf "%-5s strangler/caddy throughput: %.2fx\n", c, s/k}'
+	fi
+	if [[ -n ${mr[strangler]:-} && -n ${mr[strangler-flag]:-} ]]; then
+		awk -v c="$c" -v s="${mr[strangler]}" -v f="${mr[strangler-flag]}" 'BEGIN {printf "%-5s strangler-flag/strangler throughput: %.3fx\n", c, f/s}'
+	fi
 done

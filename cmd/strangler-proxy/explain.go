@@ -3,13 +3,16 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/strangler-fig/strangler/internal/proxyconfig"
 	"github.com/strangler-fig/strangler/internal/proxyserver"
+	"github.com/strangler-fig/strangler/internal/ramp"
 	"github.com/strangler-fig/strangler/internal/routing"
 	"github.com/strangler-fig/strangler/internal/toggles"
 )
@@ -131,5 +134,30 @@ func explainRun(_ context.Context, opts *ExplainOptions) error {
 		backend = "service"
 	}
 	fmt.Fprintf(out, "decision: %s (%s: %s)\n", backend, res.Rule, res.Explain())
+	return explainGuardRamp(out, cfg.FlagsPath(), route.Flag, store.Snapshot())
+}
+
+// explainGuardRamp prints the flag's guard and ramp as the flags file sets
+// them, and the ramp's shared state: a guard trip stops the ramp with the
+// trip's reason, so a trip shows there.
+func explainGuardRamp(out io.Writer, flagsFile, flag string, snap *toggles.Snapshot) error {
+	fl, ok := snap.Flag(flag)
+	if !ok {
+		return nil
+	}
+	if g := fl.Guard; g != nil {
+		fmt.Fprintf(out, "guard:    window %s, min %d requests, max error rate %s, max p99 %s\n",
+			g.Window, g.MinRequests, strconv.FormatFloat(g.MaxErrorRate, 'f', -1, 64), g.MaxP99)
+	}
+	if r := fl.Ramp; r != nil {
+		fmt.Fprintf(out, "ramp:     steps %v every %s\n", r.Steps, r.Interval)
+	}
+	st, ok, err := ramp.ReadState(flagsFile, flag)
+	if err != nil {
+		return fmt.Errorf("explain: %w", err)
+	}
+	if ok {
+		fmt.Fprintf(out, "state:    ramp %s\n", st)
+	}
 	return nil
 }

@@ -368,3 +368,34 @@ routes:
 		})
 	}
 }
+
+// TestExplainShowsGuardAndRamp checks that explain shows a flag's guard and
+// ramp, and a trip recorded in the ramp's shared state with its reason.
+func TestExplainShowsGuardAndRamp(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeFile(t, dir, "strangler.yaml", `monolith: {url: http://127.0.0.1:8000}
+services: {users: {url: http://127.0.0.1:8001}}
+identity: [{header: X-User-ID}]
+flags_file: flags.yaml
+routes:
+  - {prefix: /api/users, service: users, flag: users-migration}
+`)
+	writeFile(t, dir, "flags.yaml", `flags:
+  users-migration:
+    percentage: 0
+    guard: {window: 60s, min_requests: 50, max_error_rate: 0.02}
+    ramp: {steps: [1, 5, 25], interval: 10m}
+`)
+	writeFile(t, dir, "flags.yaml.ramp.json", `{"flags": {"users-migration": {"stopped": true,
+  "stopped_reason": "error rate 0.5 > 0.02 over 1m0s (80 requests)", "stopped_at": "2026-01-02T03:04:05Z"}}}`)
+	code, out, errOut := run(t, "explain", "--config", cfg, "--user", "u-1", "GET", "/api/users")
+	for _, want := range []string{
+		"guard:    window 1m0s, min 50 requests, max error rate 0.02",
+		"ramp:     steps [1 5 25] every 10m0s",
+		"state:    ramp stopped at 2026-01-02T03:04:05Z: error rate 0.5 > 0.02 over 1m0s (80 requests)",
+	} {
+		if code != 0 || !strings.Contains(out, want) {
+			t.Errorf("got exit %d, output %q (stderr %q), want exit 0 containing %q", code, out, errOut, want)
+		}
+	}
+}

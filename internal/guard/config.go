@@ -1,6 +1,8 @@
 package guard
 
 import (
+	"encoding/json"
+	"fmt"
 	"math"
 	"strconv"
 	"time"
@@ -49,4 +51,39 @@ func (c Config) Validate(path string) []problem.Problem {
 		ps.Add(path, "sets neither max_error_rate nor max_p99, so it can never trip")
 	}
 	return ps
+}
+
+// configJSON is Config as the admin API writes it: durations as text.
+type configJSON struct {
+	Window       string  `json:"window"`
+	MinRequests  int     `json:"min_requests"`
+	MaxErrorRate float64 `json:"max_error_rate,omitempty"`
+	MaxP99       string  `json:"max_p99,omitempty"`
+}
+
+// MarshalJSON writes durations as text ("60s"), as in the flags file.
+func (c Config) MarshalJSON() ([]byte, error) {
+	j := configJSON{Window: c.Window.String(), MinRequests: c.MinRequests, MaxErrorRate: c.MaxErrorRate}
+	if c.MaxP99 != 0 {
+		j.MaxP99 = c.MaxP99.String()
+	}
+	return json.Marshal(j)
+}
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (c *Config) UnmarshalJSON(b []byte) error {
+	var j configJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return fmt.Errorf("guard: %w", err)
+	}
+	w, err := parseDuration(j.Window)
+	if err != nil {
+		return fmt.Errorf("guard window: %w", err)
+	}
+	p99, err := parseDuration(j.MaxP99)
+	if err != nil {
+		return fmt.Errorf("guard max_p99: %w", err)
+	}
+	*c = Config{Window: w, MinRequests: j.MinRequests, MaxErrorRate: j.MaxErrorRate, MaxP99: p99}
+	return nil
 }

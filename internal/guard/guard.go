@@ -57,16 +57,45 @@ func (w WindowStats) ErrorRate() float64 {
 	return float64(w.Errors) / float64(w.Requests)
 }
 
+// windowJSON is WindowStats as the admin API writes it.
+type windowJSON struct {
+	End       time.Time `json:"end"`
+	Span      string    `json:"span"`
+	Requests  uint64    `json:"requests"`
+	Errors    uint64    `json:"errors"`
+	ErrorRate float64   `json:"error_rate"`
+	P99       string    `json:"p99"`
+}
+
 // MarshalJSON writes durations as text ("1m0s") for the admin API.
 func (w WindowStats) MarshalJSON() ([]byte, error) {
-	return json.Marshal(struct {
-		End       time.Time `json:"end"`
-		Span      string    `json:"span"`
-		Requests  uint64    `json:"requests"`
-		Errors    uint64    `json:"errors"`
-		ErrorRate float64   `json:"error_rate"`
-		P99       string    `json:"p99"`
-	}{w.End, w.Span.String(), w.Requests, w.Errors, w.ErrorRate(), w.P99.String()})
+	return json.Marshal(windowJSON{w.End, w.Span.String(), w.Requests, w.Errors, w.ErrorRate(), w.P99.String()})
+}
+
+// UnmarshalJSON reads what MarshalJSON writes, for admin API clients.
+func (w *WindowStats) UnmarshalJSON(b []byte) error {
+	var j windowJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return fmt.Errorf("window stats: %w", err)
+	}
+	span, err := parseDuration(j.Span)
+	if err != nil {
+		return fmt.Errorf("window stats span: %w", err)
+	}
+	p99, err := parseDuration(j.P99)
+	if err != nil {
+		return fmt.Errorf("window stats p99: %w", err)
+	}
+	*w = WindowStats{End: j.End, Span: span, Requests: j.Requests, Errors: j.Errors, P99: p99}
+	return nil
+}
+
+// parseDuration is time.ParseDuration with "" meaning zero.
+func parseDuration(s string) (time.Duration, error) {
+	if s == "" {
+		return 0, nil
+	}
+	return time.ParseDuration(s)
 }
 
 // State is a guard's state as `rollout get`, `explain` and

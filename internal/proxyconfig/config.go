@@ -9,6 +9,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/strangler-fig/strangler/internal/shadow"
 )
 
 // ErrInvalid is wrapped by every error that reports a bad configuration.
@@ -172,18 +174,9 @@ type RouteConfig struct {
 	// ReplayUnsafe lets unsafe methods fall back on every listed reason, even
 	// when the service may have received the request.
 	ReplayUnsafe bool `yaml:"replay_unsafe"`
-	// Shadow sends copies of monolith-bound requests to the service.
-	Shadow *ShadowConfig `yaml:"shadow"`
-}
-
-// ShadowConfig configures shadow traffic for a route.
-type ShadowConfig struct {
-	// Percentage of eligible requests copied, 0 to 100.
-	Percentage float64 `yaml:"percentage"`
-	// IgnoreJSONPaths are left out of the comparison of JSON bodies.
-	IgnoreJSONPaths []string `yaml:"ignore_json_paths"`
-	// IgnoreHeaders are left out of the comparison of headers.
-	IgnoreHeaders []string `yaml:"ignore_headers"`
+	// Shadow sends copies of monolith-bound requests to the service and
+	// compares the answers (see package shadow).
+	Shadow *shadow.Config `yaml:"shadow"`
 }
 
 // Defaults not visible in Default's return value because they apply per

@@ -194,8 +194,10 @@ func (v *validator) route(i int, r *RouteConfig, seen map[string]int) {
 		}
 		dup[reason] = true
 	}
-	if s := r.Shadow; s != nil && (s.Percentage < 0 || s.Percentage > 100) {
-		v.add(p+".shadow.percentage", fmt.Sprintf("%v must be between 0 and 100", s.Percentage))
+	if s := r.Shadow; s != nil {
+		for _, pr := range s.Validate(p + ".shadow") {
+			v.add(pr.Path, pr.Message)
+		}
 	}
 }
 

@@ -52,6 +52,12 @@ type Options struct {
 	// PollInterval is how often the config file is checked for changes;
 	// 0 means every second, a negative value turns watching off.
 	PollInterval time.Duration
+	// GuardTick is how often rollout guards evaluate their windows; 0
+	// means every second.
+	GuardTick time.Duration
+	// RampTick is how often ramps look for a step that is due; 0 means
+	// every 5 seconds.
+	RampTick time.Duration
 }
 
 // Server is a running strangler-proxy.
@@ -99,6 +105,7 @@ func New(opts Options) (*Server, error) {
 			return nil, err
 		}
 		opts.Rollout = s.flags
+		opts.Observer = s.flags // feeds the guards, then Options.Observer
 	}
 	s.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "strangler", Name: "config_reloads_total",
@@ -131,6 +138,7 @@ func New(opts Options) (*Server, error) {
 	s.admin.Handle("GET /admin/{$}", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		admin.WriteJSON(w, http.StatusOK, s.proxy.Status())
 	}))
+	s.admin.Handle("GET /admin/shadow/mismatches", s.proxy.Shadower().Handler())
 	if s.flags != nil {
 		s.flags.mount(s)
 	}

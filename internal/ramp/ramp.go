@@ -28,6 +28,31 @@ type Config struct {
 	Interval time.Duration `yaml:"interval" json:"interval"`
 }
 
+// configJSON is Config as the admin API writes it: the interval as text.
+type configJSON struct {
+	Steps    []float64 `json:"steps"`
+	Interval string    `json:"interval"`
+}
+
+// MarshalJSON writes the interval as text ("10m0s"), as in the flags file.
+func (c Config) MarshalJSON() ([]byte, error) {
+	return json.Marshal(configJSON{Steps: c.Steps, Interval: c.Interval.String()})
+}
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (c *Config) UnmarshalJSON(b []byte) error {
+	var j configJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return fmt.Errorf("ramp: %w", err)
+	}
+	d, err := time.ParseDuration(j.Interval)
+	if err != nil {
+		return fmt.Errorf("ramp interval: %w", err)
+	}
+	*c = Config{Steps: j.Steps, Interval: d}
+	return nil
+}
+
 // Validate returns every problem of c, with field paths below path.
 func (c Config) Validate(path string) []problem.Problem {
 	var ps problem.List
@@ -84,6 +109,9 @@ type stateFile struct {
 	Flags map[string]*FlagState `json:"flags"`
 }
 
+// stateSuffix names the shared state file: the flags file's name plus it.
+const stateSuffix = ".ramp.json"
+
 // Options configure a Controller. Store and FlagsFile are required.
 type Options struct {
 	// Store reads and sets percentages.
@@ -124,7 +152,7 @@ func New(opts Options) (*Controller, error) {
 	}
 	c := &Controller{
 		opts: opts, log: opts.Logger, now: opts.Now,
-		lockPath: opts.FlagsFile + ".lock", statePath: opts.FlagsFile + ".ramp.json",
+		lockPath: opts.FlagsFile + ".lock", statePath: opts.FlagsFile + stateSuffix,
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
@@ -314,16 +342,45 @@ func (c *Controller) update(ctx context.Context, fn func(st *stateFile, now time
 	return writeAtomic(c.statePath, append(after, '\n'))
 }
 
-func (c *Controller) read() (*stateFile, error) {
+func (c *Controller) read() (*stateFile, error) { return readStateFile(c.statePath) }
+
+// ReadState returns flag's ramp state from the state file beside flagsFile,
+// without a controller (for the explain command); ok is false when the file
+// has no entry for flag.
+func ReadState(flagsFile, flag string) (st FlagState, ok bool, err error) {
+	sf, err := readStateFile(flagsFile + stateSuffix)
+	if err != nil {
+		return FlagState{}, false, err
+	}
+	if fl := sf.Flags[flag]; fl != nil {
+		return *fl, true, nil
+	}
+	return FlagState{}, false, nil
+}
+
+// String summarises st in one line for `rollout get` and `explain`.
+func (st FlagState) String() string {
+	switch {
+	case st.Stopped:
+		return fmt.Sprintf("stopped at %s: %s (rollout resume lets it go on)", st.StoppedAt.UTC().Format(time.RFC3339), st.StoppedReason)
+	case st.Done:
+		return "done at " + fmtPct(st.LastStep) + "%"
+	case st.LastStep > 0:
+		return fmt.Sprintf("at step %s%% since %s", fmtPct(st.LastStep), st.LastAdvancedAt.UTC().Format(time.RFC3339))
+	}
+	return "waiting for its first step"
+}
+
+func readStateFile(path string) (*stateFile, error) {
 	st := &stateFile{}
-	data, err := os.ReadFile(c.statePath)
+	data, err := os.ReadFile(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 	case err != nil:
 		return nil, fmt.Errorf("read ramp state: %w", err)
 	default:
 		if err := json.Unmarshal(data, st); err != nil {
-			return nil, fmt.Errorf("read ramp state %s: %w", c.statePath, err)
+			return nil, fmt.Errorf("read ramp state %s: %w", path, err)
 		}
 	}
 	if st.Flags == nil {

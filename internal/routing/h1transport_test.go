@@ -164,46 +164,73 @@ func TestH1RemovedUpstreamClosesConnections(t *testing.T) {
 	testkit.Eventually(t, 5*time.Second, "the service's connection to close", func() bool { return open.Load() == 0 })
 }
 
-// TestUpgradePassesThrough pins that an Upgrade request (WebSocket and the
-// like) reaches the service and the two ends talk over the switched
-// connection.
-func TestUpgradePassesThrough(t *testing.T) {
-	mono := newBackend(t, "monolith", nil)
-	svc := httptestServer(t, func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Upgrade") != "echo" {
-			http.Error(w, "want Upgrade: echo", http.StatusBadRequest)
-			return
-		}
-		c, brw, err := http.NewResponseController(w).Hijack()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
-		brw.Flush()
-		line, _ := brw.ReadString('\n')
-		brw.WriteString("echo: " + line)
-		brw.Flush()
-	})
-	tp := newTestProxy(t, h1Config(mono.URL, svc))
-	c, err := net.Dial("tcp", strings.TrimPrefix(tp.srv.URL, "http://"))
+// echoUpgrade switches the connection to the "echo" protocol and echoes
+// one line.
+func echoUpgrade(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("Upgrade") != "echo" {
+		http.Error(w, "want Upgrade: echo", http.StatusBadRequest)
+		return
+	}
+	c, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
-		t.Fatal(err)
+		return
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	fmt.Fprint(c, "GET /api/users/socket HTTP/1.1\r\nHost: proxy\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
-	br := bufio.NewReader(c)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		t.Fatal(err)
+	brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+	brw.Flush()
+	line, _ := brw.ReadString('\n')
+	brw.WriteString("echo: " + line)
+	brw.Flush()
+}
+
+// TestUpgradePassesThrough pins that an Upgrade request (WebSocket and the
+// like) reaches its backend and the two ends talk over the switched
+// connection: to the service, and to the monolith on a shadowed route
+// (whose answers are otherwise teed for comparison).
+func TestUpgradePassesThrough(t *testing.T) {
+	cases := []struct {
+		name     string
+		shadow   string
+		toMono   bool
+		upgraded string // which backend upgrades
+	}{
+		{"to the service", "", false, "service"},
+		{"to the monolith of a shadowed route", ", shadow: {percentage: 100}", true, "monolith"},
 	}
-	if resp.StatusCode != http.StatusSwitchingProtocols {
-		t.Fatalf("status: got %d, want 101", resp.StatusCode)
-	}
-	fmt.Fprint(c, "hello\n")
-	got, err := br.ReadString('\n')
-	if err != nil || got != "echo: hello\n" {
-		t.Errorf("over the upgraded connection: got %q (%v), want %q", got, err, "echo: hello\n")
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			plain := newBackend(t, "plain", nil)
+			upgrader := httptestServer(t, echoUpgrade)
+			mono, svc := plain.URL, upgrader
+			if c.upgraded == "monolith" {
+				mono, svc = upgrader, plain.URL
+			}
+			cfg := strings.Replace(h1Config(mono, svc), "service: users}", "service: users"+c.shadow+"}", 1)
+			tp := newTestProxy(t, cfg, func(o *Options) {
+				if c.toMono {
+					o.Rollout = RolloutFunc(func(*http.Request, *Route) Decision { return Decision{Backend: BackendMonolith} })
+				}
+			})
+			conn, err := net.Dial("tcp", strings.TrimPrefix(tp.srv.URL, "http://"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			conn.SetDeadline(time.Now().Add(5 * time.Second))
+			fmt.Fprint(conn, "GET /api/users/socket HTTP/1.1\r\nHost: proxy\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+			br := bufio.NewReader(conn)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode != http.StatusSwitchingProtocols {
+				t.Fatalf("status: got %d, want 101", resp.StatusCode)
+			}
+			fmt.Fprint(conn, "hello\n")
+			got, err := br.ReadString('\n')
+			if err != nil || got != "echo: hello\n" {
+				t.Errorf("over the upgraded connection: got %q (%v), want %q", got, err, "echo: hello\n")
+			}
+		})
 	}
 }

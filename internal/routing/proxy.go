@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/strangler-fig/strangler/internal/proxyconfig"
+	"github.com/strangler-fig/strangler/internal/shadow"
 )
 
 // Options are a Proxy's collaborators. Logger and Registry are required.
@@ -68,6 +69,7 @@ type Proxy struct {
 	opts    Options
 	rollout Rollout
 	metrics *metrics
+	shadow  *shadow.Shadower
 	rp      *httputil.ReverseProxy
 	state   atomic.Pointer[state]
 
@@ -104,6 +106,10 @@ func New(cfg *proxyconfig.Config, opts Options) (*Proxy, error) {
 		return nil, fmt.Errorf("new proxy: register metrics: %w", err)
 	}
 	p.metrics = m
+	p.shadow, err = shadow.New(shadow.Options{Registerer: opts.Registry, Logger: opts.Logger.With("component", "shadow")})
+	if err != nil {
+		return nil, fmt.Errorf("new proxy: %w", err)
+	}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:        p.rewrite,
@@ -171,6 +177,7 @@ func (p *Proxy) Apply(cfg *proxyconfig.Config) error {
 		fresh = append(fresh, u)
 	}
 	routes := make([]*Route, 0, len(cfg.Routes))
+	var shadowed []shadow.Route
 	for _, rc := range cfg.Routes {
 		r := newRoute(rc)
 		r.svc = st.services[rc.Service]
@@ -179,8 +186,17 @@ func (p *Proxy) Apply(cfg *proxyconfig.Config) error {
 		}
 		r.metrics = p.metrics.route(r.Label)
 		routes = append(routes, r)
+		if r.shadowed {
+			sr := shadow.Route{Name: r.Label, Config: *rc.Shadow, Service: r.svc.url, Monolith: st.monolith.url,
+				Timeout: cfg.Services[rc.Service].Timeout.D()}
+			if rc.StripPrefix {
+				sr.StripPrefix = r.Prefix
+			}
+			shadowed = append(shadowed, sr)
+		}
 	}
 	st.table = NewTable(routes)
+	p.shadow.Configure(shadowed)
 	for _, u := range fresh {
 		u.startHealth(p.ctx)
 	}
@@ -208,6 +224,7 @@ func (p *Proxy) Close() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.cancel()
+	p.shadow.Close()
 	if st := p.state.Load(); st != nil {
 		st.monolith.close()
 		for _, u := range st.services {
@@ -215,6 +232,10 @@ func (p *Proxy) Close() {
 		}
 	}
 }
+
+// Shadower is the proxy's shadow traffic, for the admin API's
+// GET /admin/shadow/mismatches (its Handler).
+func (p *Proxy) Shadower() *shadow.Shadower { return p.shadow }
 
 // Config returns the configuration in force.
 func (p *Proxy) Config() *proxyconfig.Config { return p.state.Load().cfg }
@@ -305,6 +326,7 @@ type exchange struct {
 	svc      *upstream
 	decision Decision
 	reqID    string
+	capture  *shadow.Capture // set when the answer is to be shadowed
 
 	// Written by the transport, read after ReverseProxy.ServeHTTP returns.
 	backend Backend
@@ -338,6 +360,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ex.decision = p.rollout.Decide(r, ex.route)
 		if ex.decision.Backend == BackendService {
 			ex.svc = ex.route.svc
+		} else if ex.route.shadowed {
+			// Only what the rollout sent to the monolith: a fallback is
+			// the service failing, not a request to compare.
+			ex.capture = p.shadow.Begin(ex.route.Label, r)
 		}
 		if c := ex.decision.SetCookie; c != nil {
 			// Set before proxying: ReverseProxy adds the upstream's headers
@@ -486,6 +512,11 @@ func joinPath(base, path string) string {
 func modifyResponse(resp *http.Response) error {
 	if ex := exchangeOf(resp.Request.Context()); ex != nil {
 		ex.status = resp.StatusCode
+		// A switched protocol's body is the connection itself, which
+		// ReverseProxy needs as it is: never compared.
+		if ex.capture != nil && resp.StatusCode != http.StatusSwitchingProtocols {
+			ex.capture.WrapResponse(resp)
+		}
 	}
 	return nil
 }

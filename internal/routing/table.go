@@ -74,6 +74,7 @@ type Route struct {
 	svc       *upstream
 	metrics   *routeMetrics
 	unsafeRep bool
+	shadowed  bool // has a shadow config with a percentage above 0
 }
 
 // AllowsMethod reports whether a request with this method may go to the
@@ -103,6 +104,7 @@ func newRoute(rc proxyconfig.RouteConfig) *Route {
 		Config:    rc,
 		methods:   rc.Methods,
 		unsafeRep: rc.ReplayUnsafe,
+		shadowed:  rc.Shadow != nil && rc.Shadow.Percentage > 0,
 	}
 	for _, s := range rc.Fallback {
 		r.fallback[parseReason(s)] = true

@@ -8,6 +8,9 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+
+	"github.com/strangler-fig/strangler/internal/guard"
+	"github.com/strangler-fig/strangler/internal/ramp"
 )
 
 // FlagView is a flag as the admin API shows it: the flags file's fields
@@ -21,11 +24,25 @@ type FlagView struct {
 	ExcludeUsers       []string           `json:"exclude_users"`
 	Segments           []string           `json:"segments,omitempty"`
 	SegmentPercentages map[string]float64 `json:"segment_percentages,omitempty"`
-	Guard              *Guard             `json:"guard,omitempty"`
-	Ramp               *Ramp              `json:"ramp,omitempty"`
-	// State is what AdminOptions.State adds, e.g. the guard's and the
-	// ramp's progress.
-	State any `json:"state,omitempty"`
+	Guard              *guard.Config      `json:"guard,omitempty"`
+	Ramp               *ramp.Config       `json:"ramp,omitempty"`
+	// State is what AdminOptions.State adds: the guard's and the ramp's
+	// progress.
+	State *RunState `json:"state,omitempty"`
+}
+
+// RunState is a flag's run-time state beside its flags file entry: its
+// guard (tripped or holding, and why) and its ramp (stepping, stopped or
+// done).
+type RunState struct {
+	// Guard is the guard's state; nil for a flag without a guard.
+	Guard *guard.State `json:"guard,omitempty"`
+	// GuardSummary is Guard in one line, e.g. "tripped at ...: error rate
+	// 0.5 > 0.1 over 1s (20 requests)".
+	GuardSummary string `json:"guard_summary,omitempty"`
+	// Ramp is the ramp's shared state; nil before a ramp or trip touched
+	// the flag.
+	Ramp *ramp.FlagState `json:"ramp,omitempty"`
 }
 
 // FlagList is the answer of GET /admin/flags.
@@ -71,7 +88,7 @@ type AdminOptions struct {
 	Logger *slog.Logger
 	// State, when set, adds run-time state to a flag's view (GET of one
 	// flag and PUT answers), e.g. its guard and ramp progress.
-	State func(key string) any
+	State func(key string) *RunState
 }
 
 // maxPatchBody bounds a PUT body.
@@ -107,7 +124,16 @@ type admin struct {
 	store *Store
 	actor func(*http.Request) string
 	log   *slog.Logger
-	state func(string) any
+	state func(string) *RunState
+}
+
+// View is ViewOf with the run-time state of AdminOptions.State added.
+func (o AdminOptions) View(key string, f Flag) FlagView {
+	v := ViewOf(key, f)
+	if o.State != nil {
+		v.State = o.State(key)
+	}
+	return v
 }
 
 // view is ViewOf with the run-time state added.

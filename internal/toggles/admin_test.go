@@ -127,14 +127,14 @@ func TestAdminStateAndActor(t *testing.T) {
 	s := openStore(t, designFlags, StoreOptions{Audit: func(e AuditEvent) { audits = append(audits, e) }})
 	srv := httptest.NewServer(NewAdminHandler(s, AdminOptions{
 		Actor: func(r *http.Request) string { return "token-holder@" + r.Header.Get("X-Forwarded-For") },
-		State: func(key string) any { return map[string]any{"guard": "holding", "flag": key} },
+		State: func(key string) *RunState { return &RunState{GuardSummary: "holding " + key} },
 	}))
 	t.Cleanup(srv.Close)
 	var one FlagView
 	if code := do(t, http.MethodGet, srv.URL+"/admin/flags/users-migration", "", &one); code != http.StatusOK {
 		t.Fatalf("GET: got %d, want 200", code)
 	}
-	if st, _ := one.State.(map[string]any); st["guard"] != "holding" || st["flag"] != "users-migration" {
+	if st := one.State; st == nil || st.GuardSummary != "holding users-migration" {
 		t.Fatalf("state: got %v, want the State hook's answer", one.State)
 	}
 	req, _ := http.NewRequest(http.MethodPut, srv.URL+"/admin/flags/users-migration", strings.NewReader(`{"percentage": 5}`))

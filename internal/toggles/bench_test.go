@@ -164,3 +164,22 @@ func BenchmarkResolveJWT(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkDecisionParallel is BenchmarkDecisionWithMetrics from every
+// core at once, as a busy proxy decides: contention in the client or the
+// metrics shows here.
+func BenchmarkDecisionParallel(b *testing.B) {
+	m, err := NewMetrics(prometheus.NewRegistry())
+	if err != nil {
+		b.Fatal(err)
+	}
+	d := newTestDecider(b, openStore(b, benchFlags, StoreOptions{}), m)
+	id := Identity{UserID: "550e8400-e29b-41d4-a716-446655440000"}
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			d.Decide(ctx, "users-migration", id, nil)
+		}
+	})
+}

@@ -2,7 +2,6 @@ package toggles
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,9 +11,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/strangler-fig/strangler/internal/guard"
+	"github.com/strangler-fig/strangler/internal/problem"
+	"github.com/strangler-fig/strangler/internal/ramp"
 )
 
 // File is the flags file: the rollout state operators change. Its YAML form
@@ -43,11 +45,10 @@ type Flag struct {
 	Segments []string `yaml:"segments,omitempty"`
 	// SegmentPercentages gives a segment its own percentage.
 	SegmentPercentages map[string]float64 `yaml:"segment_percentages,omitempty"`
-	// Guard is the automatic rollback rule (its behaviour lives with the
-	// proxy's guard; this package only validates it).
-	Guard *Guard `yaml:"guard,omitempty"`
-	// Ramp is the automatic ramp (validated here, run elsewhere).
-	Ramp *Ramp `yaml:"ramp,omitempty"`
+	// Guard is the automatic rollback rule, run by package guard.
+	Guard *guard.Config `yaml:"guard,omitempty"`
+	// Ramp is the automatic ramp, run by package ramp.
+	Ramp *ramp.Config `yaml:"ramp,omitempty"`
 }
 
 // IsEnabled reports whether the flag is enabled; an omitted enabled is true.
@@ -76,20 +77,6 @@ func (f Flag) Clone() Flag {
 	return c
 }
 
-// Guard trips a flag back to 0 % when its service misbehaves.
-type Guard struct {
-	Window       Duration `yaml:"window" json:"window"`                                     // the span each verdict looks at
-	MinRequests  int      `yaml:"min_requests" json:"min_requests"`                         // fewer requests in a window: no verdict
-	MaxErrorRate float64  `yaml:"max_error_rate,omitempty" json:"max_error_rate,omitempty"` // 0..1; above it the guard trips
-	MaxP99       Duration `yaml:"max_p99,omitempty" json:"max_p99,omitempty"`               // a p99 above it trips the guard
-}
-
-// Ramp advances a flag's percentage one step per interval.
-type Ramp struct {
-	Steps    []float64 `yaml:"steps" json:"steps"`       // increasing percentages
-	Interval Duration  `yaml:"interval" json:"interval"` // time between two steps
-}
-
 // Segment is a named rule over a verified JWT claim or a request header.
 // Exactly one of Claim and Header names the value; exactly one of Equals,
 // Prefix, Suffix and In tests it.
@@ -116,46 +103,6 @@ func (s *Scalar) UnmarshalYAML(n *yaml.Node) error {
 		return fmt.Errorf("line %d: want a single value (string, number or boolean)", n.Line)
 	}
 	*s = Scalar(n.Value)
-	return nil
-}
-
-// Duration is a time.Duration written as text ("60s", "10m") in YAML and
-// JSON.
-type Duration time.Duration
-
-// String formats d like time.Duration.
-func (d Duration) String() string { return time.Duration(d).String() }
-
-// UnmarshalYAML parses a duration such as "60s".
-func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
-	if n.Kind != yaml.ScalarNode {
-		return fmt.Errorf("line %d: want a duration such as 60s", n.Line)
-	}
-	v, err := time.ParseDuration(n.Value)
-	if err != nil {
-		return fmt.Errorf("line %d: %q is not a duration such as 60s or 10m", n.Line, n.Value)
-	}
-	*d = Duration(v)
-	return nil
-}
-
-// MarshalYAML writes the duration as text.
-func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
-
-// MarshalJSON writes the duration as text.
-func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()) }
-
-// UnmarshalJSON parses a duration such as "60s".
-func (d *Duration) UnmarshalJSON(b []byte) error {
-	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
-		return fmt.Errorf("want a duration string such as \"60s\": %w", err)
-	}
-	v, err := time.ParseDuration(s)
-	if err != nil {
-		return fmt.Errorf("%q is not a duration such as 60s: %w", s, err)
-	}
-	*d = Duration(v)
 	return nil
 }
 
@@ -197,6 +144,13 @@ type problems []Problem
 
 func (ps *problems) add(path, format string, args ...any) {
 	*ps = append(*ps, Problem{Path: path, Message: fmt.Sprintf(format, args...)})
+}
+
+// addAll adds the problems another package's Validate found.
+func (ps *problems) addAll(found []problem.Problem) {
+	for _, p := range found {
+		*ps = append(*ps, Problem{Path: p.Path, Message: p.Message})
+	}
 }
 
 // err returns nil or a *ValidationError.
@@ -330,36 +284,10 @@ func validateFlag(ps *problems, path, key string, f Flag, segments map[string]Se
 		validatePercentage(ps, p, f.SegmentPercentages[s])
 	}
 	if g := f.Guard; g != nil {
-		if g.Window <= 0 {
-			ps.add(path+".guard.window", "must be a positive duration such as 60s")
-		}
-		if g.MinRequests < 0 {
-			ps.add(path+".guard.min_requests", "%d is negative", g.MinRequests)
-		}
-		if g.MaxErrorRate < 0 || g.MaxErrorRate > 1 || math.IsNaN(g.MaxErrorRate) {
-			ps.add(path+".guard.max_error_rate", "%s is out of range 0..1", formatNumber(g.MaxErrorRate))
-		}
-		if g.MaxP99 < 0 {
-			ps.add(path+".guard.max_p99", "must not be negative")
-		}
-		if g.MaxErrorRate == 0 && g.MaxP99 == 0 {
-			ps.add(path+".guard", "set max_error_rate or max_p99, or the guard can never trip")
-		}
+		ps.addAll(g.Validate(path + ".guard"))
 	}
 	if r := f.Ramp; r != nil {
-		if len(r.Steps) == 0 {
-			ps.add(path+".ramp.steps", "is empty: list the percentages to step through, e.g. [1, 5, 25, 50, 100]")
-		}
-		for i, s := range r.Steps {
-			p := fmt.Sprintf("%s.ramp.steps[%d]", path, i)
-			validatePercentage(ps, p, s)
-			if i > 0 && s <= r.Steps[i-1] {
-				ps.add(p, "%s is not above the step before it: steps must increase", formatNumber(s))
-			}
-		}
-		if r.Interval <= 0 {
-			ps.add(path+".ramp.interval", "must be a positive duration such as 10m")
-		}
+		ps.addAll(r.Validate(path + ".ramp"))
 	}
 }
 

@@ -63,7 +63,7 @@ func TestDecodeIsStrict(t *testing.T) {
 		{"unknown flag key", "flags:\n  a:\n    percentage: 5\n    percent: 6\n", "line 4: field percent not found"},
 		{"unknown top-level key", "flag:\n  a: {}\n", "line 1: field flag not found"},
 		{"wrong type", "flags:\n  a:\n    percentage: lots\n", "line 3"},
-		{"bad duration", "flags:\n  a:\n    guard: {window: soon}\n", "line 3: \"soon\" is not a duration"},
+		{"bad duration", "flags:\n  a:\n    guard: {window: soon}\n", "line 3: cannot unmarshal !!str `soon` into time.Duration"},
 		{"duplicate flag", "flags:\n  a: {}\n  a: {}\n", "already defined"},
 	}
 	for _, tt := range tests {
@@ -100,9 +100,9 @@ func TestValidateNamesEveryProblem(t *testing.T) {
 		{"bad flag key", "flags:\n  \"a b\": {}\n",
 			[]string{`flags.a b: flag key "a b" must be`}},
 		{"guard and ramp", "flags:\n  a:\n    guard: {window: 0s, min_requests: -1, max_error_rate: 2}\n    ramp: {steps: [5, 1], interval: 0s}\n",
-			[]string{"flags.a.guard.window: must be a positive duration", "flags.a.guard.min_requests: -1 is negative",
-				"flags.a.guard.max_error_rate: 2 is out of range 0..1", "flags.a.ramp.steps[1]: 1 is not above the step before it",
-				"flags.a.ramp.interval: must be a positive duration"}},
+			[]string{"flags.a.guard.window: 0s is shorter than 1s", "flags.a.guard.min_requests: -1 must be at least 1",
+				"flags.a.guard.max_error_rate: 2 is out of range", "flags.a.ramp.steps[1]: 1 is not above the step before it",
+				"flags.a.ramp.interval: 0s is shorter than 1s"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -35,6 +35,10 @@ type Config struct {
 	OnReload func(error)
 	// Audit is called after each change made through the admin API.
 	Audit func(AuditEvent)
+	// OnChange, when set, sees every snapshot put in force: the first one
+	// before Start returns, then the one of each reload and Update. The
+	// place to configure what reads the flags file's guards and ramps.
+	OnChange func(*Snapshot)
 	// PollInterval is how often the flags file is looked at. Zero means
 	// one second.
 	PollInterval time.Duration
@@ -80,6 +84,9 @@ func Start(ctx context.Context, cfg Config) (*Rollout, error) {
 				r.metrics.SetPercentages(s)
 			}
 			r.provider.ConfigurationChanged(s)
+			if cfg.OnChange != nil {
+				cfg.OnChange(s)
+			}
 		},
 	})
 	if err != nil {
@@ -88,6 +95,9 @@ func Start(ctx context.Context, cfg Config) (*Rollout, error) {
 	r.store = store
 	if r.metrics != nil {
 		r.metrics.SetPercentages(store.Snapshot())
+	}
+	if cfg.OnChange != nil {
+		cfg.OnChange(store.Snapshot())
 	}
 	r.provider = NewProvider(store)
 	client, shutdown, err := newClientFor(ctx, r.provider)

@@ -59,6 +59,16 @@ func (c *AdminClient) Update(ctx context.Context, key string, p toggles.Patch) (
 	return out, nil
 }
 
+// Resume rearms a flag's tripped guard and lets its stopped ramp go on;
+// it returns the flag as now in force.
+func (c *AdminClient) Resume(ctx context.Context, key string) (toggles.FlagView, error) {
+	var out toggles.FlagView
+	if err := c.do(ctx, http.MethodPost, "/admin/flags/"+url.PathEscape(key)+"/resume", key, nil, &out); err != nil {
+		return out, fmt.Errorf("resume flag %s: %w", key, err)
+	}
+	return out, nil
+}
+
 func (c *AdminClient) do(ctx context.Context, method, path, flag string, body []byte, out any) error {
 	base := strings.TrimRight(c.BaseURL, "/")
 	req, err := http.NewRequestWithContext(ctx, method, base+path, bytes.NewReader(body))

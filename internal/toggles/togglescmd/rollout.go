@@ -68,7 +68,7 @@ A change is validated, written to the flags file and in force when the command r
 	}
 	cmd.PersistentFlags().StringVar(&admin.URL, "admin", url, "admin API base URL ($STRANGLER_ADMIN_URL)")
 	cmd.PersistentFlags().StringVar(&admin.Token, "token", "", "admin bearer token (default $STRANGLER_ADMIN_TOKEN)")
-	cmd.AddCommand(NewCmdGet(d, admin, nil), NewCmdSet(d, admin, nil), NewCmdEnable(d, admin, true, nil), NewCmdEnable(d, admin, false, nil))
+	cmd.AddCommand(NewCmdGet(d, admin, nil), NewCmdSet(d, admin, nil), NewCmdEnable(d, admin, true, nil), NewCmdEnable(d, admin, false, nil), NewCmdResume(d, admin, nil))
 	return cmd
 }
 
@@ -285,7 +285,52 @@ func printFlag(w io.Writer, f toggles.FlagView) error {
 		}
 		fmt.Fprintf(tw, "ramp:\t%s every %s\n", strings.Join(steps, " → "), r.Interval)
 	}
+	if st := f.State; st != nil {
+		if st.GuardSummary != "" {
+			fmt.Fprintf(tw, "guard state:\t%s\n", st.GuardSummary)
+		}
+		if st.Ramp != nil {
+			fmt.Fprintf(tw, "ramp state:\t%s\n", st.Ramp.String())
+		}
+	}
 	return tw.Flush()
+}
+
+// ResumeOptions are the options of "rollout resume".
+type ResumeOptions struct {
+	Deps  Deps        // streams, HTTP client, environment
+	Admin *AdminFlags // --admin and --token
+	Flag  string      // FLAG
+}
+
+// NewCmdResume returns "rollout resume FLAG": after a guard trip, rearm the
+// guard and let the ramp go on from the flag's current percentage.
+func NewCmdResume(d Deps, admin *AdminFlags, runF func(context.Context, *ResumeOptions) error) *cobra.Command {
+	opts := &ResumeOptions{Deps: d, Admin: admin}
+	return &cobra.Command{
+		Use:   "resume FLAG",
+		Short: "Rearm a tripped guard and let a stopped ramp go on",
+		Long: `Rearm a flag's tripped guard (its windows start empty) and let its stopped ramp go on:
+the ramp's next step is the first one above the flag's current percentage.
+A flag without a ramp keeps its percentage: raise it with rollout set.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			opts.Flag = args[0]
+			if runF != nil {
+				return runF(cmd.Context(), opts)
+			}
+			return resumeRun(cmd.Context(), opts)
+		},
+	}
+}
+
+func resumeRun(ctx context.Context, opts *ResumeOptions) error {
+	f, err := opts.Admin.client(opts.Deps).Resume(ctx, opts.Flag)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(opts.Deps.Out, "%s: resumed at %s%s\n", f.Key, pct(f.Percentage), disabledNote(f))
+	return err
 }
 
 func listText(xs []string) string {
