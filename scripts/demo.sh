@@ -3,9 +3,11 @@
 # legacy monolith with sample data, the two new services, each with its own
 # database, and strangler-proxy in front of them all. datasync copies users and
 # products to the services' databases and keeps the users in sync; the proxy's
-# rollout of /api/users is ramped 0 -> 10 -> 50 % with its CLI. It prints what
-# to try, then runs until Ctrl-C (or SIGTERM), which stops everything it
-# started. Running it again starts afresh.
+# rollout of /api/users is ramped 0 -> 10 -> 50 % with its CLI, /api/products
+# is shadowed (the product-service's answers compared with the monolith's) and
+# a guard sets /api/users back to 0 % when the user-service goes down. It
+# prints what to try, then runs until Ctrl-C (or SIGTERM), which stops
+# everything it started. Running it again starts afresh.
 #
 # `make demo` builds bin/ first and runs this script. Settings (environment):
 #   DEMO_PG_PORT        PostgreSQL port          (default 55432)
@@ -89,6 +91,13 @@ http_send() {
   timeout 5 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$2" &&
     printf "%s %s HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" "$1" "$3" "$4" "$5" >&3 &&
     cat <&3' _ "$1" "$2" "$3" "${#4}" "$4" 2>/dev/null || true
+}
+# proxy_get PATH [USER] GETs PATH through the proxy, as USER (X-User-ID) when
+# given, and prints the raw answer.
+proxy_get() {
+  { printf 'GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n' "$1"
+    if [[ -n ${2:-} ]]; then printf 'X-User-ID: %s\r\n' "$2"; fi
+    printf '\r\n'; } | http_raw "$PROXY_PORT"
 }
 # http_raw PORT sends the raw HTTP request(s) read from stdin and prints the
 # raw answers until the server closes the connection.
@@ -319,7 +328,8 @@ services:
     url: http://127.0.0.1:$USERS_PORT
     timeout: 2s
     health: {path: /health, interval: 5s}
-    breaker: {consecutive_failures: 5, open_for: 30s}
+    # Short for the demo: the service is back in use 5s after it recovers.
+    breaker: {consecutive_failures: 5, open_for: 5s}
   products:
     url: http://127.0.0.1:$PRODUCTS_PORT
     timeout: 2s
@@ -333,13 +343,27 @@ routes:
   - prefix: /api/users
     service: users
     flag: users-migration
+  # Users with an id go to the product-service; the rest (no X-User-ID) get
+  # the monolith, and each of their GETs is copied to the product-service in
+  # the background and the two answers compared.
   - prefix: /api/products
     service: products
+    flag: products-migration
+    # Nothing to ignore in the bodies: a product copied by the backfill is
+    # answered alike by both, updated_at to the microsecond.
+    shadow:
+      percentage: 100
+      ignore_headers: [Date]
 CONFIG
+  # The guard sets users-migration back to 0 % when, over 5 s with at least
+  # 20 requests sent to the user-service, more than 5 % of them fail.
   cat >"$RUN_DIR/flags.yaml" <<FLAGS
 flags:
   users-migration:
     percentage: 0
+    guard: {window: 5s, min_requests: 20, max_error_rate: 0.05}
+  products-migration:
+    percentage: 100
 FLAGS
   "$PROXY" validate --config "$PROXY_CONFIG" >"$LOG_DIR/proxy-validate.log" 2>&1 ||
     die "the generated proxy config is invalid: see $LOG_DIR/proxy-validate.log and $PROXY_CONFIG"
@@ -360,12 +384,13 @@ FLAGS
   done
   [[ $(http_status "$ADMIN_PORT" /readyz) == 200 ]] ||
     die "strangler-proxy was not ready within 30s: see $LOG_DIR/proxy.log (and http://127.0.0.1:$ADMIN_PORT/readyz)"
-  for spec in "/api/users/1:monolith" "/api/products/1:product-service" "/api/orders:monolith"; do
-    IFS=: read -r path want <<<"$spec"
-    got=$(http_header "$PROXY_PORT" "$path" X-Served-By)
-    [[ $got == "$want" ]] || die "GET $path through the proxy was served by '$got', want '$want': see $LOG_DIR/proxy.log"
+  for spec in "/api/users/1:1:monolith" "/api/products/1:1:product-service" "/api/orders:1:monolith"; do
+    IFS=: read -r path user want <<<"$spec"
+    got=$(proxy_get "$path" "$user" | tr -d '\r' | awk 'tolower($1) == "x-served-by:" {print $2; exit}')
+    [[ $got == "$want" ]] ||
+      die "GET $path through the proxy (X-User-ID '$user') was served by '$got', want '$want': see $LOG_DIR/proxy.log"
   done
-  say "the proxy routes: /api/users/1 -> monolith (users-migration at 0 %), /api/products/1 -> product-service, /api/orders -> monolith"
+  say "the proxy routes (as user 1): /api/users -> monolith (users-migration at 0 %), /api/products -> product-service, the rest -> monolith"
 fi
 
 # ---------------------------------------------------------------------------
@@ -498,6 +523,98 @@ if [[ -n $PROXY && -x $BIN/datasync ]]; then
   "$PROXY" explain --config "$PROXY_CONFIG" --user "$first" GET "/api/users/$first" | sed 's/^/    /'
 fi
 
+# ---------------------------------------------------------------------------
+# STEP 6 (shadow and guard): compare the product-service's answers with the
+# monolith's before users move, and let a guard undo a ramp that goes wrong.
+# ---------------------------------------------------------------------------
+
+# metric NAME LABEL-MATCH prints the sum of a metric's series whose labels
+# contain LABEL-MATCH (0 when there are none).
+metric() {
+  http_get "$ADMIN_PORT" /metrics | tr -d '\r' |
+    awk -v name="$1" -v m="$2" 'index($0, name "{") == 1 && index($0, m) { sum += $NF } END { printf "%d\n", sum }'
+}
+# wait_metric NAME LABEL-MATCH MIN waits up to 15s for the metric to reach MIN.
+wait_metric() {
+  local i
+  for ((i = 0; i < 75; i++)); do
+    (($(metric "$1" "$2") >= $3)) && return 0
+    sleep 0.2
+  done
+  return 1
+}
+# anonymous_gets PATH... GETs each PATH through the proxy without a user id,
+# pipelined on one connection, and prints the X-Served-By of each answer.
+anonymous_gets() {
+  local path last=${*: -1}
+  for path; do
+    printf 'GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n' "$path"
+    if [[ $path == "$last" ]]; then printf 'Connection: close\r\n'; fi
+    printf '\r\n'
+  done | http_raw "$PROXY_PORT" | tr -d '\r' | awk 'tolower($1) == "x-served-by:" {print $2}'
+}
+
+if [[ -n $PROXY && -x $BIN/datasync ]]; then
+  SHADOW_ROUTE=/api/products
+  say "shadow traffic: 21 GETs of products without X-User-ID through the proxy; the monolith answers them and each is copied to the product-service, its answer compared"
+  # In two rounds: the proxy compares at most 16 at once and drops (and
+  # counts) a copy beyond that.
+  served=""
+  sent=0
+  for round in 1 2; do
+    paths=()
+    if ((round == 1)); then paths+=("/api/products?limit=20"); fi
+    for ((id = round * 10 - 9; id <= round * 10; id++)); do paths+=("/api/products/$id"); done
+    served+=$(anonymous_gets "${paths[@]}")$'\n'
+    sent=$((sent + ${#paths[@]}))
+    wait_metric strangler_shadow_comparisons_total "route=\"$SHADOW_ROUTE\"" "$sent" ||
+      die "the proxy did not compare the shadowed requests within 15s: see $LOG_DIR/proxy.log"
+  done
+  say "answered: $(grep . <<<"$served" | sort | uniq -c | awk '{printf "%s%s by %s", sep, $1, $2; sep = ", "}')"
+  http_get "$ADMIN_PORT" /metrics | tr -d '\r' | grep '^strangler_shadow_comparisons_total{' | sed 's/^/    /'
+  mismatches_before=$(metric strangler_shadow_comparisons_total 'result="mismatch"')
+  ((mismatches_before == 0)) ||
+    say "(the copies already differ in $mismatches_before answers: see http://127.0.0.1:$ADMIN_PORT/admin/shadow/mismatches?route=$SHADOW_ROUTE)"
+
+  # Products were copied once (backfill), not synced: a change made through
+  # the monolith leaves the product-service's copy behind.
+  say "changing product 7's price through the monolith: datasync copied the products once and does not sync them, so the product-service's copy falls behind"
+  product=$(http_get "$MONOLITH_PORT" /api/products/7 | tr -d '\r' | sed '1,/^$/d')
+  [[ $product =~ \"price_cents\":[0-9]+ ]] || die "GET /api/products/7 on the monolith: no price_cents in '$product'"
+  answer=$(http_send PUT "$MONOLITH_PORT" /api/products/7 "${product/"${BASH_REMATCH[0]}"/\"price_cents\":4242}")
+  [[ $answer == *' 200 '* ]] || die "PUT /api/products/7 on the monolith failed: $answer (see $LOG_DIR/monolith.log)"
+  anonymous_gets /api/products/7 >/dev/null
+  wait_metric strangler_shadow_comparisons_total 'result="mismatch"' $((mismatches_before + 1)) ||
+    die "the shadow comparison did not report product 7's new price within 15s: see $LOG_DIR/proxy.log"
+  say "the shadow comparison found it: GET http://127.0.0.1:$ADMIN_PORT/admin/shadow/mismatches?route=$SHADOW_ROUTE"
+  http_get "$ADMIN_PORT" "/admin/shadow/mismatches?route=$SHADOW_ROUTE" | tr -d '\r' | sed '1,/^$/d' | head -c 2000 | sed 's/^/    /'
+  echo
+
+  # The guard: the user-service goes down while users-migration sends half
+  # the users to it.
+  say "guard: stopping the user-service while users-migration sends 50 % of the users to it"
+  stop_pid user-service "${APP_PIDS[user-service]}"
+  served=$(ramp_count "$RAMP_USERS" 2>&1) ||
+    die "requests through the proxy went unanswered with the user-service down ($served): see $LOG_DIR/proxy.log"
+  [[ -z $served ]] || die "with the user-service stopped, users were still served by it: see $LOG_DIR/proxy-access.log"
+  say "$RAMP_USERS users sent: every one answered by the monolith (the proxy fell back for those the flag sent to the user-service)"
+  wait_metric strangler_guard_trips_total 'flag="users-migration"' 1 ||
+    die "the guard of users-migration did not trip within 15s: see $LOG_DIR/proxy.log"
+  say "the guard tripped: users-migration is back to 0 % (strangler-proxy rollout get users-migration)"
+  "$PROXY" rollout get users-migration | sed 's/^/    /' || die "strangler-proxy rollout get failed: see $LOG_DIR/proxy.log"
+  http_get "$ADMIN_PORT" /metrics | tr -d '\r' |
+    grep -E '^strangler_(guard_trips_total|rollout_percentage|fallbacks_total)\{.*(users-migration|/api/users)' | sed 's/^/    /' || true
+  grep '"guard' "$LOG_DIR/proxy.log" | tail -n 1 | sed 's/^/    /' || true
+
+  say "restarting the user-service; then strangler-proxy rollout resume users-migration and rollout set users-migration 50"
+  start_app user-service user-service "$USERS_PORT" users
+  wait_healthy user-service "$USERS_PORT"
+  out=$("$PROXY" rollout resume users-migration 2>&1) || die "strangler-proxy rollout resume failed: $out (see $LOG_DIR/proxy.log)"
+  printf '    %s\n' "$out"
+  out=$("$PROXY" rollout set users-migration 50 2>&1) || die "strangler-proxy rollout set failed: $out (see $LOG_DIR/proxy.log)"
+  printf '    %s\n' "$out"
+fi
+
 M="http://127.0.0.1:$MONOLITH_PORT"
 U="http://127.0.0.1:$USERS_PORT"
 P="http://127.0.0.1:$PRODUCTS_PORT"
@@ -525,10 +642,12 @@ Try:
 EOF
 if [[ -n $PROXY ]]; then
   cat <<EOF
-  # Through the proxy: X-Served-By says who answered. users-migration decides
-  # per user (X-User-ID); without a user id, /api/users goes to the monolith.
+  # Through the proxy: X-Served-By says who answered. The flags decide per
+  # user (X-User-ID); a request without a user id goes to the monolith (and
+  # one for /api/products is shadowed to the product-service and compared).
   curl -si $X/api/users/1 -H 'X-User-ID: 1' | grep -i x-served-by
   curl -si $X/api/users/1 | grep -i x-served-by
+  curl -si $X/api/products/1 -H 'X-User-ID: 1' | grep -i x-served-by
   curl -si $X/api/products/1 | grep -i x-served-by
   curl -si $X/api/orders | grep -i x-served-by
   # Move the rollout (writes need the admin token of this run):
@@ -536,9 +655,12 @@ if [[ -n $PROXY ]]; then
   $PX rollout get users-migration
   $PX rollout set users-migration 100
   $PX rollout disable users-migration     # the kill switch: everyone to the monolith
+  $PX rollout resume users-migration      # after a guard trip: rearm the guard
   $PX explain --config ${PROXY_CONFIG#"$ROOT/"} --user 7 GET /api/users/7
   # Watch it:
   curl -s $A/metrics | grep -E '^strangler_(requests_total|rollout_decisions_total|rollout_percentage|fallbacks_total)'
+  curl -s $A/metrics | grep -E '^strangler_(guard_trips_total|shadow_comparisons_total)'
+  curl -s '$A/admin/shadow/mismatches?route=/api/products'
   tail -f ${LOG_DIR#"$ROOT/"}/proxy-access.log
   # The apps themselves:
 EOF

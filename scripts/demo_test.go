@@ -60,6 +60,12 @@ func TestDemoNonInteractive(t *testing.T) {
 			`strangler_requests_total{backend="service",code="200",route="/api/users"}`,
 			"percentage:     50%",
 			"decision:",
+			`strangler_shadow_comparisons_total{result="match",route="/api/products"}`,
+			`"path": "$.price_cents"`,
+			"the guard tripped: users-migration is back to 0 %",
+			"guard state:    tripped",
+			`strangler_guard_trips_total{flag="users-migration"} 1`,
+			"users-migration: resumed at 0%",
 			"==> stopped",
 		} {
 			if !strings.Contains(out, want) {
