@@ -135,7 +135,10 @@ stop_postgres() {
 
 cleanup() {
   local code=$? i name
-  trap - EXIT INT TERM
+  trap - EXIT
+  # A second Ctrl-C (or the signal sent to the whole process group) must not
+  # cut the stopping short and leave PostgreSQL or an app running.
+  trap '' INT TERM
   if ((${#APP_NAMES[@]} > 0)) || [[ -n $PG_DATA ]]; then say "stopping"; fi
   # The proxy and datasync sync were started last: they stop first.
   for ((i = ${#APP_NAMES[@]} - 1; i >= 0; i--)); do
