@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
 # The Strangler demo, on this machine: a PostgreSQL cluster under .demo/, the
-# legacy monolith with sample data, and the two new services, each with its
-# own database. It prints what to try, then runs until Ctrl-C (or SIGTERM),
-# which stops everything it started. Running it again starts afresh.
+# legacy monolith with sample data, the two new services, each with its own
+# database, and strangler-proxy in front of them all. datasync copies users and
+# products to the services' databases and keeps the users in sync; the proxy's
+# rollout of /api/users is ramped 0 -> 10 -> 50 % with its CLI, /api/products
+# is shadowed (the product-service's answers compared with the monolith's) and
+# a guard sets /api/users back to 0 % when the user-service goes down. It
+# prints what to try, then runs until Ctrl-C (or SIGTERM), which stops
+# everything it started. Running it again starts afresh.
 #
 # `make demo` builds bin/ first and runs this script. Settings (environment):
 #   DEMO_PG_PORT        PostgreSQL port          (default 55432)
 #   DEMO_MONOLITH_PORT  example-monolith port    (default 8000)
 #   DEMO_USERS_PORT     user-service port        (default 8001)
 #   DEMO_PRODUCTS_PORT  product-service port     (default 8002)
+#   DEMO_PROXY_PORT     strangler-proxy port     (default 8080)
+#   DEMO_ADMIN_PORT     strangler-proxy's admin port: /metrics, /admin (default 9901)
 #   DEMO_SEED_USERS     users in the monolith    (default 1000)
 #   DEMO_SEED_PRODUCTS  products in the monolith (default 200)
 #   DEMO_BIN            the built programs       (default bin/)
@@ -20,8 +27,8 @@
 #   DEMO_MONOLITH_PORT=18000 scripts/demo.sh
 #   DEMO_NONINTERACTIVE=1 scripts/demo.sh    # a smoke test of the set-up
 #
-# The story grows in steps; later steps (the proxy, datasync) go where the
-# "STEP" banners below say.
+# The story goes in steps, each under its "STEP" banner below. The proxy and
+# datasync steps are skipped when bin/ lacks their programs.
 set -euo pipefail
 
 if [[ ${1:-} == -h || ${1:-} == --help ]]; then
@@ -43,6 +50,8 @@ PG_PORT=${DEMO_PG_PORT:-55432}
 MONOLITH_PORT=${DEMO_MONOLITH_PORT:-8000}
 USERS_PORT=${DEMO_USERS_PORT:-8001}
 PRODUCTS_PORT=${DEMO_PRODUCTS_PORT:-8002}
+PROXY_PORT=${DEMO_PROXY_PORT:-8080}
+ADMIN_PORT=${DEMO_ADMIN_PORT:-9901}
 SEED_USERS=${DEMO_SEED_USERS:-1000}
 SEED_PRODUCTS=${DEMO_SEED_PRODUCTS:-200}
 NONINTERACTIVE=${DEMO_NONINTERACTIVE:-0}
@@ -76,6 +85,26 @@ http_get() {
     printf "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n" "$2" >&3 && cat <&3' _ "$1" "$2" 2>/dev/null || true
 }
 http_status() { http_get "$1" "$2" | head -n 1 | awk '{print $2}'; }
+# http_send METHOD PORT PATH BODY sends a JSON body and prints the raw answer.
+http_send() {
+  # shellcheck disable=SC2016 # $1..$5 are the inner shell's arguments
+  timeout 5 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$2" &&
+    printf "%s %s HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" "$1" "$3" "$4" "$5" >&3 &&
+    cat <&3' _ "$1" "$2" "$3" "${#4}" "$4" 2>/dev/null || true
+}
+# proxy_get PATH [USER] GETs PATH through the proxy, as USER (X-User-ID) when
+# given, and prints the raw answer.
+proxy_get() {
+  { printf 'GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n' "$1"
+    if [[ -n ${2:-} ]]; then printf 'X-User-ID: %s\r\n' "$2"; fi
+    printf '\r\n'; } | http_raw "$PROXY_PORT"
+}
+# http_raw PORT sends the raw HTTP request(s) read from stdin and prints the
+# raw answers until the server closes the connection.
+http_raw() {
+  # shellcheck disable=SC2016 # $1 is the inner shell's argument
+  timeout 30 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" && cat >&3 && cat <&3' _ "$1" 2>/dev/null || true
+}
 http_header() { http_get "$1" "$2" | tr -d '\r' | awk -v h="$3" 'tolower($1) == tolower(h) ":" {print $2; exit}'; }
 
 # ---------------------------------------------------------------------------
@@ -106,9 +135,12 @@ stop_postgres() {
 
 cleanup() {
   local code=$? i name
-  trap - EXIT INT TERM
+  trap - EXIT
+  # A second Ctrl-C (or the signal sent to the whole process group) must not
+  # cut the stopping short and leave PostgreSQL or an app running.
+  trap '' INT TERM
   if ((${#APP_NAMES[@]} > 0)) || [[ -n $PG_DATA ]]; then say "stopping"; fi
-  # ---- STEP (proxy, datasync sync): stop their processes here, before the apps.
+  # The proxy and datasync sync were started last: they stop first.
   for ((i = ${#APP_NAMES[@]} - 1; i >= 0; i--)); do
     name=${APP_NAMES[i]}
     stop_pid "$name" "${APP_PIDS[$name]}"
@@ -172,7 +204,8 @@ stop_leftovers
 mkdir -p "$LOG_DIR"
 
 for spec in "PostgreSQL:$PG_PORT:DEMO_PG_PORT" "example-monolith:$MONOLITH_PORT:DEMO_MONOLITH_PORT" \
-  "user-service:$USERS_PORT:DEMO_USERS_PORT" "product-service:$PRODUCTS_PORT:DEMO_PRODUCTS_PORT"; do
+  "user-service:$USERS_PORT:DEMO_USERS_PORT" "product-service:$PRODUCTS_PORT:DEMO_PRODUCTS_PORT" \
+  "strangler-proxy:$PROXY_PORT:DEMO_PROXY_PORT" "strangler-proxy's admin API:$ADMIN_PORT:DEMO_ADMIN_PORT"; do
   IFS=: read -r what port var <<<"$spec"
   if port_in_use "$port"; then
     die "port $port for $what is already in use on 127.0.0.1: stop what uses it, or pick another port with $var=PORT"
@@ -229,8 +262,9 @@ start_app() { # name binary port database [VAR=value ...]
   # order. (setsid execs in place here, so $! is the app's own pid.)
   env DATABASE_URL="$PG_URL/$db?sslmode=disable" ADDR="127.0.0.1:$port" "$@" \
     setsid "$BIN/$binary" >>"$LOG_DIR/$name.log" 2>&1 &
+  # A restarted app keeps its place in the stopping order.
+  [[ -n ${APP_PIDS[$name]:-} ]] || APP_NAMES+=("$name")
   APP_PIDS[$name]=$!
-  APP_NAMES+=("$name")
   echo "$!" >"$RUN_DIR/$name.pid"
 }
 
@@ -266,6 +300,101 @@ done
 # STEP 3 (proxy): start strangler-proxy in front of the monolith here, with a
 # config routing /api/users and /api/products to the services.
 # ---------------------------------------------------------------------------
+
+# strangler-proxy in front of everything: /api/users goes to the user-service
+# for the users the flag users-migration picks (by X-User-ID; 0 % for now, the
+# ramp comes once the users are copied), /api/products to the product-service,
+# the rest to the monolith. Its config and flags file are generated in
+# .demo/run with this run's ports; the admin token is new on every run.
+# Skipped when bin/ has no strangler-proxy (a build of the apps alone).
+PROXY=""
+if [[ -x $BIN/strangler-proxy ]]; then
+  PROXY="$BIN/strangler-proxy"
+  PROXY_CONFIG="$RUN_DIR/strangler.yaml"
+  STRANGLER_ADMIN_TOKEN=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+  STRANGLER_ADMIN_URL="http://127.0.0.1:$ADMIN_PORT"
+  export STRANGLER_ADMIN_TOKEN STRANGLER_ADMIN_URL
+  (umask 077 && printf '%s\n' "$STRANGLER_ADMIN_TOKEN" >"$RUN_DIR/admin-token")
+  cat >"$PROXY_CONFIG" <<CONFIG
+# Generated by scripts/demo.sh for this run; see examples/strangler.yaml.
+listen: 127.0.0.1:$PROXY_PORT
+shutdown_timeout: 10s
+access_log: true
+admin:
+  listen: 127.0.0.1:$ADMIN_PORT
+  token_env: STRANGLER_ADMIN_TOKEN
+monolith:
+  url: http://127.0.0.1:$MONOLITH_PORT
+  timeout: 30s
+services:
+  users:
+    url: http://127.0.0.1:$USERS_PORT
+    timeout: 2s
+    health: {path: /health, interval: 5s}
+    # Short for the demo: the service is back in use 5s after it recovers.
+    breaker: {consecutive_failures: 5, open_for: 5s}
+  products:
+    url: http://127.0.0.1:$PRODUCTS_PORT
+    timeout: 2s
+    health: {path: /health, interval: 5s}
+    breaker: {consecutive_failures: 5, open_for: 30s}
+identity:
+  - header: X-User-ID
+anonymous: monolith
+flags_file: flags.yaml
+routes:
+  - prefix: /api/users
+    service: users
+    flag: users-migration
+  # Users with an id go to the product-service; the rest (no X-User-ID) get
+  # the monolith, and each of their GETs is copied to the product-service in
+  # the background and the two answers compared.
+  - prefix: /api/products
+    service: products
+    flag: products-migration
+    # Nothing to ignore in the bodies: a product copied by the backfill is
+    # answered alike by both, updated_at to the microsecond.
+    shadow:
+      percentage: 100
+      ignore_headers: [Date]
+CONFIG
+  # The guard sets users-migration back to 0 % when, over 5 s with at least
+  # 20 requests sent to the user-service, more than 5 % of them fail.
+  cat >"$RUN_DIR/flags.yaml" <<FLAGS
+flags:
+  users-migration:
+    percentage: 0
+    guard: {window: 5s, min_requests: 20, max_error_rate: 0.05}
+  products-migration:
+    percentage: 100
+FLAGS
+  "$PROXY" validate --config "$PROXY_CONFIG" >"$LOG_DIR/proxy-validate.log" 2>&1 ||
+    die "the generated proxy config is invalid: see $LOG_DIR/proxy-validate.log and $PROXY_CONFIG"
+
+  say "starting strangler-proxy on 127.0.0.1:$PROXY_PORT (admin API 127.0.0.1:$ADMIN_PORT); config ${PROXY_CONFIG#"$ROOT/"}"
+  # The access log (one JSON line per request) is its standard output.
+  setsid "$PROXY" serve --config "$PROXY_CONFIG" >>"$LOG_DIR/proxy-access.log" 2>>"$LOG_DIR/proxy.log" &
+  APP_PIDS[proxy]=$!
+  APP_NAMES+=(proxy)
+  echo "$!" >"$RUN_DIR/proxy.pid"
+  for ((i = 0; i < 150; i++)); do
+    if ! kill -0 "${APP_PIDS[proxy]}" 2>/dev/null; then
+      tail -n 20 "$LOG_DIR/proxy.log" >&2
+      die "strangler-proxy exited during start-up: see $LOG_DIR/proxy.log"
+    fi
+    [[ $(http_status "$ADMIN_PORT" /readyz) == 200 ]] && break
+    sleep 0.2
+  done
+  [[ $(http_status "$ADMIN_PORT" /readyz) == 200 ]] ||
+    die "strangler-proxy was not ready within 30s: see $LOG_DIR/proxy.log (and http://127.0.0.1:$ADMIN_PORT/readyz)"
+  for spec in "/api/users/1:1:monolith" "/api/products/1:1:product-service" "/api/orders:1:monolith"; do
+    IFS=: read -r path user want <<<"$spec"
+    got=$(proxy_get "$path" "$user" | tr -d '\r' | awk 'tolower($1) == "x-served-by:" {print $2; exit}')
+    [[ $got == "$want" ]] ||
+      die "GET $path through the proxy (X-User-ID '$user') was served by '$got', want '$want': see $LOG_DIR/proxy.log"
+  done
+  say "the proxy routes (as user 1): /api/users -> monolith (users-migration at 0 %), /api/products -> product-service, the rest -> monolith"
+fi
 
 # ---------------------------------------------------------------------------
 # STEP 4 (datasync): backfill users and products (products -> catalog_items,
@@ -308,10 +437,7 @@ CONFIG
   done
   email="sync-demo-$$@example.com"
   body="{\"email\":\"$email\",\"username\":\"syncdemo$$\"}"
-  # shellcheck disable=SC2016 # $1..$3 are the inner shell's arguments
-  created=$(timeout 5 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" &&
-    printf "POST /api/users HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" "$2" "$3" >&3 &&
-    cat <&3' _ "$MONOLITH_PORT" "${#body}" "$body" 2>/dev/null || true)
+  created=$(http_send POST "$MONOLITH_PORT" /api/users "$body")
   new_id=$(grep -o '"id":[0-9]*' <<<"$created" | head -n 1 | cut -d: -f2)
   [[ -n $new_id ]] || die "could not create a user through the monolith: $created"
   for ((i = 0; i < 150; i++)); do
@@ -341,19 +467,208 @@ CONFIG
     die "datasync verify --repair failed: see $LOG_DIR/datasync-verify.log"
 fi
 
+# ---------------------------------------------------------------------------
+# STEP 5 (rollout): ramp /api/users 0 -> 10 -> 50 % with the CLI, and count
+# where distinct users land.
+# ---------------------------------------------------------------------------
+
+RAMP_USERS=200
+# ramp_count sends GET /api/users/ID as user ID (X-User-ID) for ID 1..N through
+# the proxy, pipelined on one connection, and prints the ids the user-service
+# served, one a line. The answers come back in the order of the requests.
+ramp_count() {
+  local n=$1 id
+  for ((id = 1; id <= n; id++)); do
+    printf 'GET /api/users/%d HTTP/1.1\r\nHost: 127.0.0.1\r\nX-User-ID: %d\r\n' "$id" "$id"
+    if ((id == n)); then printf 'Connection: close\r\n'; fi
+    printf '\r\n'
+  done | http_raw "$PROXY_PORT" | tr -d '\r' | awk -v want="$n" '
+    /^HTTP\/1\.1 [0-9][0-9][0-9]/ { k++; next }
+    tolower($1) == "x-served-by:" && $2 == "user-service" { print k }
+    END { if (k != want) { print "answers: " k " of " want > "/dev/stderr"; exit 1 } }'
+}
+# show_metrics prints the proxy's metric lines about the users route.
+show_metrics() {
+  http_get "$ADMIN_PORT" /metrics | tr -d '\r' |
+    grep -E '^strangler_(rollout_decisions_total\{.*flag="users-migration"|requests_total\{.*route="/api/users")' |
+    sed 's/^/    /' || true
+}
+
+if [[ -n $PROXY && -x $BIN/datasync ]]; then
+  say "ramping /api/users with the CLI: $RAMP_USERS distinct users (X-User-ID 1..$RAMP_USERS) each GET their own /api/users/ID through the proxy"
+  prev=""
+  for pct in 0 10 50; do
+    out=$("$PROXY" rollout set users-migration "$pct" 2>&1) ||
+      die "strangler-proxy rollout set users-migration $pct failed: $out (see $LOG_DIR/proxy.log)"
+    printf '    $ strangler-proxy rollout set users-migration %s\n    %s\n' "$pct" "$out"
+    served=$(ramp_count "$RAMP_USERS" 2>&1) ||
+      die "requests through the proxy went unanswered ($served): see $LOG_DIR/proxy.log and $LOG_DIR/proxy-access.log"
+    count=$(grep -c '^[0-9]' <<<"$served" || true)
+    say "$pct%: $count of $RAMP_USERS users served by user-service, $((RAMP_USERS - count)) by the monolith"
+    # Sticky: raising the percentage only adds users.
+    if [[ -n $prev ]]; then
+      lost=$(comm -23 <(sort <<<"$prev") <(sort <<<"$served") | grep -c . || true)
+      ((lost == 0)) || die "$lost users served by user-service before moving to $pct % went back to the monolith"
+      say "every user the service had before is still on it (the rollout is sticky per user)"
+    fi
+    prev=$served
+    case $pct in
+      0) ((count == 0)) || die "at 0 % the user-service served $count users, want 0" ;;
+      *) ((count > 0 && count < RAMP_USERS)) || die "at $pct % the user-service served $count of $RAMP_USERS users" ;;
+    esac
+  done
+  say "what the proxy counted (http://127.0.0.1:$ADMIN_PORT/metrics):"
+  show_metrics
+  say "strangler-proxy rollout get users-migration"
+  "$PROXY" rollout get users-migration | sed 's/^/    /' || die "strangler-proxy rollout get failed: see $LOG_DIR/proxy.log"
+  first=$(head -n 1 <<<"$prev")
+  say "strangler-proxy explain --user $first GET /api/users/$first"
+  "$PROXY" explain --config "$PROXY_CONFIG" --user "$first" GET "/api/users/$first" | sed 's/^/    /'
+fi
+
+# ---------------------------------------------------------------------------
+# STEP 6 (shadow and guard): compare the product-service's answers with the
+# monolith's before users move, and let a guard undo a ramp that goes wrong.
+# ---------------------------------------------------------------------------
+
+# metric NAME LABEL-MATCH prints the sum of a metric's series whose labels
+# contain LABEL-MATCH (0 when there are none).
+metric() {
+  http_get "$ADMIN_PORT" /metrics | tr -d '\r' |
+    awk -v name="$1" -v m="$2" 'index($0, name "{") == 1 && index($0, m) { sum += $NF } END { printf "%d\n", sum }'
+}
+# wait_metric NAME LABEL-MATCH MIN waits up to 15s for the metric to reach MIN.
+wait_metric() {
+  local i
+  for ((i = 0; i < 75; i++)); do
+    (($(metric "$1" "$2") >= $3)) && return 0
+    sleep 0.2
+  done
+  return 1
+}
+# anonymous_gets PATH... GETs each PATH through the proxy without a user id,
+# pipelined on one connection, and prints the X-Served-By of each answer.
+anonymous_gets() {
+  local path last=${*: -1}
+  for path; do
+    printf 'GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n' "$path"
+    if [[ $path == "$last" ]]; then printf 'Connection: close\r\n'; fi
+    printf '\r\n'
+  done | http_raw "$PROXY_PORT" | tr -d '\r' | awk 'tolower($1) == "x-served-by:" {print $2}'
+}
+
+if [[ -n $PROXY && -x $BIN/datasync ]]; then
+  SHADOW_ROUTE=/api/products
+  say "shadow traffic: 21 GETs of products without X-User-ID through the proxy; the monolith answers them and each is copied to the product-service, its answer compared"
+  # In two rounds: the proxy compares at most 16 at once and drops (and
+  # counts) a copy beyond that.
+  served=""
+  sent=0
+  for round in 1 2; do
+    paths=()
+    if ((round == 1)); then paths+=("/api/products?limit=20"); fi
+    for ((id = round * 10 - 9; id <= round * 10; id++)); do paths+=("/api/products/$id"); done
+    served+=$(anonymous_gets "${paths[@]}")$'\n'
+    sent=$((sent + ${#paths[@]}))
+    wait_metric strangler_shadow_comparisons_total "route=\"$SHADOW_ROUTE\"" "$sent" ||
+      die "the proxy did not compare the shadowed requests within 15s: see $LOG_DIR/proxy.log"
+  done
+  say "answered: $(grep . <<<"$served" | sort | uniq -c | awk '{printf "%s%s by %s", sep, $1, $2; sep = ", "}')"
+  http_get "$ADMIN_PORT" /metrics | tr -d '\r' | grep '^strangler_shadow_comparisons_total{' | sed 's/^/    /'
+  mismatches_before=$(metric strangler_shadow_comparisons_total 'result="mismatch"')
+  ((mismatches_before == 0)) ||
+    say "(the copies already differ in $mismatches_before answers: see http://127.0.0.1:$ADMIN_PORT/admin/shadow/mismatches?route=$SHADOW_ROUTE)"
+
+  # Products were copied once (backfill), not synced: a change made through
+  # the monolith leaves the product-service's copy behind.
+  say "changing product 7's price through the monolith: datasync copied the products once and does not sync them, so the product-service's copy falls behind"
+  product=$(http_get "$MONOLITH_PORT" /api/products/7 | tr -d '\r' | sed '1,/^$/d')
+  [[ $product =~ \"price_cents\":[0-9]+ ]] || die "GET /api/products/7 on the monolith: no price_cents in '$product'"
+  answer=$(http_send PUT "$MONOLITH_PORT" /api/products/7 "${product/"${BASH_REMATCH[0]}"/\"price_cents\":4242}")
+  [[ $answer == *' 200 '* ]] || die "PUT /api/products/7 on the monolith failed: $answer (see $LOG_DIR/monolith.log)"
+  anonymous_gets /api/products/7 >/dev/null
+  wait_metric strangler_shadow_comparisons_total 'result="mismatch"' $((mismatches_before + 1)) ||
+    die "the shadow comparison did not report product 7's new price within 15s: see $LOG_DIR/proxy.log"
+  say "the shadow comparison found it: GET http://127.0.0.1:$ADMIN_PORT/admin/shadow/mismatches?route=$SHADOW_ROUTE"
+  http_get "$ADMIN_PORT" "/admin/shadow/mismatches?route=$SHADOW_ROUTE" | tr -d '\r' | sed '1,/^$/d' | head -c 2000 | sed 's/^/    /'
+  echo
+
+  # The guard: the user-service goes down while users-migration sends half
+  # the users to it.
+  say "guard: stopping the user-service while users-migration sends 50 % of the users to it"
+  stop_pid user-service "${APP_PIDS[user-service]}"
+  served=$(ramp_count "$RAMP_USERS" 2>&1) ||
+    die "requests through the proxy went unanswered with the user-service down ($served): see $LOG_DIR/proxy.log"
+  [[ -z $served ]] || die "with the user-service stopped, users were still served by it: see $LOG_DIR/proxy-access.log"
+  say "$RAMP_USERS users sent: every one answered by the monolith (the proxy fell back for those the flag sent to the user-service)"
+  wait_metric strangler_guard_trips_total 'flag="users-migration"' 1 ||
+    die "the guard of users-migration did not trip within 15s: see $LOG_DIR/proxy.log"
+  say "the guard tripped: users-migration is back to 0 % (strangler-proxy rollout get users-migration)"
+  "$PROXY" rollout get users-migration | sed 's/^/    /' || die "strangler-proxy rollout get failed: see $LOG_DIR/proxy.log"
+  http_get "$ADMIN_PORT" /metrics | tr -d '\r' |
+    grep -E '^strangler_(guard_trips_total|rollout_percentage|fallbacks_total)\{.*(users-migration|/api/users)' | sed 's/^/    /' || true
+  grep '"guard' "$LOG_DIR/proxy.log" | tail -n 1 | sed 's/^/    /' || true
+
+  say "restarting the user-service; then strangler-proxy rollout resume users-migration and rollout set users-migration 50"
+  start_app user-service user-service "$USERS_PORT" users
+  wait_healthy user-service "$USERS_PORT"
+  out=$("$PROXY" rollout resume users-migration 2>&1) || die "strangler-proxy rollout resume failed: $out (see $LOG_DIR/proxy.log)"
+  printf '    %s\n' "$out"
+  out=$("$PROXY" rollout set users-migration 50 2>&1) || die "strangler-proxy rollout set failed: $out (see $LOG_DIR/proxy.log)"
+  printf '    %s\n' "$out"
+fi
+
 M="http://127.0.0.1:$MONOLITH_PORT"
 U="http://127.0.0.1:$USERS_PORT"
 P="http://127.0.0.1:$PRODUCTS_PORT"
+X="http://127.0.0.1:$PROXY_PORT"
+A="http://127.0.0.1:$ADMIN_PORT"
+PX=${PROXY#"$ROOT/"}
 cat <<EOF
 
 The Strangler demo is running:
   example-monolith  $M   users, products, orders (seeded: $SEED_USERS users, $SEED_PRODUCTS products)
-  user-service      $U   /api/users, own database 'users' (empty until datasync copies the users)
+  user-service      $U   /api/users, own database 'users' (filled and kept in sync by datasync)
   product-service   $P   /api/products, own database 'products' (table catalog_items)
+EOF
+if [[ -n $PROXY ]]; then
+  cat <<EOF
+  strangler-proxy   $X   in front of them all; admin API and metrics on $A
+                    config ${PROXY_CONFIG#"$ROOT/"}, flags ${RUN_DIR#"$ROOT/"}/flags.yaml
+EOF
+fi
+cat <<EOF
   PostgreSQL        $PG_URL/{monolith,users,products}
   logs              ${LOG_DIR#"$ROOT/"}/
 
 Try:
+EOF
+if [[ -n $PROXY ]]; then
+  cat <<EOF
+  # Through the proxy: X-Served-By says who answered. The flags decide per
+  # user (X-User-ID); a request without a user id goes to the monolith (and
+  # one for /api/products is shadowed to the product-service and compared).
+  curl -si $X/api/users/1 -H 'X-User-ID: 1' | grep -i x-served-by
+  curl -si $X/api/users/1 | grep -i x-served-by
+  curl -si $X/api/products/1 -H 'X-User-ID: 1' | grep -i x-served-by
+  curl -si $X/api/products/1 | grep -i x-served-by
+  curl -si $X/api/orders | grep -i x-served-by
+  # Move the rollout (writes need the admin token of this run):
+  export STRANGLER_ADMIN_URL=$A STRANGLER_ADMIN_TOKEN=\$(cat ${RUN_DIR#"$ROOT/"}/admin-token)
+  $PX rollout get users-migration
+  $PX rollout set users-migration 100
+  $PX rollout disable users-migration     # the kill switch: everyone to the monolith
+  $PX rollout resume users-migration      # after a guard trip: rearm the guard
+  $PX explain --config ${PROXY_CONFIG#"$ROOT/"} --user 7 GET /api/users/7
+  # Watch it:
+  curl -s $A/metrics | grep -E '^strangler_(requests_total|rollout_decisions_total|rollout_percentage|fallbacks_total)'
+  curl -s $A/metrics | grep -E '^strangler_(guard_trips_total|shadow_comparisons_total)'
+  curl -s '$A/admin/shadow/mismatches?route=/api/products'
+  tail -f ${LOG_DIR#"$ROOT/"}/proxy-access.log
+  # The apps themselves:
+EOF
+fi
+cat <<EOF
   curl -i '$M/api/users?limit=3'
   curl -s '$M/api/users?limit=3&after=3'
   curl -s '$M/api/products/1'

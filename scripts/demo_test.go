@@ -24,7 +24,7 @@ func TestDemoNonInteractive(t *testing.T) {
 		t.Skip("-short: the demo builds the apps and starts PostgreSQL")
 	}
 	bin := buildApps(t)
-	ports := freePorts(t, 4)
+	ports := freePorts(t, 6)
 	demoDir := filepath.Join(t.TempDir(), "demo")
 	env := []string{
 		"DEMO_NONINTERACTIVE=1",
@@ -34,6 +34,8 @@ func TestDemoNonInteractive(t *testing.T) {
 		"DEMO_MONOLITH_PORT=" + ports[1],
 		"DEMO_USERS_PORT=" + ports[2],
 		"DEMO_PRODUCTS_PORT=" + ports[3],
+		"DEMO_PROXY_PORT=" + ports[4],
+		"DEMO_ADMIN_PORT=" + ports[5],
 		"DEMO_SEED_USERS=50",
 		"DEMO_SEED_PRODUCTS=10",
 	}
@@ -49,6 +51,21 @@ func TestDemoNonInteractive(t *testing.T) {
 			"http://127.0.0.1:" + ports[3],
 			"postgres://postgres@127.0.0.1:" + ports[0] + "/{monolith,users,products}",
 			"curl -i 'http://127.0.0.1:" + ports[1] + "/api/users?limit=3'",
+			"http://127.0.0.1:" + ports[4] + "/api/users/1 -H 'X-User-ID: 1'",
+			"http://127.0.0.1:" + ports[5] + "/metrics",
+			"0%: 0 of 200 users served by user-service",
+			"users served by user-service",
+			"the rollout is sticky per user",
+			`strangler_rollout_decisions_total{backend="service",flag="users-migration",reason="split"}`,
+			`strangler_requests_total{backend="service",code="200",route="/api/users"}`,
+			"percentage:     50%",
+			"decision:",
+			`strangler_shadow_comparisons_total{result="match",route="/api/products"}`,
+			`"path": "$.price_cents"`,
+			"the guard tripped: users-migration is back to 0 %",
+			"guard state:    tripped",
+			`strangler_guard_trips_total{flag="users-migration"} 1`,
+			"users-migration: resumed at 0%",
 			"==> stopped",
 		} {
 			if !strings.Contains(out, want) {
@@ -58,11 +75,22 @@ func TestDemoNonInteractive(t *testing.T) {
 		if strings.Contains(out, "did not stop") {
 			t.Errorf("an app had to be killed:\n%s", out)
 		}
+		for _, want := range []string{"10%: ", "50%: "} {
+			if !strings.Contains(out, "==> "+want) {
+				t.Errorf("output lacks the split at %q:\n%s", want, out)
+			}
+		}
 		for _, app := range []string{"monolith", "user-service", "product-service"} {
 			log, err := os.ReadFile(filepath.Join(demoDir, "logs", app+".log"))
 			if err != nil || !bytes.Contains(log, []byte(`"msg":"shutting down"`)) {
 				t.Errorf("%s log: got no graceful shutdown on SIGTERM (err %v):\n%s", app, err, log)
 			}
+		}
+		if log, err := os.ReadFile(filepath.Join(demoDir, "logs", "proxy.log")); err != nil || !bytes.Contains(log, []byte(`"msg":"shut down cleanly"`)) {
+			t.Errorf("proxy log: got no clean shutdown on SIGTERM (err %v):\n%s", err, log)
+		}
+		if log, err := os.ReadFile(filepath.Join(demoDir, "logs", "proxy-access.log")); err != nil || bytes.Count(log, []byte("\n")) < 600 {
+			t.Errorf("proxy access log: want a line per request, 600 or more (err %v), got %d lines", err, bytes.Count(log, []byte("\n")))
 		}
 		for _, p := range ports {
 			if c, err := net.DialTimeout("tcp", "127.0.0.1:"+p, time.Second); err == nil {
@@ -75,21 +103,26 @@ func TestDemoNonInteractive(t *testing.T) {
 		}
 	})
 
-	t.Run("port in use", func(t *testing.T) {
-		l, err := net.Listen("tcp", "127.0.0.1:"+ports[2])
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		out, err := runDemo(t, env)
-		if err == nil {
-			t.Fatalf("demo.sh with port %s taken: got success, want an error\n%s", ports[2], out)
-		}
-		want := fmt.Sprintf("port %s for user-service is already in use", ports[2])
-		if !strings.Contains(out, want) || !strings.Contains(out, "DEMO_USERS_PORT") {
-			t.Errorf("output: got %q, want it to contain %q and DEMO_USERS_PORT", out, want)
-		}
-	})
+	for _, tc := range []struct{ port, what, setting string }{
+		{ports[2], "user-service", "DEMO_USERS_PORT"},
+		{ports[4], "strangler-proxy", "DEMO_PROXY_PORT"},
+	} {
+		t.Run("port in use/"+tc.what, func(t *testing.T) {
+			l, err := net.Listen("tcp", "127.0.0.1:"+tc.port)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			out, err := runDemo(t, env)
+			if err == nil {
+				t.Fatalf("demo.sh with port %s taken: got success, want an error\n%s", tc.port, out)
+			}
+			want := fmt.Sprintf("port %s for %s is already in use", tc.port, tc.what)
+			if !strings.Contains(out, want) || !strings.Contains(out, tc.setting) {
+				t.Errorf("output: got %q, want it to contain %q and %s", out, want, tc.setting)
+			}
+		})
+	}
 }
 
 func runDemo(tb testing.TB, env []string) (string, error) {
@@ -104,11 +137,12 @@ func runDemo(tb testing.TB, env []string) (string, error) {
 	return out.String(), err
 }
 
-// buildApps builds the three example apps into a temporary folder.
+// buildApps builds the three example apps, strangler-proxy and datasync into a
+// temporary folder.
 func buildApps(tb testing.TB) string {
 	tb.Helper()
 	bin := tb.TempDir()
-	cmd := exec.Command("go", "build", "-o", bin+"/", "./example-monolith", "./example-services/...")
+	cmd := exec.Command("go", "build", "-o", bin+"/", "./cmd/...", "./example-monolith", "./example-services/...")
 	cmd.Dir = ".."
 	if out, err := cmd.CombinedOutput(); err != nil {
 		tb.Fatalf("go build: %v\n%s", err, out)
