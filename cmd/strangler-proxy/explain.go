@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -146,8 +145,7 @@ func explainGuardRamp(out io.Writer, flagsFile, flag string, snap *toggles.Snaps
 		return nil
 	}
 	if g := fl.Guard; g != nil {
-		fmt.Fprintf(out, "guard:    window %s, min %d requests, max error rate %s, max p99 %s\n",
-			g.Window, g.MinRequests, strconv.FormatFloat(g.MaxErrorRate, 'f', -1, 64), g.MaxP99)
+		fmt.Fprintf(out, "guard:    %s\n", g)
 	}
 	if r := fl.Ramp; r != nil {
 		fmt.Fprintf(out, "ramp:     steps %v every %s\n", r.Steps, r.Interval)

@@ -30,6 +30,20 @@ type Config struct {
 	MaxP99 time.Duration `yaml:"max_p99,omitempty" json:"max_p99,omitempty"`
 }
 
+// String describes the guard for people: "window 1m0s, min 50 requests,
+// max error rate 0.02, max p99 800ms", leaving out the limits that are not
+// set.
+func (c Config) String() string {
+	s := fmt.Sprintf("window %s, min %d requests", c.Window, c.MinRequests)
+	if c.MaxErrorRate > 0 {
+		s += ", max error rate " + strconv.FormatFloat(c.MaxErrorRate, 'f', -1, 64)
+	}
+	if c.MaxP99 > 0 {
+		s += ", max p99 " + c.MaxP99.String()
+	}
+	return s
+}
+
 // Validate returns every problem of c, with field paths below path (for
 // example "flags.users-migration.guard").
 func (c Config) Validate(path string) []problem.Problem {

@@ -275,8 +275,7 @@ func printFlag(w io.Writer, f toggles.FlagView) error {
 	fmt.Fprintf(tw, "exclude_users:\t%s\n", listText(f.ExcludeUsers))
 	fmt.Fprintf(tw, "segments:\t%s\n", segmentsText(f))
 	if g := f.Guard; g != nil {
-		fmt.Fprintf(tw, "guard:\twindow %s, min %d requests, max error rate %s, max p99 %s\n",
-			g.Window, g.MinRequests, strconv.FormatFloat(g.MaxErrorRate, 'f', -1, 64), g.MaxP99)
+		fmt.Fprintf(tw, "guard:\t%s\n", g)
 	}
 	if r := f.Ramp; r != nil {
 		steps := make([]string, len(r.Steps))
