@@ -8,15 +8,15 @@ import (
 
 	"github.com/strangler-fig/strangler/internal/cdc/apply"
 	"github.com/strangler-fig/strangler/internal/cli"
+	"github.com/strangler-fig/strangler/internal/mapping"
 )
 
 // CleanupOptions are the flags of datasync cleanup.
 type CleanupOptions struct {
-	IO     *cli.IO
-	Source string
-	Target string
-	Config string
-	Name   string
+	IO *cli.IO
+	// Conn holds --source, --target and --config.
+	Conn mapping.Flags
+	Name string
 }
 
 // NewCmdCleanup builds datasync cleanup. runF replaces cleanupRun in tests.
@@ -49,7 +49,7 @@ forgets them). Exit 2 on any error.`,
 			return cleanupRun(cmd.Context(), opts)
 		},
 	}
-	registerConnFlags(cmd, &opts.Source, &opts.Target, &opts.Config)
+	opts.Conn.RegisterConnections(cmd.Flags())
 	// No default: dropping the wrong sync's slot loses its position, so the
 	// name must be spelled out.
 	cmd.Flags().StringVar(&opts.Name, "name", "", "name of the sync to drop, as given to sync --name (required)")
@@ -57,7 +57,7 @@ forgets them). Exit 2 on any error.`,
 }
 
 func cleanupRun(ctx context.Context, opts *CleanupOptions) error {
-	cfg, err := loadConfig(opts.IO, opts.Source, opts.Target, opts.Config)
+	cfg, err := opts.Conn.LoadConnections(opts.IO.Getenv)
 	if err != nil {
 		return err
 	}

@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -21,10 +20,9 @@ import (
 
 // StatusOptions are the flags of datasync status.
 type StatusOptions struct {
-	IO     *cli.IO
-	Source string
-	Target string
-	Config string
+	IO *cli.IO
+	// Conn holds --source, --target and --config.
+	Conn   mapping.Flags
 	Name   string
 	Tables []string
 	JSON   bool
@@ -63,51 +61,11 @@ Either may be missing: after a backfill alone it says there is no sync of that n
 			return statusRun(cmd.Context(), opts)
 		},
 	}
-	registerConnFlags(cmd, &opts.Source, &opts.Target, &opts.Config)
+	opts.Conn.RegisterConnections(cmd.Flags())
 	cmd.Flags().StringVar(&opts.Name, "name", "datasync", "name of the sync: its slot and publication are datasync_NAME")
 	cmd.Flags().StringArrayVar(&opts.Tables, "table", nil, "show only this target table, TABLE or SOURCE:TARGET (repeatable; adds to the config's tables)")
 	cmd.Flags().BoolVar(&opts.JSON, "json", false, "print the status as JSON")
 	return cmd
-}
-
-// registerConnFlags adds the connection flags status and cleanup share.
-func registerConnFlags(cmd *cobra.Command, source, target, config *string) {
-	cmd.Flags().StringVar(source, "source", "", "source (monolith) database URL (default: config file, then $"+mapping.EnvSource+")")
-	cmd.Flags().StringVar(target, "target", "", "target (service) database URL (default: config file, then $"+mapping.EnvTarget+")")
-	cmd.Flags().StringVar(config, "config", "", "datasync YAML config file with source, target and tables")
-}
-
-// loadConfig reads the --config file, if any, and resolves the databases
-// like the other commands: an explicit flag, then the config file, then
-// the environment. It fails naming the flag when a database is missing.
-func loadConfig(io *cli.IO, source, target, config string) (*mapping.Config, error) {
-	cfg := &mapping.Config{}
-	if config != "" {
-		var err error
-		if cfg, err = mapping.LoadFile(config, io.Getenv); err != nil {
-			return nil, err
-		}
-	}
-	pick := func(flag, fromConfig, env, what string) (string, error) {
-		for _, v := range []string{flag, fromConfig, io.Getenv(env)} {
-			if v != "" {
-				return v, nil
-			}
-		}
-		return "", fmt.Errorf("no %s database: pass --%s URL, set %s in --config, or set $%s", what, what, what, env)
-	}
-	var errs []error
-	var err error
-	if cfg.Source, err = pick(source, cfg.Source, mapping.EnvSource, "source"); err != nil {
-		errs = append(errs, err)
-	}
-	if cfg.Target, err = pick(target, cfg.Target, mapping.EnvTarget, "target"); err != nil {
-		errs = append(errs, err)
-	}
-	if len(errs) > 0 {
-		return nil, fmt.Errorf("%w: %w", mapping.ErrConfig, errors.Join(errs...))
-	}
-	return cfg, nil
 }
 
 // openPools connects to the config's source and target.
@@ -157,7 +115,7 @@ type statusReport struct {
 }
 
 func statusRun(ctx context.Context, opts *StatusOptions) error {
-	cfg, err := loadConfig(opts.IO, opts.Source, opts.Target, opts.Config)
+	cfg, err := opts.Conn.LoadConnections(opts.IO.Getenv)
 	if err != nil {
 		return err
 	}

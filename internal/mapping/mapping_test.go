@@ -250,3 +250,22 @@ func TestFlagsPrecedence(t *testing.T) {
 		}
 	}
 }
+
+func TestLoadConnectionsNeedsNoTables(t *testing.T) {
+	env := map[string]string{EnvSource: "postgres://env-src"}
+	f := &Flags{Target: "postgres://flag-dst"}
+	cfg, err := f.LoadConnections(func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatalf("got %v, want no error without tables", err)
+	}
+	if cfg.Source != "postgres://env-src" || cfg.Target != "postgres://flag-dst" {
+		t.Fatalf("got source %q target %q, want env source and flag target", cfg.Source, cfg.Target)
+	}
+	if _, err := f.Load(func(k string) string { return env[k] }); err == nil || !strings.Contains(err.Error(), "--table") {
+		t.Fatalf("Load: got %v, want an error naming --table", err)
+	}
+	_, err = (&Flags{}).LoadConnections(func(string) string { return "" })
+	if err == nil || !strings.Contains(err.Error(), "--source") || strings.Contains(err.Error(), "--table") {
+		t.Fatalf("got %v, want an error naming --source and not --table", err)
+	}
+}
