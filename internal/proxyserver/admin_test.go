@@ -29,12 +29,20 @@ func startServer(tb testing.TB, cfgText string, env map[string]string) (srv *Ser
 // startServerAt is startServer for a config file already written.
 func startServerAt(tb testing.TB, path string, env map[string]string) (srv *Server, proxyURL, adminURL string) {
 	tb.Helper()
-	srv, err := New(Options{
-		ConfigPath:   path,
-		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Getenv:       func(k string) string { return env[k] },
-		PollInterval: -1,
-	})
+	return runServer(tb, Options{ConfigPath: path, Getenv: func(k string) string { return env[k] }})
+}
+
+// runServer runs a server with opts (logs discarded, no file polling unless
+// set) until the test ends, and returns it with its proxy and admin URLs.
+func runServer(tb testing.TB, opts Options) (srv *Server, proxyURL, adminURL string) {
+	tb.Helper()
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if opts.PollInterval == 0 {
+		opts.PollInterval = -1
+	}
+	srv, err := New(opts)
 	if err != nil {
 		tb.Fatal(err)
 	}

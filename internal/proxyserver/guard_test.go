@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -49,29 +48,13 @@ func startGuarded(tb testing.TB, svcURL, flags string) (proxyURL, adminURL, dir 
 	path := filepath.Join(dir, "strangler.yaml")
 	writeConfig(tb, path, cfg)
 	writeConfig(tb, filepath.Join(dir, "flags.yaml"), flags)
-	srv, err := New(Options{
-		ConfigPath:   path,
-		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Getenv:       func(k string) string { return e2eEnv[k] },
-		PollInterval: -1,
-		GuardTick:    20 * time.Millisecond,
-		RampTick:     50 * time.Millisecond,
+	_, proxyURL, adminURL = runServer(tb, Options{
+		ConfigPath: path,
+		Getenv:     func(k string) string { return e2eEnv[k] },
+		GuardTick:  20 * time.Millisecond,
+		RampTick:   50 * time.Millisecond,
 	})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx, nil) }()
-	tb.Cleanup(func() {
-		cancel()
-		<-done
-	})
-	p, a, err := srv.Addrs(ctx)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return "http://" + p.String(), "http://" + a.String(), dir
+	return proxyURL, adminURL, dir
 }
 
 // getFlag returns the admin API's view of a flag.
