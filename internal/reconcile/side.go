@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -367,26 +368,33 @@ func isNumeric(typ string) bool {
 // from is the FROM clause of the side's table.
 func (s *side) from() string { return " FROM " + s.rel }
 
-// both runs f and g at the same time and returns the first error.
+// both runs f and g at the same time and returns the error that came
+// first. The first failure cancels the other call, so the other call's
+// error is most often just "context canceled": reporting it would hide the
+// cause.
 func both(ctx context.Context, f, g func(context.Context) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errc := make(chan error, 1)
-	go func() {
-		err := g(ctx)
+	var (
+		once  sync.Once
+		first error
+	)
+	fail := func(err error) {
 		if err != nil {
-			cancel()
+			once.Do(func() {
+				first = err
+				cancel()
+			})
 		}
-		errc <- err
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		fail(g(ctx))
 	}()
-	err := f(ctx)
-	if err != nil {
-		cancel()
-	}
-	if gerr := <-errc; err == nil {
-		err = gerr
-	}
-	return err
+	fail(f(ctx))
+	<-done
+	return first
 }
 
 // sessionParams make text forms exact and equal on both sides: times in
