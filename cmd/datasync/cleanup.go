@@ -40,8 +40,8 @@ forgets them). Exit 2 on any error.`,
 			if !cmd.Flags().Changed("name") {
 				return fmt.Errorf("--name is required: cleanup drops the slot and checkpoints of one sync (a sync started without --name is called datasync)")
 			}
-			if !apply.ValidName(opts.Name) {
-				return fmt.Errorf("--name %q: use lower-case letters, digits and _ (at most 54)", opts.Name)
+			if err := checkSyncName(opts.Name); err != nil {
+				return err
 			}
 			if runF != nil {
 				return runF(cmd.Context(), opts)

@@ -52,8 +52,8 @@ Either may be missing: after a backfill alone it says there is no sync of that n
   datasync status --config datasync.yaml --table users --json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if !apply.ValidName(opts.Name) {
-				return fmt.Errorf("--name %q: use lower-case letters, digits and _ (at most 54)", opts.Name)
+			if err := checkSyncName(opts.Name); err != nil {
+				return err
 			}
 			if runF != nil {
 				return runF(cmd.Context(), opts)

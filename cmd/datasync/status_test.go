@@ -159,3 +159,15 @@ func TestStatusCleanupMissingDatabase(t *testing.T) {
 		})
 	}
 }
+
+// Every command that names a sync rejects a name that cannot name a slot,
+// before connecting anywhere, and says what a name may hold.
+func TestSyncNameChecked(t *testing.T) {
+	env := map[string]string{"DATASYNC_SOURCE": "postgres://127.0.0.1:1/none", "DATASYNC_TARGET": "postgres://127.0.0.1:1/none"}
+	for _, cmd := range []string{"sync", "status", "cleanup"} {
+		r := runDatasync(t, env, cmd, "--name", "Users-Sync")
+		if r.code != 2 || !strings.Contains(r.errOut, `--name "Users-Sync": use lower-case letters, digits and _`) {
+			t.Errorf("%s --name Users-Sync: got exit %d, stderr %q; want exit 2 naming --name", cmd, r.code, r.errOut)
+		}
+	}
+}

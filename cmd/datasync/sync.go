@@ -54,8 +54,8 @@ including a source table whose columns no longer fit the mapping.`,
   datasync sync --config datasync.yaml --name users --until-caught-up`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if !apply.ValidName(opts.Name) {
-				return fmt.Errorf("--name %q: use lower-case letters, digits and _ (at most 54)", opts.Name)
+			if err := checkSyncName(opts.Name); err != nil {
+				return err
 			}
 			if runF != nil {
 				return runF(cmd.Context(), opts)
@@ -120,4 +120,12 @@ func serveMetrics(addr string, reg *prometheus.Registry, logger *slog.Logger) (s
 		defer cancel()
 		_ = srv.Shutdown(ctx)
 	}, nil
+}
+
+// checkSyncName rejects a --name that cannot name a slot and publication.
+func checkSyncName(name string) error {
+	if !apply.ValidName(name) {
+		return fmt.Errorf("--name %q: use lower-case letters, digits and _ (at most 54)", name)
+	}
+	return nil
 }
