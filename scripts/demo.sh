@@ -62,7 +62,7 @@ PG_LOG="$LOG_DIR/postgres.log"
 APP_NAMES=()        # apps started, in order
 declare -A APP_PIDS # app name -> pid
 
-say() { printf '==> %s\n' "$*"; }
+say() { printf '==> %s\n' "$*" 2>/dev/null || true; }
 die() {
   printf 'demo: %s\n' "$*" >&2
   exit 1
@@ -137,8 +137,12 @@ cleanup() {
   local code=$? i name
   trap - EXIT
   # A second Ctrl-C (or the signal sent to the whole process group) must not
-  # cut the stopping short and leave PostgreSQL or an app running.
-  trap '' INT TERM
+  # cut the stopping short and leave PostgreSQL or an app running; nor may a
+  # reader of our output that went away first (make or a pipe stopped by the
+  # same Ctrl-C): writes then fail, and a failed write must not end the
+  # script before everything is stopped.
+  trap '' INT TERM PIPE
+  set +e
   if ((${#APP_NAMES[@]} > 0)) || [[ -n $PG_DATA ]]; then say "stopping"; fi
   # The proxy and datasync sync were started last: they stop first.
   for ((i = ${#APP_NAMES[@]} - 1; i >= 0; i--)); do
@@ -161,6 +165,7 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 0' INT TERM # Ctrl-C is the normal way to stop the demo
+trap 'exit 141' PIPE    # our reader went away: stop everything, then exit
 
 # stop_leftovers stops what an earlier run left behind when it was killed
 # before it could clean up (kill -9, a closed terminal).
@@ -169,7 +174,7 @@ stop_leftovers() {
   for f in "$RUN_DIR"/*.pid; do
     [[ -e $f ]] || continue
     pid=$(<"$f")
-    if [[ $pid =~ ^[0-9]+$ ]] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "^$BIN/"; then
+    if [[ $pid =~ ^[0-9]+$ ]] && tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -q "^$BIN/"; then
       say "stopping $(basename "$f" .pid) left running by an earlier demo (pid $pid)"
       kill -TERM "$pid" 2>/dev/null || true
       for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
