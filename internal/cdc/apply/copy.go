@@ -23,7 +23,7 @@ import (
 // The copy transaction also creates the sync's checkpoint at lsn if there is
 // none: from then on the slot is in use, and a restart copies the tables
 // still missing with a snapshot of their own instead of starting over.
-func copyTable(ctx context.Context, src, dst *pgxpool.Pool, name string, t *mapping.Table, snapshot string, lsn cdc.LSN) (int64, error) {
+func copyTable(ctx context.Context, src, dst *pgxpool.Pool, name string, t *mapping.Table, signature, snapshot string, lsn cdc.LSN) (int64, error) {
 	op := fmt.Sprintf("copy %s to %s", t.Source, t.Target)
 	sconn, err := src.Acquire(ctx)
 	if err != nil {
@@ -64,11 +64,11 @@ func copyTable(ctx context.Context, src, dst *pgxpool.Pool, name string, t *mapp
 	if err != nil {
 		return 0, fmt.Errorf("%s: write target: %w", op, err)
 	}
-	if _, err := dtx.Exec(ctx, `INSERT INTO datasync.sync_tables (name, target_table, copied_lsn, copied_rows)
-		VALUES ($1, $2, $3::text::pg_lsn, $4)
+	if _, err := dtx.Exec(ctx, `INSERT INTO datasync.sync_tables (name, target_table, copied_lsn, copied_rows, mapping)
+		VALUES ($1, $2, $3::text::pg_lsn, $4, $5)
 		ON CONFLICT (name, target_table) DO UPDATE SET copied_lsn = EXCLUDED.copied_lsn,
-			copied_rows = EXCLUDED.copied_rows, copied_at = now()`,
-		name, t.Target.String(), lsn.String(), tag.RowsAffected()); err != nil {
+			copied_rows = EXCLUDED.copied_rows, copied_at = now(), mapping = EXCLUDED.mapping`,
+		name, t.Target.String(), lsn.String(), tag.RowsAffected(), signature); err != nil {
 		return 0, fmt.Errorf("%s: record copy: %w", op, err)
 	}
 	if _, err := dtx.Exec(ctx, `INSERT INTO datasync.sync_state (name, applied_lsn) VALUES ($1, $2::text::pg_lsn)

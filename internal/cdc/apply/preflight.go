@@ -151,12 +151,13 @@ func publicationTableSQL(t *mapping.Table, identity []string) string {
 }
 
 // ensurePublication creates the publication if missing and adds the tables
-// it lacks. Before committing it runs an UPDATE and a DELETE matching no row
+// it lacks; the tables in replace are dropped from it and added again with
+// their current column list and row filter. Before committing it runs an UPDATE and a DELETE matching no row
 // on each added table: PostgreSQL refuses those when the row filter or
 // column list uses columns outside the replica identity, and would refuse
 // the application's own writes in the same way, so such a publication is
 // never left behind.
-func ensurePublication(ctx context.Context, src *pgxpool.Pool, pub string, tables []*mapping.Table, identity map[*mapping.Table][]string) error {
+func ensurePublication(ctx context.Context, src *pgxpool.Pool, pub string, tables []*mapping.Table, identity map[*mapping.Table][]string, replace map[*mapping.Table]bool) error {
 	tx, err := src.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("create publication %s: %w", pub, err)
@@ -179,8 +180,13 @@ func ensurePublication(ctx context.Context, src *pgxpool.Pool, pub string, table
 			WHERE pubname = $1 AND schemaname = $2 AND tablename = $3)`, pub, t.Source.Schema, t.Source.Name).Scan(&in); err != nil {
 			return fmt.Errorf("create publication %s: %w", pub, err)
 		}
-		if in {
+		if in && !replace[t] {
 			continue
+		}
+		if in {
+			if _, err := tx.Exec(ctx, "ALTER PUBLICATION "+mapping.QuoteIdent(pub)+" DROP TABLE "+t.Source.Quoted()); err != nil {
+				return fmt.Errorf("replace %s in publication %s: %w", t.Source, pub, err)
+			}
 		}
 		if _, err := tx.Exec(ctx, "ALTER PUBLICATION "+mapping.QuoteIdent(pub)+" ADD TABLE "+publicationTableSQL(t, identity[t])); err != nil {
 			return &mapping.PreflightError{Problems: []string{fmt.Sprintf("publish source table %s: %v", t.Source, err)}}

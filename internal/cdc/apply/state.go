@@ -13,7 +13,8 @@ import (
 )
 
 // stateSchema creates the target's bookkeeping: the applied LSN per sync,
-// and which tables have had their initial copy, at which LSN.
+// and which tables have had their initial copy, at which LSN, under which
+// mapping (see tableSignature; NULL for copies made before it was kept).
 const stateSchema = `
 CREATE SCHEMA IF NOT EXISTS datasync;
 CREATE TABLE IF NOT EXISTS datasync.sync_state (
@@ -29,7 +30,8 @@ CREATE TABLE IF NOT EXISTS datasync.sync_tables (
 	copied_rows bigint NOT NULL,
 	copied_at timestamptz NOT NULL DEFAULT now(),
 	PRIMARY KEY (name, target_table)
-);`
+);
+ALTER TABLE datasync.sync_tables ADD COLUMN IF NOT EXISTS mapping text;`
 
 var nameRE = regexp.MustCompile(`^[a-z0-9_]{1,54}$`)
 
@@ -49,6 +51,7 @@ type state struct {
 	exists  bool
 	applied cdc.LSN
 	copied  map[string]cdc.LSN // target table → LSN of its copy
+	mapped  map[string]string  // target table → tableSignature of its copy, when known
 }
 
 func ensureStateSchema(ctx context.Context, pool *pgxpool.Pool) error {
@@ -62,7 +65,7 @@ func loadState(ctx context.Context, q interface {
 	QueryRow(context.Context, string, ...any) pgx.Row
 	Query(context.Context, string, ...any) (pgx.Rows, error)
 }, name string) (state, error) {
-	st := state{copied: map[string]cdc.LSN{}}
+	st := state{copied: map[string]cdc.LSN{}, mapped: map[string]string{}}
 	var applied string
 	err := q.QueryRow(ctx, `SELECT applied_lsn::text FROM datasync.sync_state WHERE name = $1`, name).Scan(&applied)
 	switch {
@@ -75,14 +78,15 @@ func loadState(ctx context.Context, q interface {
 			return st, fmt.Errorf("read sync state: %w", err)
 		}
 	}
-	rows, err := q.Query(ctx, `SELECT target_table, copied_lsn::text FROM datasync.sync_tables WHERE name = $1`, name)
+	rows, err := q.Query(ctx, `SELECT target_table, copied_lsn::text, mapping FROM datasync.sync_tables WHERE name = $1`, name)
 	if err != nil {
 		return st, fmt.Errorf("read copied tables: %w", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var table, lsn string
-		if err := rows.Scan(&table, &lsn); err != nil {
+		var sig *string
+		if err := rows.Scan(&table, &lsn, &sig); err != nil {
 			return st, fmt.Errorf("read copied tables: %w", err)
 		}
 		l, err := cdc.ParseLSN(lsn)
@@ -90,6 +94,9 @@ func loadState(ctx context.Context, q interface {
 			return st, fmt.Errorf("read copied tables: %w", err)
 		}
 		st.copied[table] = l
+		if sig != nil {
+			st.mapped[table] = *sig
+		}
 	}
 	if err := rows.Err(); err != nil {
 		return st, fmt.Errorf("read copied tables: %w", err)

@@ -56,9 +56,11 @@ type syncer struct {
 	src    *pgxpool.Pool
 	dst    *pgxpool.Pool
 	tables []*mapping.Table
-	byName map[string]*mapping.Table // source "schema.table" → mapping
-	copied map[*mapping.Table]cdc.LSN
-	plans  map[uint32]*plan
+	// signature holds each table's tableSignature under the current mapping.
+	signature map[*mapping.Table]string
+	byName    map[string]*mapping.Table // source "schema.table" → mapping
+	copied    map[*mapping.Table]cdc.LSN
+	plans     map[uint32]*plan
 	// unmapped holds the relations already warned about as not mapped.
 	unmapped map[uint32]bool
 	applied  cdc.LSN
@@ -86,6 +88,10 @@ type syncer struct {
 // it after the copy. A table added to an existing sync is published first,
 // then copied with the snapshot of a temporary slot created after that;
 // the main stream skips its changes up to that slot's consistent point.
+// A table whose mapping changed since its copy (columns, target, where
+// filter) is handled the same way: its publication entry is replaced, then
+// it is copied again, since the rows copied before lack what the new
+// mapping adds and the stream alone would never bring it.
 //
 // Each target transaction applies one or more whole source transactions
 // and stores the last one's end LSN in datasync.sync_state; a restart
@@ -153,7 +159,18 @@ func run(ctx context.Context, cfg Config) error {
 	if err := ensureStateSchema(ctx, s.dst); err != nil {
 		return err
 	}
-	if err := ensurePublication(ctx, s.src, PublicationName(cfg.Name), s.tables, identity); err != nil {
+	s.signature = map[*mapping.Table]string{}
+	for _, t := range s.tables {
+		s.signature[t] = tableSignature(t, identity[t])
+	}
+	remap, err := s.remapped(ctx)
+	if err != nil {
+		return err
+	}
+	if err := ensurePublication(ctx, s.src, PublicationName(cfg.Name), s.tables, identity, remap); err != nil {
+		return err
+	}
+	if err := s.forgetCopies(ctx, remap); err != nil {
 		return err
 	}
 	if err := s.handoff(ctx); err != nil {
@@ -216,6 +233,51 @@ func (s *syncer) handoff(ctx context.Context) error {
 	return nil
 }
 
+// tableSignature is what a table's copy depends on in the mapping: the
+// published columns and row filter, the target table and the columns
+// copied into it. It is stored with the copy; a different one on a later
+// start means the mapping changed since.
+func tableSignature(t *mapping.Table, identity []string) string {
+	return strings.Join([]string{publicationTableSQL(t, identity), t.Target.Quoted(), t.TargetColumnList(), t.SourceSelectList()}, "\n")
+}
+
+// remapped returns the tables copied under a mapping other than the
+// current one. Copies recorded before signatures were kept count as
+// current.
+func (s *syncer) remapped(ctx context.Context) (map[*mapping.Table]bool, error) {
+	st, err := loadState(ctx, s.dst, s.cfg.Name)
+	if err != nil {
+		return nil, err
+	}
+	out := map[*mapping.Table]bool{}
+	for _, t := range s.tables {
+		if sig, ok := st.mapped[t.Target.String()]; ok && sig != s.signature[t] {
+			s.log.Warn("the mapping of a copied table changed: publishing and copying it again",
+				"source", t.Source.String(), "target", t.Target.String())
+			out[t] = true
+		}
+	}
+	return out, nil
+}
+
+// forgetCopies marks tables as not copied, so that the handoff copies them
+// again. It runs after their publication entries are replaced: were it
+// the other way round, a crash in between would copy them again under the
+// old publication entry.
+func (s *syncer) forgetCopies(ctx context.Context, tables map[*mapping.Table]bool) error {
+	var names []string
+	for t := range tables {
+		names = append(names, t.Target.String())
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	if _, err := s.dst.Exec(ctx, `DELETE FROM datasync.sync_tables WHERE name = $1 AND target_table = ANY($2)`, s.cfg.Name, names); err != nil {
+		return fmt.Errorf("mark remapped tables for a new copy: %w", err)
+	}
+	return nil
+}
+
 // copyWithSlot creates a slot exporting a snapshot and copies tables with
 // it, keeping the slot's connection idle meanwhile so the snapshot stays
 // valid. It returns the slot's consistent point.
@@ -231,7 +293,7 @@ func (s *syncer) copyWithSlot(ctx context.Context, slot string, temporary bool, 
 	}
 	for _, t := range tables {
 		start := time.Now()
-		n, err := copyTable(ctx, s.src, s.dst, s.cfg.Name, t, sl.SnapshotName, sl.ConsistentPoint)
+		n, err := copyTable(ctx, s.src, s.dst, s.cfg.Name, t, s.signature[t], sl.SnapshotName, sl.ConsistentPoint)
 		if err != nil {
 			return 0, err
 		}
@@ -451,6 +513,13 @@ func (s *syncer) queueTx(b *pgx.Batch, tx *cdc.Transaction, counts map[[2]string
 			}
 			continue
 		}
+		// Changes already in a table's copy are skipped before the
+		// relation is checked against the mapping: they were published
+		// under the publication entry the copy replaced, whose columns
+		// may differ from the current mapping's.
+		if t := s.byName[c.Relation.Namespace+"."+c.Relation.Name]; t != nil && tx.EndLSN <= s.copied[t] {
+			continue
+		}
 		p, err := s.plan(c.Relation)
 		if errors.Is(err, errNotMapped) {
 			// Still in the publication, no longer in the mapping.
@@ -463,9 +532,6 @@ func (s *syncer) queueTx(b *pgx.Batch, tx *cdc.Transaction, counts map[[2]string
 		}
 		if err != nil {
 			return err
-		}
-		if tx.EndLSN <= s.copied[p.table] {
-			continue // already in the table's copy
 		}
 		if err := p.queue(b, c); err != nil {
 			return err
