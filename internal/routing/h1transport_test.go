@@ -234,3 +234,38 @@ func TestUpgradePassesThrough(t *testing.T) {
 		})
 	}
 }
+
+// TestH1SlowAnswers pins the header timeout on both sides of watchGrace,
+// the time an exchange waits before it watches its client: an answer slower
+// than watchGrace but within the timeout comes from the service, and a
+// timeout shorter than watchGrace still cuts a late answer.
+func TestH1SlowAnswers(t *testing.T) {
+	cases := []struct {
+		name     string
+		timeout  string
+		delay    time.Duration
+		servedBy string
+	}{
+		{"slower than the grace, within the timeout", "5s", 3 * watchGrace, ""},
+		{"timeout shorter than the grace", "20ms", 5 * time.Second, "monolith"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			mono := newBackend(t, "monolith", nil)
+			svc := httptestServer(t, func(w http.ResponseWriter, r *http.Request) {
+				select {
+				case <-time.After(c.delay):
+				case <-r.Context().Done():
+				}
+				io.WriteString(w, "slow")
+			})
+			tp := newTestProxy(t, h1ConfigTimeout(mono.URL, svc, c.timeout))
+			for i := 0; i < 2; i++ { // a fresh connection, then a pooled one
+				a := tp.do(t, "GET", "/api/users/1", "", nil)
+				if a.status != http.StatusOK || a.servedBy != c.servedBy {
+					t.Fatalf("request %d: got %d from %q, want 200 from %q", i, a.status, a.servedBy, c.servedBy)
+				}
+			}
+		})
+	}
+}
