@@ -65,18 +65,21 @@ func TestH1ConnectionReuse(t *testing.T) {
 		method    string
 		path      string
 		wantBody  string
-		wantConns int64 // new upstream connections this request may open
+		wantConns int64         // new upstream connections this request may open
+		idle      time.Duration // how long the pooled connection idles first
 	}{
-		{"first GET dials", "GET", "/api/users/1", "hello", 1},
-		{"second GET reuses", "GET", "/api/users/2", "hello", 0},
-		{"HEAD reuses", "HEAD", "/api/users/3", "", 0},
-		{"204 reuses", "GET", "/api/users/empty", "", 0},
-		{"chunked reuses", "GET", "/api/users/chunked", "part one part two", 0},
-		{"Connection: close is honoured", "GET", "/api/users/close", "bye", 0},
-		{"after close a new one", "GET", "/api/users/4", "hello", 1},
+		{"first GET dials", "GET", "/api/users/1", "hello", 1, 0},
+		{"second GET reuses", "GET", "/api/users/2", "hello", 0, 0},
+		{"reuses after idling past its deadline", "GET", "/api/users/2", "hello", 0, 2 * watchGrace},
+		{"HEAD reuses", "HEAD", "/api/users/3", "", 0, 0},
+		{"204 reuses", "GET", "/api/users/empty", "", 0, 0},
+		{"chunked reuses", "GET", "/api/users/chunked", "part one part two", 0, 0},
+		{"Connection: close is honoured", "GET", "/api/users/close", "bye", 0, 0},
+		{"after close a new one", "GET", "/api/users/4", "hello", 1, 0},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
+			time.Sleep(c.idle)
 			before := conns.Load()
 			a := tp.do(t, c.method, c.path, "", nil)
 			if a.status/100 != 2 || a.body != c.wantBody {
