@@ -207,7 +207,7 @@ func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	ctx := req.Context()
 	for attempt := 0; ; attempt++ {
-		pc, err := t.getConn(ctx)
+		pc, err := t.getConn(ctx, isReplayable(req))
 		if err != nil {
 			return nil, err
 		}
@@ -238,8 +238,15 @@ func isReplayable(req *http.Request) bool {
 	return ok
 }
 
+// freshFor is how long after its last answer a pooled connection is taken
+// for open without a peek, for a request that may be retried on a new
+// connection. A conforming upstream sends nothing unasked, and one that
+// closed the connection this soon fails the request before any answer,
+// which RoundTrip then retries.
+const freshFor = time.Millisecond
+
 // getConn returns a live pooled connection, or dials a new one.
-func (t *h1Transport) getConn(ctx context.Context) (*h1Conn, error) {
+func (t *h1Transport) getConn(ctx context.Context, replayable bool) (*h1Conn, error) {
 	now := time.Now()
 	t.mu.Lock()
 	for len(t.idle) > 0 {
@@ -260,7 +267,7 @@ func (t *h1Transport) getConn(ctx context.Context) (*h1Conn, error) {
 		t.mu.Unlock()
 		// The deadline first: the peek fails on a past one.
 		pc.begin(ctx, now)
-		if pc.alive() {
+		if replayable && now.Sub(pc.lastUsed) < freshFor || pc.alive() {
 			pc.reused = true
 			return pc, nil
 		}
@@ -286,7 +293,8 @@ func (t *h1Transport) getConn(ctx context.Context) (*h1Conn, error) {
 func (t *h1Transport) putConn(pc *h1Conn) {
 	pc.lastUsed = time.Now()
 	t.mu.Lock()
-	if t.closed || len(t.idle) >= t.maxIdle {
+	// Bytes after the answer's end are nothing a request asked for.
+	if t.closed || len(t.idle) >= t.maxIdle || pc.br.Buffered() > 0 {
 		t.mu.Unlock()
 		pc.conn.Close()
 		return

@@ -272,3 +272,42 @@ func TestH1SlowAnswers(t *testing.T) {
 		})
 	}
 }
+
+// TestH1BytesAfterAnswerDropConnection pins that a connection with bytes
+// after the end of an answer is not pooled: they would be read as the next
+// request's answer.
+func TestH1BytesAfterAnswerDropConnection(t *testing.T) {
+	mono := newBackend(t, "monolith", nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					io.Copy(io.Discard, req.Body)
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale")
+				}
+			}()
+		}
+	}()
+	tp := newTestProxy(t, h1Config(mono.URL, "http://"+ln.Addr().String()))
+	for i := 0; i < 3; i++ {
+		a := tp.do(t, "GET", "/api/users/1", "", nil)
+		if a.status != http.StatusOK || a.body != "ok" || a.servedBy != "" {
+			t.Fatalf("request %d: got %d %q from %q, want 200 \"ok\" from the service", i, a.status, a.body, a.servedBy)
+		}
+	}
+}
