@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -26,6 +27,8 @@ import (
 type h1Transport struct {
 	next    *http.Transport
 	addr    string
+	urlHost string // the URL host of the requests it carries
+	host    string // their Host header; "" to leave it to Request.Write
 	dialer  net.Dialer
 	timeout time.Duration // for response headers, after the request is written
 
@@ -50,29 +53,151 @@ type h1Conn struct {
 	peekOK   bool                  // peek's finding
 	written  int64                 // bytes written in the current exchange
 	read     int64                 // bytes read in the current exchange
+
+	// The current exchange's cancellation and header timeout; see wake.
+	ctx      context.Context
+	due      time.Time   // when the answer's headers are late; zero outside that wait
+	deadline time.Time   // the connection's deadline as last set here
+	stop     func() bool // stops the watch on ctx; nil while unwatched
 }
 
+// watchGrace is how long an exchange may block on its upstream before it
+// watches its client's context. Most exchanges end well within it and never
+// pay for the watch (a context.AfterFunc) or for moving the connection's
+// deadline (a timer update): the deadline is moved only when it falls due
+// within half of watchGrace, and every exchange that blocks past it wakes up
+// there and starts watching. So a client that goes away is noticed after at
+// most watchGrace, and the header timeout fires on time.
+const watchGrace = 100 * time.Millisecond
+
 func (c *h1Conn) Read(p []byte) (int, error) {
-	n, err := c.conn.Read(p)
-	c.read += int64(n)
-	return n, err
+	for {
+		n, err := c.conn.Read(p)
+		c.read += int64(n)
+		if n > 0 || err == nil || !errors.Is(err, os.ErrDeadlineExceeded) || !c.wake() {
+			return n, err
+		}
+	}
 }
 
 func (c *h1Conn) Write(p []byte) (int, error) {
-	n, err := c.conn.Write(p)
-	c.written += int64(n)
-	return n, err
+	n := 0
+	for {
+		m, err := c.conn.Write(p[n:])
+		n += m
+		c.written += int64(m)
+		if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) || !c.wake() {
+			return n, err
+		}
+	}
 }
 
-func newH1Transport(next *http.Transport, addr string, timeout time.Duration) *h1Transport {
-	return &h1Transport{
+// begin starts an exchange for ctx on the connection.
+func (c *h1Conn) begin(ctx context.Context, now time.Time) {
+	c.ctx, c.due, c.stop = ctx, time.Time{}, nil
+	c.written, c.read = 0, 0
+	c.keepDeadline(now)
+}
+
+// keepDeadline keeps the deadline of an unwatched exchange between half of
+// watchGrace and watchGrace ahead, and no later than due, moving it only
+// when it has to.
+func (c *h1Conn) keepDeadline(now time.Time) {
+	limit := now.Add(watchGrace)
+	if !c.due.IsZero() && c.due.Before(limit) {
+		limit = c.due
+	}
+	if d := c.deadline; d.IsZero() || d.After(limit) || d.Sub(now) < watchGrace/2 && !d.Equal(limit) {
+		c.setDeadline(limit)
+	}
+}
+
+func (c *h1Conn) setDeadline(t time.Time) {
+	c.deadline = t
+	c.conn.SetDeadline(t)
+}
+
+// wake runs when a read or write hit the connection's deadline, and reports
+// whether to try again: not when the client went away (the watch set a past
+// deadline, or the grace ran out after it left) nor when the headers are
+// late. Otherwise the exchange is slow, not failed: it starts watching its
+// client's context, and the deadline becomes the exact header timeout (none
+// outside the wait for headers).
+func (c *h1Conn) wake() bool {
+	if c.ctx.Err() != nil {
+		return false
+	}
+	if !c.due.IsZero() && !time.Now().Before(c.due) {
+		return false
+	}
+	if c.stop == nil {
+		if c.abort == nil {
+			c.abort = func() { c.conn.SetDeadline(aLongTimeAgo) }
+		}
+		c.stop = context.AfterFunc(c.ctx, c.abort)
+	}
+	c.setDeadline(c.due)
+	// A client that left before the line above had its past deadline
+	// overwritten.
+	return c.ctx.Err() == nil
+}
+
+// awaitHeaders sets the header timeout, once the request is written.
+func (c *h1Conn) awaitHeaders(now time.Time) {
+	c.due = now.Add(c.t.timeout)
+	if c.stop != nil {
+		c.setDeadline(c.due)
+		return
+	}
+	c.keepDeadline(now)
+}
+
+// awaitBody lifts the header timeout: the body may stream for as long as it
+// likes.
+func (c *h1Conn) awaitBody() {
+	c.due = time.Time{}
+	if c.stop != nil {
+		c.setDeadline(time.Time{})
+	}
+}
+
+// end ends the exchange and reports whether the connection may carry
+// another: false when the watch fired, which leaves a past deadline.
+func (c *h1Conn) end() bool {
+	ok := c.stop == nil || c.stop()
+	c.ctx, c.stop = nil, nil
+	return ok
+}
+
+func newH1Transport(next *http.Transport, urlHost, addr string, timeout time.Duration) *h1Transport {
+	t := &h1Transport{
 		next:    next,
 		addr:    addr,
+		urlHost: urlHost,
 		dialer:  net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second},
 		timeout: timeout,
 		maxIdle: 1024,
 		idleFor: 60 * time.Second,
 	}
+	// Request.Write cleans and checks the Host it sends (IDNA, IPv6 zones);
+	// a plain name or address and port needs none of it, anything else is
+	// left to it.
+	if plainHost(urlHost) {
+		t.host = urlHost
+	}
+	return t
+}
+
+func plainHost(h string) bool {
+	for i := 0; i < len(h); i++ {
+		switch c := h[i]; {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case c == '.' || c == '-' || c == '_' || c == ':' || c == '[' || c == ']':
+		default:
+			return false
+		}
+	}
+	return h != ""
 }
 
 // RoundTrip implements http.RoundTripper.
@@ -82,7 +207,7 @@ func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	ctx := req.Context()
 	for attempt := 0; ; attempt++ {
-		pc, err := t.getConn(ctx)
+		pc, err := t.getConn(ctx, isReplayable(req))
 		if err != nil {
 			return nil, err
 		}
@@ -90,6 +215,7 @@ func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if err == nil {
 			return resp, nil
 		}
+		pc.end()
 		pc.conn.Close()
 		// A pooled connection the upstream closed meanwhile: retry once on a
 		// new one when the upstream cannot have acted on the request (nothing
@@ -112,8 +238,15 @@ func isReplayable(req *http.Request) bool {
 	return ok
 }
 
+// freshFor is how long after its last answer a pooled connection is taken
+// for open without a peek, for a request that may be retried on a new
+// connection. A conforming upstream sends nothing unasked, and one that
+// closed the connection this soon fails the request before any answer,
+// which RoundTrip then retries.
+const freshFor = time.Millisecond
+
 // getConn returns a live pooled connection, or dials a new one.
-func (t *h1Transport) getConn(ctx context.Context) (*h1Conn, error) {
+func (t *h1Transport) getConn(ctx context.Context, replayable bool) (*h1Conn, error) {
 	now := time.Now()
 	t.mu.Lock()
 	for len(t.idle) > 0 {
@@ -132,8 +265,10 @@ func (t *h1Transport) getConn(ctx context.Context) (*h1Conn, error) {
 			continue
 		}
 		t.mu.Unlock()
-		if pc.alive() {
-			pc.reused, pc.written, pc.read = true, 0, 0
+		// The deadline first: the peek fails on a past one.
+		pc.begin(ctx, now)
+		if replayable && now.Sub(pc.lastUsed) < freshFor || pc.alive() {
+			pc.reused = true
 			return pc, nil
 		}
 		pc.conn.Close()
@@ -150,6 +285,7 @@ func (t *h1Transport) getConn(ctx context.Context) (*h1Conn, error) {
 	}
 	pc.br = bufio.NewReaderSize(pc, 4096)
 	pc.bw = bufio.NewWriterSize(pc, 4096)
+	pc.begin(ctx, time.Now())
 	return pc, nil
 }
 
@@ -157,7 +293,8 @@ func (t *h1Transport) getConn(ctx context.Context) (*h1Conn, error) {
 func (t *h1Transport) putConn(pc *h1Conn) {
 	pc.lastUsed = time.Now()
 	t.mu.Lock()
-	if t.closed || len(t.idle) >= t.maxIdle {
+	// Bytes after the answer's end are nothing a request asked for.
+	if t.closed || len(t.idle) >= t.maxIdle || pc.br.Buffered() > 0 {
 		t.mu.Unlock()
 		pc.conn.Close()
 		return
@@ -186,55 +323,57 @@ var aLongTimeAgo = time.Unix(1, 0)
 // roundTrip writes req and reads the answer's headers.
 func (pc *h1Conn) roundTrip(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
-	// A client that goes away unblocks the exchange at once.
-	if pc.abort == nil {
-		pc.abort = func() { pc.conn.SetDeadline(aLongTimeAgo) }
-	}
-	stop := context.AfterFunc(ctx, pc.abort)
-	if err := req.Write(pc.bw); err != nil {
-		stop()
-		return nil, ctxErr(ctx, fmt.Errorf("write request: %w", err))
+	if pc.t.host == "" || req.URL.Host != pc.t.urlHost || !writeRequest(pc.bw, req, pc.t.host) {
+		if err := req.Write(pc.bw); err != nil {
+			return nil, ctxErr(ctx, fmt.Errorf("write request: %w", err))
+		}
 	}
 	if err := pc.bw.Flush(); err != nil {
-		stop()
 		return nil, ctxErr(ctx, fmt.Errorf("write request: %w", err))
 	}
-	pc.conn.SetReadDeadline(time.Now().Add(pc.t.timeout))
-	pc.recheck(ctx)
-	var resp *http.Response
-	for {
-		var err error
-		resp, err = http.ReadResponse(pc.br, req)
-		if err != nil {
-			stop()
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() && ctx.Err() == nil {
-				return nil, errHeaderTimeout
-			}
-			return nil, ctxErr(ctx, fmt.Errorf("read response: %w", err))
+	pc.awaitHeaders(time.Now())
+	resp, n, err := pc.readResponse(req)
+	if err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() && ctx.Err() == nil {
+			return nil, errHeaderTimeout
 		}
-		// 1xx answers other than 101 are interim: the final one follows.
-		if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
-			break
-		}
+		return nil, ctxErr(ctx, fmt.Errorf("read response: %w", err))
 	}
 	if resp.StatusCode == http.StatusSwitchingProtocols {
-		stop()
 		return nil, errors.New("read response: unexpected 101 to a request without Upgrade")
 	}
-	// Headers are in: the timeout does not apply to the body, which may
-	// stream for as long as it likes.
-	pc.conn.SetReadDeadline(time.Time{})
-	pc.recheck(ctx)
-	resp.Body = &h1Body{pc: pc, body: resp.Body, stop: stop, keep: !resp.Close}
+	pc.awaitBody()
+	b := &h1Body{pc: pc, body: resp.Body, n: n, keep: !resp.Close}
+	if resp.Body == nil && n == 0 {
+		b.body = http.NoBody
+	}
+	resp.Body = b
 	return resp, nil
 }
 
-// recheck restores the past deadline after a deadline change, in case the
-// client went away just before it (the AfterFunc may have run already).
-func (pc *h1Conn) recheck(ctx context.Context) {
-	if ctx.Err() != nil {
-		pc.conn.SetDeadline(aLongTimeAgo)
+// readResponse reads the answer's headers: those parseResponse handles
+// without net/http, the rest with http.ReadResponse. n is the length of a
+// body parseResponse left in pc.br (resp.Body is then nil).
+func (pc *h1Conn) readResponse(req *http.Request) (resp *http.Response, n int64, err error) {
+	if _, err := pc.br.Peek(1); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, 0, err
+	}
+	if resp, n, ok := parseResponse(pc.br, req); ok {
+		return resp, n, nil
+	}
+	for {
+		resp, err = http.ReadResponse(pc.br, req)
+		if err != nil {
+			return nil, 0, err
+		}
+		// 1xx answers other than 101 are interim: the final one follows.
+		if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
+			return resp, 0, nil
+		}
 	}
 }
 
@@ -262,8 +401,8 @@ func ctxErr(ctx context.Context, err error) error {
 // closes it when abandoned before.
 type h1Body struct {
 	pc   *h1Conn
-	body io.ReadCloser
-	stop func() bool
+	body io.ReadCloser // net/http's reader; nil when the body is the next n bytes of pc.br
+	n    int64
 	keep bool
 	done bool
 }
@@ -272,9 +411,24 @@ func (b *h1Body) Read(p []byte) (int, error) {
 	if b.done {
 		return 0, io.EOF
 	}
-	n, err := b.body.Read(p)
-	if err == io.EOF {
+	if b.body != nil {
+		n, err := b.body.Read(p)
+		if err == io.EOF {
+			b.finish(true)
+		}
+		return n, err
+	}
+	if int64(len(p)) > b.n {
+		p = p[:b.n]
+	}
+	n, err := b.pc.br.Read(p)
+	b.n -= int64(n)
+	switch {
+	case b.n == 0:
 		b.finish(true)
+		return n, io.EOF
+	case err == io.EOF:
+		err = io.ErrUnexpectedEOF
 	}
 	return n, err
 }
@@ -290,14 +444,16 @@ func (b *h1Body) Close() error {
 
 func (b *h1Body) finish(eof bool) {
 	b.done = true
-	// stop reports false when the client already went away and the
-	// connection has a past deadline: it cannot be reused.
-	if b.stop() && eof && b.keep {
-		b.body.Close()
+	if b.pc.end() && eof && b.keep {
+		if b.body != nil {
+			b.body.Close()
+		}
 		b.pc.t.putConn(b.pc)
 		return
 	}
 	// Close the connection first: closing an unfinished body drains it.
 	b.pc.conn.Close()
-	b.body.Close()
+	if b.body != nil {
+		b.body.Close()
+	}
 }

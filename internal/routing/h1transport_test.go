@@ -65,18 +65,21 @@ func TestH1ConnectionReuse(t *testing.T) {
 		method    string
 		path      string
 		wantBody  string
-		wantConns int64 // new upstream connections this request may open
+		wantConns int64         // new upstream connections this request may open
+		idle      time.Duration // how long the pooled connection idles first
 	}{
-		{"first GET dials", "GET", "/api/users/1", "hello", 1},
-		{"second GET reuses", "GET", "/api/users/2", "hello", 0},
-		{"HEAD reuses", "HEAD", "/api/users/3", "", 0},
-		{"204 reuses", "GET", "/api/users/empty", "", 0},
-		{"chunked reuses", "GET", "/api/users/chunked", "part one part two", 0},
-		{"Connection: close is honoured", "GET", "/api/users/close", "bye", 0},
-		{"after close a new one", "GET", "/api/users/4", "hello", 1},
+		{"first GET dials", "GET", "/api/users/1", "hello", 1, 0},
+		{"second GET reuses", "GET", "/api/users/2", "hello", 0, 0},
+		{"reuses after idling past its deadline", "GET", "/api/users/2", "hello", 0, 2 * watchGrace},
+		{"HEAD reuses", "HEAD", "/api/users/3", "", 0, 0},
+		{"204 reuses", "GET", "/api/users/empty", "", 0, 0},
+		{"chunked reuses", "GET", "/api/users/chunked", "part one part two", 0, 0},
+		{"Connection: close is honoured", "GET", "/api/users/close", "bye", 0, 0},
+		{"after close a new one", "GET", "/api/users/4", "hello", 1, 0},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
+			time.Sleep(c.idle)
 			before := conns.Load()
 			a := tp.do(t, c.method, c.path, "", nil)
 			if a.status/100 != 2 || a.body != c.wantBody {
@@ -232,5 +235,79 @@ func TestUpgradePassesThrough(t *testing.T) {
 				t.Errorf("over the upgraded connection: got %q (%v), want %q", got, err, "echo: hello\n")
 			}
 		})
+	}
+}
+
+// TestH1SlowAnswers pins the header timeout on both sides of watchGrace,
+// the time an exchange waits before it watches its client: an answer slower
+// than watchGrace but within the timeout comes from the service, and a
+// timeout shorter than watchGrace still cuts a late answer.
+func TestH1SlowAnswers(t *testing.T) {
+	cases := []struct {
+		name     string
+		timeout  string
+		delay    time.Duration
+		servedBy string
+	}{
+		{"slower than the grace, within the timeout", "5s", 3 * watchGrace, ""},
+		{"timeout shorter than the grace", "20ms", 5 * time.Second, "monolith"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			mono := newBackend(t, "monolith", nil)
+			svc := httptestServer(t, func(w http.ResponseWriter, r *http.Request) {
+				select {
+				case <-time.After(c.delay):
+				case <-r.Context().Done():
+				}
+				io.WriteString(w, "slow")
+			})
+			tp := newTestProxy(t, h1ConfigTimeout(mono.URL, svc, c.timeout))
+			for i := 0; i < 2; i++ { // a fresh connection, then a pooled one
+				a := tp.do(t, "GET", "/api/users/1", "", nil)
+				if a.status != http.StatusOK || a.servedBy != c.servedBy {
+					t.Fatalf("request %d: got %d from %q, want 200 from %q", i, a.status, a.servedBy, c.servedBy)
+				}
+			}
+		})
+	}
+}
+
+// TestH1BytesAfterAnswerDropConnection pins that a connection with bytes
+// after the end of an answer is not pooled: they would be read as the next
+// request's answer.
+func TestH1BytesAfterAnswerDropConnection(t *testing.T) {
+	mono := newBackend(t, "monolith", nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					io.Copy(io.Discard, req.Body)
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale")
+				}
+			}()
+		}
+	}()
+	tp := newTestProxy(t, h1Config(mono.URL, "http://"+ln.Addr().String()))
+	for i := 0; i < 3; i++ {
+		a := tp.do(t, "GET", "/api/users/1", "", nil)
+		if a.status != http.StatusOK || a.body != "ok" || a.servedBy != "" {
+			t.Fatalf("request %d: got %d %q from %q, want 200 \"ok\" from the service", i, a.status, a.body, a.servedBy)
+		}
 	}
 }

@@ -92,7 +92,7 @@ func newUpstream(name, rawURL string, timeout time.Duration, logger *slog.Logger
 		DisableCompression: true,
 		ForceAttemptHTTP2:  u.Scheme == "https",
 	}
-	up.rt = newH1Transport(up.transport, hostPort(u.Scheme, u.Host), timeout)
+	up.rt = newH1Transport(up.transport, u.Host, hostPort(u.Scheme, u.Host), timeout)
 	up.healthy.Store(true)
 	return up, nil
 }
