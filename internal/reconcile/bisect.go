@@ -98,11 +98,15 @@ type agg struct {
 func (p *pair) aggregate(ctx context.Context, s *side, r keyRange, bounds [][]string) (map[int]agg, error) {
 	var a args
 	bucket := p.bucketExpr(s, bounds, &a)
-	// OFFSET 0 keeps the subquery apart, so the planner estimates a few
-	// groups instead of one per key, and hashes rather than sorting the
-	// table (with parallel workers it would otherwise sort all of it).
-	q := "SELECT b, count(*), coalesce(sum(h), 0)::text FROM (SELECT " + bucket + " AS b, " + s.rowHash + " AS h" +
-		s.from() + p.where(s, r, &a) + " OFFSET 0) s GROUP BY b"
+	// The subquery's WITH clause, which nothing reads, keeps the planner
+	// from pulling the subquery up: grouping by its output column, it
+	// estimates a few groups instead of one per key, and hashes rather
+	// than sorting the table. Unlike OFFSET 0, which does the same, it
+	// leaves parallel workers free to aggregate their part of the table
+	// each (Partial HashAggregate), instead of passing every row to one
+	// process that groups them all.
+	q := "SELECT b, count(*), coalesce(sum(h), 0)::text FROM (WITH unread AS (SELECT) SELECT " + bucket + " AS b, " +
+		s.rowHash + " AS h" + s.from() + p.where(s, r, &a) + ") s GROUP BY b"
 	rows, err := s.pool.Query(ctx, q, a...)
 	if err != nil {
 		return nil, fmt.Errorf("checksum %s ranges: %w", s.name, err)
