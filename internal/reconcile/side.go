@@ -298,8 +298,8 @@ func hashExprs(mode HashMode, cols []mapping.Column, values []string, hashable, 
 				// so values swapped between columns do not cancel out;
 				// a NULL hashes to a constant of its own.
 				arg := canon[i]
-				if fn.cast != "" {
-					arg = "(" + arg + ")::" + fn.cast
+				if fn.arg != "" {
+					arg = fmt.Sprintf(fn.arg, arg)
 				}
 				seed := strconv.Itoa(i + 1)
 				if fn.seed != "" {
@@ -334,9 +334,13 @@ func hashExprs(mode HashMode, cols []mapping.Column, values []string, hashable, 
 // hashes with a direct call instead of through a row value: building a row
 // per table row and taking it apart again costs more than the hashing.
 //
-// timestamptz's operator class hashes with the timestamp function, which
-// SQL can only call on a timestamp: the cast is exact because sessions run
-// with TimeZone UTC (serverInfo makes sure), so it keeps every microsecond.
+// arg, when set, is a format (%s the value) that makes the function's
+// argument: timestamptz's operator class hashes with the timestamp
+// function, which SQL can only call on a timestamp. AT TIME ZONE with a
+// zero interval gives the timestamp of the same UTC wall clock, every
+// microsecond and the infinities kept, whatever the session's TimeZone; it
+// is plain arithmetic, where a cast to timestamp converts through the
+// session's time zone rules at several times the cost.
 //
 // Two of these functions drop a part of the value, so seed, when set, is a
 // format (%[1]s the value, %[2]d the column's seed) that mixes the part back
@@ -345,14 +349,14 @@ func hashExprs(mode HashMode, cols []mapping.Column, values []string, hashable, 
 // ignores the sign (1.5 and -1.5 hash alike). Seeds stay apart between
 // columns: a column's own seeds are its position plus multiples of 2048,
 // more than a table's columns.
-var directHash = map[uint32]struct{ name, cast, seed string }{
+var directHash = map[uint32]struct{ name, arg, seed string }{
 	20:   {"hashint8extended", "", "(((%[1]s) >> 32) << 11) + %[2]d"},                             // bigint
 	21:   {"hashint2extended", "", ""},                                                            // smallint
 	23:   {"hashint4extended", "", ""},                                                            // integer
 	25:   {"hashtextextended", "", ""},                                                            // text
 	1043: {"hashtextextended", "", ""},                                                            // character varying
 	1114: {"timestamp_hash_extended", "", ""},                                                     // timestamp without time zone
-	1184: {"timestamp_hash_extended", "timestamp", ""},                                            // timestamp with time zone
+	1184: {"timestamp_hash_extended", "(%s) AT TIME ZONE INTERVAL '0'", ""},                       // timestamp with time zone
 	1700: {"hash_numeric_extended", "", "CASE WHEN (%[1]s) < 0 THEN 2048 + %[2]d ELSE %[2]d END"}, // numeric
 	2950: {"uuid_hash_extended", "", ""},                                                          // uuid
 }
