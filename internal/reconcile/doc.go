@@ -13,11 +13,22 @@
 //  1. Bucket boundaries come from a sample of the keys: a TABLESAMPLE of
 //     the larger table when it is big, else a keyset walk that keeps every
 //     Nth key. Boundaries are keys that exist, so gaps in the key space cost
-//     nothing, and any key type works, composite keys included.
-//  2. One scan per side assigns each row its bucket (a binary tree of key
-//     comparisons) and returns (bucket, count, sum) for up to MaxBuckets
-//     buckets. When every bucket agrees, the table is consistent: that is one
-//     pass over each table, run in parallel.
+//     nothing, and any key type works, composite keys included. A key of one
+//     integer column whose values fill enough of the span between the least
+//     and the greatest (read from its index on both sides) needs no sample:
+//     its buckets are the multiples of a power of two, so a row's bucket is
+//     key >> shift, a single cheap operation where sampled boundaries need a
+//     tree of comparisons. Such a bucket holds at most its width in rows,
+//     since keys are unique, and the width is kept within a few times a
+//     bucket's share of the rows (the planner's row estimate, or a walk's
+//     count when a side has no statistics); sparser keys get sampled
+//     buckets. Keys beyond the span, inserted since it was read, count in
+//     the first or last bucket, whose ranges are open.
+//  2. One scan per side assigns each row its bucket and returns (bucket,
+//     count, sum) for up to MaxBuckets buckets. When every bucket agrees,
+//     the table is consistent: that is one pass over each table, run in
+//     parallel. The query leaves the server free to split the scan among
+//     parallel workers, each aggregating its own part.
 //  3. A bucket whose count or sum differs is split again from a keyset walk
 //     over just that range, until a range holds at most LeafRows rows on
 //     either side. Such a range is fetched from both sides as keys and

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -47,8 +48,11 @@ type pair struct {
 	keyTypes []string
 	// colNames are the target column names in order.
 	colNames []string
-	// pages is each side's table size in pages, to size the first sample.
-	srcPages, dstPages int64
+	// srcInfo and dstInfo size each side's table, to plan the first pass.
+	srcInfo, dstInfo tableInfo
+	// intKey reports a key of one integer column on both sides, whose
+	// first pass can number buckets by arithmetic.
+	intKey bool
 }
 
 // newPair prepares the queries of both sides of t: it picks the hash mode
@@ -62,22 +66,22 @@ func newPair(ctx context.Context, src, dst *pgxpool.Pool, t *mapping.Table, mode
 	for _, c := range t.Columns {
 		p.colNames = append(p.colNames, c.Target)
 	}
-	var srcVer, dstVer int
+	if len(p.keyCols) == 1 {
+		p.intKey = isInteger(p.keyCols[0].SourceOID) && isInteger(p.keyCols[0].TargetOID)
+	}
 	err := both(ctx,
-		func(ctx context.Context) error {
-			var err error
-			srcVer, p.srcPages, err = serverInfo(ctx, src, t.Source)
+		func(ctx context.Context) (err error) {
+			p.srcInfo, err = serverInfo(ctx, src, t.Source)
 			return err
 		},
-		func(ctx context.Context) error {
-			var err error
-			dstVer, p.dstPages, err = serverInfo(ctx, dst, t.Target)
+		func(ctx context.Context) (err error) {
+			p.dstInfo, err = serverInfo(ctx, dst, t.Target)
 			return err
 		})
 	if err != nil {
 		return nil, err
 	}
-	record := srcVer >= 140000 && dstVer >= 140000
+	record := p.srcInfo.version >= 140000 && p.dstInfo.version >= 140000
 	switch mode {
 	case HashAuto:
 		mode = HashMD5
@@ -199,23 +203,53 @@ func keyCollations(ctx context.Context, db *pgxpool.Pool, rel mapping.Ident, nam
 	return out, nil
 }
 
-// serverInfo returns the server's version number and the table's size in
-// pages.
-func serverInfo(ctx context.Context, db *pgxpool.Pool, rel mapping.Ident) (version int, pages int64, err error) {
+// tableInfo is what the first pass needs to know of a side's server and
+// table.
+type tableInfo struct {
+	version int   // server_version_num
+	pages   int64 // the table's size in pages
+	// rows estimates the table's rows, the way the planner does, from the
+	// statistics and the current size; -1 when the table has never been
+	// vacuumed or analyzed.
+	rows int64
+}
+
+// serverInfo reads the server's version and the size of table rel.
+func serverInfo(ctx context.Context, db *pgxpool.Pool, rel mapping.Ident) (tableInfo, error) {
 	var v, tz string
-	err = db.QueryRow(ctx, `SELECT current_setting('server_version_num'), current_setting('TimeZone'),
-			pg_relation_size($1::regclass) / current_setting('block_size')::int`, rel.Quoted()).Scan(&v, &tz, &pages)
+	var info tableInfo
+	var tuples float64
+	var statPages int64
+	err := db.QueryRow(ctx, `SELECT current_setting('server_version_num'), current_setting('TimeZone'),
+			pg_relation_size(c.oid) / current_setting('block_size')::int, c.reltuples, c.relpages
+			FROM pg_class c WHERE c.oid = $1::regclass`, rel.Quoted()).Scan(&v, &tz, &info.pages, &tuples, &statPages)
 	if err != nil {
-		return 0, 0, fmt.Errorf("read server version and size of %s: %w", rel, err)
+		return info, fmt.Errorf("read server version and size of %s: %w", rel, err)
 	}
 	if tz != "UTC" {
-		return 0, 0, fmt.Errorf("session TimeZone is %s: %w", tz, ErrSession)
+		return info, fmt.Errorf("session TimeZone is %s: %w", tz, ErrSession)
 	}
-	version, err = strconv.Atoi(v)
+	info.version, err = strconv.Atoi(v)
 	if err != nil {
-		return 0, 0, fmt.Errorf("server version %q: %w", v, err)
+		return info, fmt.Errorf("server version %q: %w", v, err)
 	}
-	return version, pages, nil
+	info.rows = rowEstimate(tuples, statPages, info.pages)
+	return info, nil
+}
+
+// rowEstimate scales the rows counted when the table was last vacuumed or
+// analyzed, tuples in statPages pages, to its current size in pages; -1
+// when there is no count (reltuples is -1 from PostgreSQL 14 on, and 0 in
+// 0 pages before).
+func rowEstimate(tuples float64, statPages, pages int64) int64 {
+	switch {
+	case pages == 0:
+		return 0
+	case tuples < 0 || statPages == 0:
+		return -1
+	default:
+		return int64(math.Ceil(tuples / float64(statPages) * float64(pages)))
+	}
 }
 
 // sqlstateUndefinedFunction is the SQLSTATE of "could not identify an
@@ -364,6 +398,9 @@ var directHash = map[uint32]struct{ name, arg, seed string }{
 func md5Bigint(textExpr string) string {
 	return "('x' || left(md5(" + textExpr + "), 16))::bit(64)::bigint"
 }
+
+// isInteger reports whether oid is smallint, integer or bigint.
+func isInteger(oid uint32) bool { return oid == 20 || oid == 21 || oid == 23 }
 
 func isNumeric(typ string) bool {
 	return typ == "numeric" || strings.HasPrefix(typ, "numeric(")
