@@ -56,10 +56,15 @@
 // swapped between two columns, or a NULL moved from one to another, from
 // cancelling out: a difference goes unnoticed only when a 64-bit column
 // hash collides, the odds hash_record_extended has too. The direct calls
-// also close two holes of the types' hash functions, which make
-// deterministic collisions: bigint's folds the high half of the value onto
-// the low half (1 and 4294967296 hash alike) and numeric's ignores the sign
-// (1.5 and -1.5 hash alike); the high half, or the sign, picks the seed.
+// also close holes of the types' hash functions, which make deterministic
+// collisions: bigint's folds the high half of the value onto the low half
+// (1 and 4294967296 hash alike), so the high half picks the seed; numeric's
+// ignores the sign (1.5 and -1.5 hash alike) and returns its seed as it is
+// for NaN and both infinities, and the seed minus one for zero, so
+// negative, other finite, infinite and NaN values each get a seed of their
+// own. Those seeds, and the constants that stand for NULL, are scrambled
+// 64-bit values: were they small numbers, a few of them would XOR to the
+// same value (two NULLs hashed like two zeros).
 // The row-by-row comparison of small ranges uses the same column hashes.
 //
 // A column

@@ -336,12 +336,12 @@ func hashExprs(mode HashMode, cols []mapping.Column, values []string, hashable, 
 					arg = fmt.Sprintf(fn.arg, arg)
 				}
 				seed := strconv.Itoa(i + 1)
-				if fn.seed != "" {
-					seed = fmt.Sprintf(fn.seed, arg, i+1)
+				if fn.seed != nil {
+					seed = fn.seed(arg, i, cols[i])
 				}
 				h := fmt.Sprintf("%s(%s, %s)", fn.name, arg, seed)
 				perCol[i] = h // strict: NULL for NULL
-				parts = append(parts, fmt.Sprintf("coalesce(%s, %d)", h, -(i+1)))
+				parts = append(parts, fmt.Sprintf("coalesce(%s, %d)", h, scramble(i, classNull)))
 			} else {
 				rest = append(rest, canon[i])
 			}
@@ -376,24 +376,73 @@ func hashExprs(mode HashMode, cols []mapping.Column, values []string, hashable, 
 // is plain arithmetic, where a cast to timestamp converts through the
 // session's time zone rules at several times the cost.
 //
-// Two of these functions drop a part of the value, so seed, when set, is a
-// format (%[1]s the value, %[2]d the column's seed) that mixes the part back
-// in through the seed: hashint8extended folds the high half of a bigint onto
-// the low half (1 and 4294967296 hash alike), and hash_numeric_extended
-// ignores the sign (1.5 and -1.5 hash alike). Seeds stay apart between
-// columns: a column's own seeds are its position plus multiples of 2048,
-// more than a table's columns.
-var directHash = map[uint32]struct{ name, arg, seed string }{
-	20:   {"hashint8extended", "", "(((%[1]s) >> 32) << 11) + %[2]d"},                             // bigint
-	21:   {"hashint2extended", "", ""},                                                            // smallint
-	23:   {"hashint4extended", "", ""},                                                            // integer
-	25:   {"hashtextextended", "", ""},                                                            // text
-	1043: {"hashtextextended", "", ""},                                                            // character varying
-	1114: {"timestamp_hash_extended", "", ""},                                                     // timestamp without time zone
-	1184: {"timestamp_hash_extended", "(%s) AT TIME ZONE INTERVAL '0'", ""},                       // timestamp with time zone
-	1700: {"hash_numeric_extended", "", "CASE WHEN (%[1]s) < 0 THEN 2048 + %[2]d ELSE %[2]d END"}, // numeric
-	2950: {"uuid_hash_extended", "", ""},                                                          // uuid
+// Two of these functions drop a part of the value, so seed, when set,
+// returns the seed that mixes the part back in, given the argument and the
+// column: hashint8extended folds the high half of a bigint onto the low
+// half (1 and 4294967296 hash alike), and hash_numeric_extended ignores the
+// sign (see numericSeed). A bigint's seeds stay apart between columns: a
+// column's own seeds are its position plus multiples of 2048, more than a
+// table's columns.
+var directHash = map[uint32]struct {
+	name, arg string
+	seed      func(arg string, i int, c mapping.Column) string
+}{
+	20:   {"hashint8extended", "", bigintSeed},                               // bigint
+	21:   {"hashint2extended", "", nil},                                      // smallint
+	23:   {"hashint4extended", "", nil},                                      // integer
+	25:   {"hashtextextended", "", nil},                                      // text
+	1043: {"hashtextextended", "", nil},                                      // character varying
+	1114: {"timestamp_hash_extended", "", nil},                               // timestamp without time zone
+	1184: {"timestamp_hash_extended", "(%s) AT TIME ZONE INTERVAL '0'", nil}, // timestamp with time zone
+	1700: {"hash_numeric_extended", "", numericSeed},                         // numeric
+	2950: {"uuid_hash_extended", "", nil},                                    // uuid
 }
+
+func bigintSeed(arg string, i int, _ mapping.Column) string {
+	return fmt.Sprintf("(((%s) >> 32) << 11) + %d", arg, i+1)
+}
+
+// numericSeed picks hash_numeric_extended's seed by the class of the value.
+// The function ignores the sign, and returns its seed unchanged for NaN and
+// both infinities, and the seed minus one for zero: negative values (minus
+// infinity among them), the other finite ones, infinity and NaN each get a
+// seed of their own, scrambled, so that these returned constants are
+// unrelated to each other and to the constants that stand for NULL, and an
+// XOR of a few of them cannot cancel another. A type modifier on both sides
+// rules out infinities, and one comparison tells the classes apart.
+func numericSeed(arg string, i int, c mapping.Column) string {
+	neg, other := scramble(i, classNegative), scramble(i, classFinite)
+	if hasTypmod(c.SourceType) && hasTypmod(c.TargetType) {
+		return fmt.Sprintf("CASE WHEN (%s) < 0 THEN %d ELSE %d END", arg, neg, other)
+	}
+	return fmt.Sprintf("CASE WHEN (%[1]s) < 0 THEN %[2]d WHEN (%[1]s) < 'Infinity'::numeric THEN %[3]d "+
+		"WHEN (%[1]s) = 'Infinity'::numeric THEN %[4]d ELSE %[5]d END",
+		arg, neg, other, scramble(i, classInfinity), scramble(i, classNaN))
+}
+
+// Classes of a column's values that scramble makes constants for.
+const (
+	classNull = iota
+	classFinite
+	classNegative
+	classInfinity
+	classNaN
+)
+
+// scramble returns a 64-bit constant for column i and a class of its
+// values: splitmix64's finalizer over both, so that any two give unrelated
+// constants.
+func scramble(i, class int) int64 {
+	x := uint64(i)<<3 | uint64(class)
+	x += 0x9e3779b97f4a7c15
+	x = (x ^ x>>30) * 0xbf58476d1ce4e5b9
+	x = (x ^ x>>27) * 0x94d049bb133111eb
+	return int64(x ^ x>>31)
+}
+
+// hasTypmod reports whether a type as format_type prints it has a type
+// modifier: numeric(12,2), not numeric.
+func hasTypmod(typ string) bool { return strings.Contains(typ, "(") }
 
 func md5Bigint(textExpr string) string {
 	return "('x' || left(md5(" + textExpr + "), 16))::bit(64)::bigint"
