@@ -1,7 +1,6 @@
 package reconcile
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -11,10 +10,10 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/strangler-fig/strangler/internal/mapping"
+	"github.com/strangler-fig/strangler/internal/testkit"
 )
 
 // boundIndex is the bucket of key k by the bounds alone: the number of
@@ -116,27 +115,13 @@ func TestAggPlus(t *testing.T) {
 	}
 }
 
-// firstPassLog records the "first pass" debug lines of Verify: whether
-// each table's first pass numbered its buckets by arithmetic.
-type firstPassLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *firstPassLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-// byShift returns, per target table, whether its last first pass was by
+// firstPassByShift reads the "first pass" debug lines of Verify's JSON log:
+// per target table, whether its last first pass numbered its buckets by
 // arithmetic.
-func (l *firstPassLog) byShift(tb testing.TB) map[string]bool {
+func firstPassByShift(tb testing.TB, log string) map[string]bool {
 	tb.Helper()
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	out := map[string]bool{}
-	for line := range strings.Lines(l.buf.String()) {
+	for line := range strings.Lines(log) {
 		var rec struct {
 			Msg     string `json:"msg"`
 			Table   string `json:"table"`
@@ -229,11 +214,11 @@ func TestVerifyIntegerKeys(t *testing.T) {
 			name string
 			opts Options
 		}{{"deep bisection", smallRanges}, {"defaults", Options{}}} {
-			var log firstPassLog
+			var log testkit.Buffer
 			opts := o.opts
 			opts.Logger = slog.New(slog.NewJSONHandler(&log, &slog.HandlerOptions{Level: slog.LevelDebug}))
 			rep := p.verify(t, opts, specs...)
-			byShift := log.byShift(t)
+			byShift := firstPassByShift(t, log.String())
 			for i, tc := range cases {
 				t.Run(stats+"/"+o.name+"/"+tc.name, func(t *testing.T) {
 					checkDiffs(t, rep.Tables[i], tc.missing, tc.extra, tc.mismatched)
