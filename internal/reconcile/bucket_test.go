@@ -281,3 +281,25 @@ func TestFirstPassKeysBeyondTheSpan(t *testing.T) {
 		t.Errorf("got rows %d/%d, want 5000/5000", res.sourceRows, res.targetRows)
 	}
 }
+
+func TestRowEstimate(t *testing.T) {
+	cases := []struct {
+		name             string
+		tuples           float64
+		statPages, pages int64
+		want             int64
+	}{
+		{"empty table", -1, 0, 0, 0},
+		{"never vacuumed or analyzed", -1, 0, 10, -1},
+		{"analyzed empty, since filled", 0, 0, 10, -1},
+		{"grown since analyzed", 1000, 10, 25, 2500},
+		{"as analyzed", 2000000, 25213, 25213, 2000000},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := rowEstimate(tc.tuples, tc.statPages, tc.pages); got != tc.want {
+				t.Errorf("got %d, want %d", got, tc.want)
+			}
+		})
+	}
+}

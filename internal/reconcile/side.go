@@ -248,7 +248,7 @@ func rowEstimate(tuples float64, statPages, pages int64) int64 {
 	case tuples < 0 || statPages == 0:
 		return -1
 	default:
-		return int64(math.Ceil(tuples / float64(statPages) * float64(pages)))
+		return int64(math.Round(tuples / float64(statPages) * float64(pages)))
 	}
 }
 
