@@ -129,8 +129,9 @@ func (b buckets) index(v int64) int {
 // Gaps in the keys make buckets of unequal row counts, but a bucket never
 // holds more rows than its width, since keys are unique. It reports false
 // when the keys are too sparse for that to keep buckets near their share of
-// the rows: buckets of sampled keys suit them better.
-func shiftBuckets(lo, hi, rows int64, maxBuckets, leafRows int) (buckets, bool) {
+// the rows: buckets of sampled keys suit them better. The shift is at most
+// maxShift.
+func shiftBuckets(lo, hi, rows int64, maxBuckets, leafRows int, maxShift uint) (buckets, bool) {
 	if lo > hi {
 		return buckets{}, false
 	}
@@ -138,7 +139,7 @@ func shiftBuckets(lo, hi, rows int64, maxBuckets, leafRows int) (buckets, bool) 
 	// The smallest width that needs no more than want buckets. The
 	// difference is taken in uint64: it may not fit in an int64.
 	var shift uint
-	for shift < 62 && uint64(hi>>shift)-uint64(lo>>shift) >= uint64(want) {
+	for shift < min(maxShift, 62) && uint64(hi>>shift)-uint64(lo>>shift) >= uint64(want) {
 		shift++
 	}
 	share := max(int64(leafRows), (rows+want-1)/want)
@@ -301,7 +302,7 @@ func (p *pair) firstBuckets(ctx context.Context, opts Options) (buckets, int64, 
 			return buckets{}, 0, err
 		}
 		if span && p.srcInfo.rows >= 0 && p.dstInfo.rows >= 0 {
-			if b, ok := shiftBuckets(lo, hi, rows, opts.MaxBuckets, opts.LeafRows); ok {
+			if b, ok := shiftBuckets(lo, hi, rows, opts.MaxBuckets, opts.LeafRows, p.maxShift); ok {
 				return b, rows, nil
 			}
 		}
@@ -330,7 +331,7 @@ func (p *pair) firstBuckets(ctx context.Context, opts Options) (buckets, int64, 
 	}
 	if span {
 		// Without statistics on both sides, the walk counted the rows.
-		if b, ok := shiftBuckets(lo, hi, n, opts.MaxBuckets, opts.LeafRows); ok {
+		if b, ok := shiftBuckets(lo, hi, n, opts.MaxBuckets, opts.LeafRows, p.maxShift); ok {
 			return b, n, nil
 		}
 	}

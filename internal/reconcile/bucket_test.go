@@ -56,7 +56,7 @@ func TestShiftBuckets(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			b, ok := shiftBuckets(tc.lo, tc.hi, tc.rows, tc.maxBuckets, tc.leafRows)
+			b, ok := shiftBuckets(tc.lo, tc.hi, tc.rows, tc.maxBuckets, tc.leafRows, 62)
 			if ok != tc.ok {
 				t.Fatalf("got ok %v, want %v", ok, tc.ok)
 			}
@@ -99,6 +99,17 @@ func TestShiftBuckets(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A key of type integer on either side shifts as a C int: by 31 at most.
+func TestShiftBucketsMaxShift(t *testing.T) {
+	lo, hi, rows := int64(0), int64(1)<<42, int64(1)<<42
+	if b, ok := shiftBuckets(lo, hi, rows, 1024, 2000, 62); !ok || b.shift != 33 {
+		t.Fatalf("got ok %v shift %d with shifts up to 62, want true 33", ok, b.shift)
+	}
+	if b, ok := shiftBuckets(lo, hi, rows, 1024, 2000, 31); ok {
+		t.Errorf("got buckets by a shift of %d with shifts up to 31, want none", b.shift)
 	}
 }
 
@@ -248,7 +259,7 @@ func TestFirstPassKeysBeyondTheSpan(t *testing.T) {
 	}
 	// As if the table held only the keys 2000 to 3000 when the span was
 	// read.
-	b, ok := shiftBuckets(2000, 3000, 1001, 8, 50)
+	b, ok := shiftBuckets(2000, 3000, 1001, 8, 50, 62)
 	if !ok {
 		t.Fatal("got no buckets by arithmetic for 2000..3000")
 	}

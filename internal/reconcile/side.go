@@ -53,6 +53,10 @@ type pair struct {
 	// intKey reports a key of one integer column on both sides, whose
 	// first pass can number buckets by arithmetic.
 	intKey bool
+	// maxShift is the largest shift of the key that means what it says:
+	// PostgreSQL shifts integer and smallint values as C ints, whose
+	// shifts by 32 or more are undefined.
+	maxShift uint
 }
 
 // newPair prepares the queries of both sides of t: it picks the hash mode
@@ -67,7 +71,12 @@ func newPair(ctx context.Context, src, dst *pgxpool.Pool, t *mapping.Table, mode
 		p.colNames = append(p.colNames, c.Target)
 	}
 	if len(p.keyCols) == 1 {
-		p.intKey = isInteger(p.keyCols[0].SourceOID) && isInteger(p.keyCols[0].TargetOID)
+		k := p.keyCols[0]
+		p.intKey = isInteger(k.SourceOID) && isInteger(k.TargetOID)
+		p.maxShift = 31
+		if k.SourceOID == oidInt8 && k.TargetOID == oidInt8 {
+			p.maxShift = 62
+		}
 	}
 	err := both(ctx,
 		func(ctx context.Context) (err error) {
@@ -449,7 +458,7 @@ func md5Bigint(textExpr string) string {
 }
 
 // isInteger reports whether oid is smallint, integer or bigint.
-func isInteger(oid uint32) bool { return oid == 20 || oid == 21 || oid == 23 }
+func isInteger(oid uint32) bool { return oid == oidInt2 || oid == oidInt4 || oid == oidInt8 }
 
 func isNumeric(typ string) bool {
 	return typ == "numeric" || strings.HasPrefix(typ, "numeric(")
