@@ -3,6 +3,7 @@ package reconcile
 import (
 	"context"
 	"fmt"
+	"math/big"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -72,19 +73,84 @@ func (p *pair) where(s *side, r keyRange, a *args) string {
 	return " WHERE " + strings.Join(conds, " AND ")
 }
 
-// bucketExpr is a binary tree of key comparisons that numbers the bucket,
-// 0..len(bounds), a row falls in: bounds[i] is the first key of bucket i+1.
-func (p *pair) bucketExpr(s *side, bounds [][]string, a *args) string {
+// buckets split a key range for one pass: bounds[i] is the first key of
+// bucket i+1.
+type buckets struct {
+	bounds [][]string
+	// byShift numbers the bucket of an integer key k by arithmetic, as
+	// (k >> shift) - base, instead of comparing k with the bounds; the
+	// bounds are then the multiples of 1 << shift between the keys, and a
+	// key beyond them (a row inserted since they were chosen) counts in the
+	// first or the last bucket, whose ranges are open.
+	byShift bool
+	shift   uint
+	base    int64
+}
+
+// bucketExpr is the SQL expression of the bucket a row of side s falls in:
+// for bounds compared as keys, a binary tree of key comparisons that
+// numbers the bucket 0..len(bounds).
+func (p *pair) bucketExpr(s *side, b buckets, a *args) string {
+	if b.byShift {
+		return s.keyCols[0] + " >> " + strconv.FormatUint(uint64(b.shift), 10)
+	}
 	var tree func(lo, hi int) string
 	tree = func(lo, hi int) string {
 		if lo == hi {
 			return strconv.Itoa(lo)
 		}
 		mid := (lo + hi + 1) / 2
-		return "CASE WHEN " + s.keyRow() + " < " + p.keyTuple(bounds[mid-1], a) +
+		return "CASE WHEN " + s.keyRow() + " < " + p.keyTuple(b.bounds[mid-1], a) +
 			" THEN " + tree(lo, mid-1) + " ELSE " + tree(mid, hi) + " END"
 	}
-	return tree(0, len(bounds))
+	return tree(0, len(b.bounds))
+}
+
+// index returns the bucket, 0..len(bounds), that bucketExpr's value v
+// stands for.
+func (b buckets) index(v int64) int {
+	if !b.byShift {
+		return int(v)
+	}
+	// v - base, clamped, without overflowing.
+	switch {
+	case v <= b.base:
+		return 0
+	case uint64(v)-uint64(b.base) >= uint64(len(b.bounds)):
+		return len(b.bounds)
+	default:
+		return int(v - b.base)
+	}
+}
+
+// shiftBuckets numbers the buckets of integer keys lo..hi by arithmetic:
+// each bucket holds the keys of one multiple of a power of two, as many
+// buckets as rows (an estimate) fill leaves of leafRows, up to maxBuckets.
+// Gaps in the keys make buckets of unequal row counts, but a bucket never
+// holds more rows than its width, since keys are unique. It reports false
+// when the keys are too sparse for that to keep buckets near their share of
+// the rows: buckets of sampled keys suit them better. The shift is at most
+// maxShift.
+func shiftBuckets(lo, hi, rows int64, maxBuckets, leafRows int, maxShift uint) (buckets, bool) {
+	if lo > hi {
+		return buckets{}, false
+	}
+	want := int64(max(1, min(maxBuckets, int((rows+int64(leafRows)-1)/int64(leafRows)))))
+	// The smallest width that needs no more than want buckets. The
+	// difference is taken in uint64: it may not fit in an int64.
+	var shift uint
+	for shift < min(maxShift, 62) && uint64(hi>>shift)-uint64(lo>>shift) >= uint64(want) {
+		shift++
+	}
+	share := max(int64(leafRows), (rows+want-1)/want)
+	if uint64(hi>>shift)-uint64(lo>>shift) >= uint64(want) || int64(1)<<shift > 8*share {
+		return buckets{}, false
+	}
+	b := buckets{byShift: true, shift: shift, base: lo >> shift}
+	for i := range (hi >> shift) - b.base {
+		b.bounds = append(b.bounds, []string{strconv.FormatInt((b.base+i+1)<<shift, 10)})
+	}
+	return b, true
 }
 
 // agg is a bucket's row count and hash sum on one side.
@@ -93,29 +159,50 @@ type agg struct {
 	sum   string
 }
 
-// aggregate returns, per bucket of r split at bounds, the count and hash sum
-// of side s. Buckets without rows are absent.
-func (p *pair) aggregate(ctx context.Context, s *side, r keyRange, bounds [][]string) (map[int]agg, error) {
+// plus returns the aggregate of the rows of g and o together.
+func (g agg) plus(o agg) (agg, error) {
+	x, okX := new(big.Int).SetString(g.sum, 10)
+	y, okY := new(big.Int).SetString(o.sum, 10)
+	if !okX || !okY {
+		return agg{}, fmt.Errorf("hash sums %q and %q are not integers", g.sum, o.sum)
+	}
+	return agg{count: g.count + o.count, sum: x.Add(x, y).String()}, nil
+}
+
+// aggregate returns, per bucket of r, the count and hash sum of side s.
+// Buckets without rows are absent.
+func (p *pair) aggregate(ctx context.Context, s *side, r keyRange, b buckets) (map[int]agg, error) {
 	var a args
-	bucket := p.bucketExpr(s, bounds, &a)
-	// OFFSET 0 keeps the subquery apart, so the planner estimates a few
-	// groups instead of one per key, and hashes rather than sorting the
-	// table (with parallel workers it would otherwise sort all of it).
-	q := "SELECT b, count(*), coalesce(sum(h), 0)::text FROM (SELECT " + bucket + " AS b, " + s.rowHash + " AS h" +
-		s.from() + p.where(s, r, &a) + " OFFSET 0) s GROUP BY b"
+	bucket := p.bucketExpr(s, b, &a)
+	// The subquery's WITH clause, which nothing reads, keeps the planner
+	// from pulling the subquery up: grouping by its output column, it
+	// estimates a few groups instead of one per key, and hashes rather
+	// than sorting the table. Unlike OFFSET 0, which does the same, it
+	// leaves parallel workers free to aggregate their part of the table
+	// each (Partial HashAggregate), instead of passing every row to one
+	// process that groups them all.
+	q := "SELECT b, count(*), coalesce(sum(h), 0)::text FROM (WITH unread AS (SELECT) SELECT " + bucket + " AS b, " +
+		s.rowHash + " AS h" + s.from() + p.where(s, r, &a) + ") s GROUP BY b"
 	rows, err := s.pool.Query(ctx, q, a...)
 	if err != nil {
 		return nil, fmt.Errorf("checksum %s ranges: %w", s.name, err)
 	}
 	out := map[int]agg{}
 	for rows.Next() {
-		var b int
+		var v int64
 		var g agg
-		if err := rows.Scan(&b, &g.count, &g.sum); err != nil {
+		if err := rows.Scan(&v, &g.count, &g.sum); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("checksum %s ranges: %w", s.name, err)
 		}
-		out[b] = g
+		i := b.index(v)
+		if prev, ok := out[i]; ok {
+			if g, err = prev.plus(g); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("checksum %s ranges: %w", s.name, err)
+			}
+		}
+		out[i] = g
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("checksum %s ranges: %w", s.name, err)
@@ -185,11 +272,47 @@ type result struct {
 // compare runs the checksum bisection over the whole table.
 func (p *pair) compare(ctx context.Context, opts Options) (*result, error) {
 	res := &result{}
+	b, total, err := p.firstBuckets(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	opts.Logger.DebugContext(ctx, "first pass", "table", p.table.Target.String(), "buckets", len(b.bounds)+1, "by_shift", b.byShift, "estimated_rows", total)
+	res.total = total
+	p.progress(opts, PhaseScan, 0, res.total)
+	res.diffs, err = p.check(ctx, keyRange{}, b, opts, res, 0)
+	if err != nil {
+		return nil, err
+	}
+	p.progress(opts, PhaseScan, res.done.Load(), res.total)
+	return res, nil
+}
+
+// firstBuckets splits the whole table for the first pass, and estimates
+// its rows. A key of one integer column, dense enough, is split by
+// arithmetic between its least and greatest values; other keys at keys
+// sampled from the larger side.
+func (p *pair) firstBuckets(ctx context.Context, opts Options) (buckets, int64, error) {
+	var lo, hi int64
+	span := false
+	rows := max(p.srcInfo.rows, p.dstInfo.rows)
+	if p.intKey {
+		var err error
+		lo, hi, span, err = p.keySpan(ctx)
+		if err != nil {
+			return buckets{}, 0, err
+		}
+		if span && p.srcInfo.rows >= 0 && p.dstInfo.rows >= 0 {
+			if b, ok := shiftBuckets(lo, hi, rows, opts.MaxBuckets, opts.LeafRows, p.maxShift); ok {
+				return b, rows, nil
+			}
+		}
+	}
+
 	// Sample the larger side, so that a range holding only extra (or only
 	// missing) rows is split too.
-	s, pages := p.src, p.srcPages
-	if p.dstPages > pages {
-		s, pages = p.dst, p.dstPages
+	s, pages := p.src, p.srcInfo.pages
+	if p.dstInfo.pages > pages {
+		s, pages = p.dst, p.dstInfo.pages
 	}
 	pct := 0.0
 	if pages > 2*samplePages {
@@ -201,29 +324,62 @@ func (p *pair) compare(ctx context.Context, opts Options) (*result, error) {
 	}
 	bounds, n, err := p.walk(ctx, s, keyRange{}, parts, opts.LeafRows, pct)
 	if err != nil {
-		return nil, err
+		return buckets{}, 0, err
 	}
-	res.total = n
 	if pct > 0 {
-		res.total = int64(float64(n) * 100 / pct)
+		n = int64(float64(n) * 100 / pct)
 	}
-	p.progress(opts, PhaseScan, 0, res.total)
-	res.diffs, err = p.check(ctx, keyRange{}, bounds, opts, res, 0)
-	if err != nil {
-		return nil, err
+	if span {
+		// Without statistics on both sides, the walk counted the rows.
+		if b, ok := shiftBuckets(lo, hi, n, opts.MaxBuckets, opts.LeafRows, p.maxShift); ok {
+			return b, n, nil
+		}
 	}
-	p.progress(opts, PhaseScan, res.done.Load(), res.total)
-	return res, nil
+	return buckets{bounds: bounds}, n, nil
+}
+
+// keySpan returns the least and the greatest key of both sides together
+// (of the whole table: the source filter may only narrow it); ok is false
+// when both sides are empty. The key's unique index answers at once.
+func (p *pair) keySpan(ctx context.Context) (lo, hi int64, ok bool, err error) {
+	var spans [2][2]pgtype.Int8
+	read := func(i int, s *side) func(context.Context) error {
+		return func(ctx context.Context) error {
+			k := s.keyCols[0]
+			err := s.pool.QueryRow(ctx, "SELECT min("+k+")::bigint, max("+k+")::bigint"+s.from()).Scan(&spans[i][0], &spans[i][1])
+			if err != nil {
+				return fmt.Errorf("read %s key span: %w", s.name, err)
+			}
+			return nil
+		}
+	}
+	if err := both(ctx, read(0, p.src), read(1, p.dst)); err != nil {
+		return 0, 0, false, err
+	}
+	for _, sp := range spans {
+		if !sp[0].Valid {
+			continue
+		}
+		if !ok || sp[0].Int64 < lo {
+			lo = sp[0].Int64
+		}
+		if !ok || sp[1].Int64 > hi {
+			hi = sp[1].Int64
+		}
+		ok = true
+	}
+	return lo, hi, ok, nil
 }
 
 // check compares r, split at bounds, on both sides, narrows down the
 // buckets that differ, and returns their differences in key order. The
 // buckets of the first pass are narrowed down by opts.Workers at a time.
-func (p *pair) check(ctx context.Context, r keyRange, bounds [][]string, opts Options, res *result, depth int) (diffs, error) {
+func (p *pair) check(ctx context.Context, r keyRange, b buckets, opts Options, res *result, depth int) (diffs, error) {
+	bounds := b.bounds
 	var srcAgg, dstAgg map[int]agg
 	err := both(ctx,
-		func(ctx context.Context) (err error) { srcAgg, err = p.aggregate(ctx, p.src, r, bounds); return err },
-		func(ctx context.Context) (err error) { dstAgg, err = p.aggregate(ctx, p.dst, r, bounds); return err })
+		func(ctx context.Context) (err error) { srcAgg, err = p.aggregate(ctx, p.src, r, b); return err },
+		func(ctx context.Context) (err error) { dstAgg, err = p.aggregate(ctx, p.dst, r, b); return err })
 	if err != nil {
 		return diffs{}, err
 	}
@@ -301,7 +457,7 @@ func (p *pair) narrow(ctx context.Context, r keyRange, sa, da agg, opts Options,
 			return diffs{}, err
 		}
 		if len(subBounds) > 0 {
-			return p.check(ctx, r, subBounds, opts, res, depth+1)
+			return p.check(ctx, r, buckets{bounds: subBounds}, opts, res, depth+1)
 		}
 	}
 	d, err := p.leaf(ctx, r)

@@ -13,11 +13,22 @@
 //  1. Bucket boundaries come from a sample of the keys: a TABLESAMPLE of
 //     the larger table when it is big, else a keyset walk that keeps every
 //     Nth key. Boundaries are keys that exist, so gaps in the key space cost
-//     nothing, and any key type works, composite keys included.
-//  2. One scan per side assigns each row its bucket (a binary tree of key
-//     comparisons) and returns (bucket, count, sum) for up to MaxBuckets
-//     buckets. When every bucket agrees, the table is consistent: that is one
-//     pass over each table, run in parallel.
+//     nothing, and any key type works, composite keys included. A key of one
+//     integer column whose values fill enough of the span between the least
+//     and the greatest (read from its index on both sides) needs no sample:
+//     its buckets are the multiples of a power of two, so a row's bucket is
+//     key >> shift, a single cheap operation where sampled boundaries need a
+//     tree of comparisons. Such a bucket holds at most its width in rows,
+//     since keys are unique, and the width is kept within a few times a
+//     bucket's share of the rows (the planner's row estimate, or a walk's
+//     count when a side has no statistics); sparser keys get sampled
+//     buckets. Keys beyond the span, inserted since it was read, count in
+//     the first or last bucket, whose ranges are open.
+//  2. One scan per side assigns each row its bucket and returns (bucket,
+//     count, sum) for up to MaxBuckets buckets. When every bucket agrees,
+//     the table is consistent: that is one pass over each table, run in
+//     parallel. The query leaves the server free to split the scan among
+//     parallel workers, each aggregating its own part.
 //  3. A bucket whose count or sum differs is split again from a keyset walk
 //     over just that range, until a range holds at most LeafRows rows on
 //     either side. Such a range is fetched from both sides as keys and
@@ -45,10 +56,20 @@
 // swapped between two columns, or a NULL moved from one to another, from
 // cancelling out: a difference goes unnoticed only when a 64-bit column
 // hash collides, the odds hash_record_extended has too. The direct calls
-// also close two holes of the types' hash functions, which make
-// deterministic collisions: bigint's folds the high half of the value onto
-// the low half (1 and 4294967296 hash alike) and numeric's ignores the sign
-// (1.5 and -1.5 hash alike); the high half, or the sign, picks the seed.
+// also close holes of the types' hash functions, which make deterministic
+// collisions: bigint's folds the high half of the value onto the low half
+// (1 and 4294967296 hash alike), so the high half picks the seed; numeric's
+// ignores the sign (1.5 and -1.5 hash alike) and returns its seed as it is
+// for NaN and both infinities, and the seed minus one for zero, so
+// negative, other finite, infinite and NaN values each get a seed of their
+// own. Those seeds, and the constants that stand for NULL, are scrambled
+// 64-bit values: were they small numbers, a few of them would XOR to the
+// same value (two NULLs hashed like two zeros). One hole is left open:
+// timestamp and timestamptz hash through bigint's folding function, and
+// SQL has no cheap way to their high half, so two timestamps whose halves
+// XOR alike collide (a changed timestamp goes unnoticed with odds of 2^-32,
+// not 2^-64); so do bigint and numeric values inside arrays, domains and
+// the other types hashed by hash_record_extended.
 // The row-by-row comparison of small ranges uses the same column hashes.
 //
 // A column

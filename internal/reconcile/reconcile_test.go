@@ -199,6 +199,9 @@ func TestVerifyValueRules(t *testing.T) {
 		{"timestamptz one microsecond off", "timestamptz", "'2024-05-01 10:00:00.000001+00'", "'2024-05-01 10:00:00.000002+00'", false},
 		{"timestamptz same instant in other zones", "timestamptz", "'2024-05-01 10:00:00+00'", "'2024-05-01 12:00:00+02'", true},
 		{"timestamptz infinities", "timestamptz", "'infinity'", "'-infinity'", false},
+		{"timestamptz one microsecond off before 1970", "timestamptz", "'1969-12-31 23:59:59.999999+00'", "'1969-12-31 23:59:59.999998+00'", false},
+		{"timestamptz one microsecond off BC", "timestamptz", "'0044-03-15 12:00:00+00 BC'", "'0044-03-15 12:00:00.000001+00 BC'", false},
+		{"timestamptz same instant BC", "timestamptz", "'0044-03-15 12:00:00+00 BC'", "'0044-03-15 13:00:00+01 BC'", true},
 		{"timestamp one microsecond off", "timestamp", "'2024-05-01 10:00:00.000001'", "'2024-05-01 10:00:00'", false},
 		{"uuid differs", "uuid", "'00000000-0000-0000-0000-000000000001'", "'00000000-0000-0000-0000-000000000002'", false},
 		{"bigint halves folded alike by its hash", "bigint", "1", "4294967296", false},
@@ -208,6 +211,16 @@ func TestVerifyValueRules(t *testing.T) {
 		{"numeric scale does not count", "numeric", "1.5", "1.50", true},
 		{"numeric integral scale", "numeric", "100", "100.000", true},
 		{"numeric differs", "numeric", "1.5", "1.51", false},
+		// numeric's hash returns its seed for NaN and both infinities.
+		{"numeric NaN is not infinity", "numeric", "'NaN'", "'Infinity'", false},
+		{"numeric infinities", "numeric", "'Infinity'", "'-Infinity'", false},
+		{"numeric NaN is not minus infinity", "numeric", "'NaN'", "'-Infinity'", false},
+		{"numeric NaN is not zero", "numeric", "'NaN'", "0", false},
+		{"numeric NaN is not NULL", "numeric", "'NaN'", "NULL", false},
+		{"numeric zero is not NULL", "numeric", "0", "NULL", false},
+		{"numeric NaN equals NaN", "numeric", "'NaN'", "'NaN'", true},
+		{"bounded numeric NaN is not zero", "numeric(5,2)", "'NaN'", "0", false},
+		{"bounded numeric sign", "numeric(5,2)", "-1.5", "1.5", false},
 		{"text byte for byte: trailing space", "text", "'a'", "'a '", false},
 		{"text byte for byte: case", "text", "'Straße'", "'STRASSE'", false},
 		{"text byte for byte: normalisation", "text", "U&'\\00E9'", "U&'e\\0301'", false},
@@ -542,6 +555,11 @@ func TestVerifyRowHashKeepsColumnsApart(t *testing.T) {
 		{"numerics swapped", "", "UPDATE t SET m = n, n = m WHERE id = 30", "id=30:m,n"},
 		{"NULL moved", "UPDATE t SET y = NULL WHERE id = 40", "UPDATE t SET x = NULL WHERE id = 40", "id=40:x,y"},
 		{"two NULLs", "", "UPDATE t SET a = NULL, b = NULL WHERE id = 50", "id=50:a,b"},
+		// Regression: numeric's hash returns zero as its seed minus one,
+		// and NULLs stood for small constants, so two NULLs and two
+		// zeros XORed to the same value.
+		{"NULLs and zeros", "UPDATE t SET m = NULL, n = NULL WHERE id = 60", "UPDATE t SET m = 0, n = 0 WHERE id = 60", "id=60:m,n"},
+		{"NaN and zero", "UPDATE t SET m = 'NaN', n = 'NaN' WHERE id = 70", "UPDATE t SET m = 0, n = 0 WHERE id = 70", "id=70:m,n"},
 	}
 	var srcSQL, dstSQL strings.Builder
 	var specs []mapping.TableSpec

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -47,8 +48,15 @@ type pair struct {
 	keyTypes []string
 	// colNames are the target column names in order.
 	colNames []string
-	// pages is each side's table size in pages, to size the first sample.
-	srcPages, dstPages int64
+	// srcInfo and dstInfo size each side's table, to plan the first pass.
+	srcInfo, dstInfo tableInfo
+	// intKey reports a key of one integer column on both sides, whose
+	// first pass can number buckets by arithmetic.
+	intKey bool
+	// maxShift is the largest shift of the key that means what it says:
+	// PostgreSQL shifts integer and smallint values as C ints, whose
+	// shifts by 32 or more are undefined.
+	maxShift uint
 }
 
 // newPair prepares the queries of both sides of t: it picks the hash mode
@@ -62,22 +70,27 @@ func newPair(ctx context.Context, src, dst *pgxpool.Pool, t *mapping.Table, mode
 	for _, c := range t.Columns {
 		p.colNames = append(p.colNames, c.Target)
 	}
-	var srcVer, dstVer int
+	if len(p.keyCols) == 1 {
+		k := p.keyCols[0]
+		p.intKey = isInteger(k.SourceOID) && isInteger(k.TargetOID)
+		p.maxShift = 31
+		if k.SourceOID == oidInt8 && k.TargetOID == oidInt8 {
+			p.maxShift = 62
+		}
+	}
 	err := both(ctx,
-		func(ctx context.Context) error {
-			var err error
-			srcVer, p.srcPages, err = serverInfo(ctx, src, t.Source)
+		func(ctx context.Context) (err error) {
+			p.srcInfo, err = serverInfo(ctx, src, t.Source)
 			return err
 		},
-		func(ctx context.Context) error {
-			var err error
-			dstVer, p.dstPages, err = serverInfo(ctx, dst, t.Target)
+		func(ctx context.Context) (err error) {
+			p.dstInfo, err = serverInfo(ctx, dst, t.Target)
 			return err
 		})
 	if err != nil {
 		return nil, err
 	}
-	record := srcVer >= 140000 && dstVer >= 140000
+	record := p.srcInfo.version >= 140000 && p.dstInfo.version >= 140000
 	switch mode {
 	case HashAuto:
 		mode = HashMD5
@@ -199,23 +212,53 @@ func keyCollations(ctx context.Context, db *pgxpool.Pool, rel mapping.Ident, nam
 	return out, nil
 }
 
-// serverInfo returns the server's version number and the table's size in
-// pages.
-func serverInfo(ctx context.Context, db *pgxpool.Pool, rel mapping.Ident) (version int, pages int64, err error) {
+// tableInfo is what the first pass needs to know of a side's server and
+// table.
+type tableInfo struct {
+	version int   // server_version_num
+	pages   int64 // the table's size in pages
+	// rows estimates the table's rows, the way the planner does, from the
+	// statistics and the current size; -1 when the table has never been
+	// vacuumed or analyzed.
+	rows int64
+}
+
+// serverInfo reads the server's version and the size of table rel.
+func serverInfo(ctx context.Context, db *pgxpool.Pool, rel mapping.Ident) (tableInfo, error) {
 	var v, tz string
-	err = db.QueryRow(ctx, `SELECT current_setting('server_version_num'), current_setting('TimeZone'),
-			pg_relation_size($1::regclass) / current_setting('block_size')::int`, rel.Quoted()).Scan(&v, &tz, &pages)
+	var info tableInfo
+	var tuples float64
+	var statPages int64
+	err := db.QueryRow(ctx, `SELECT current_setting('server_version_num'), current_setting('TimeZone'),
+			pg_relation_size(c.oid) / current_setting('block_size')::int, c.reltuples, c.relpages
+			FROM pg_class c WHERE c.oid = $1::regclass`, rel.Quoted()).Scan(&v, &tz, &info.pages, &tuples, &statPages)
 	if err != nil {
-		return 0, 0, fmt.Errorf("read server version and size of %s: %w", rel, err)
+		return info, fmt.Errorf("read server version and size of %s: %w", rel, err)
 	}
 	if tz != "UTC" {
-		return 0, 0, fmt.Errorf("session TimeZone is %s: %w", tz, ErrSession)
+		return info, fmt.Errorf("session TimeZone is %s: %w", tz, ErrSession)
 	}
-	version, err = strconv.Atoi(v)
+	info.version, err = strconv.Atoi(v)
 	if err != nil {
-		return 0, 0, fmt.Errorf("server version %q: %w", v, err)
+		return info, fmt.Errorf("server version %q: %w", v, err)
 	}
-	return version, pages, nil
+	info.rows = rowEstimate(tuples, statPages, info.pages)
+	return info, nil
+}
+
+// rowEstimate scales the rows counted when the table was last vacuumed or
+// analyzed, tuples in statPages pages, to its current size in pages; -1
+// when there is no count (reltuples is -1 from PostgreSQL 14 on, and 0 in
+// 0 pages before).
+func rowEstimate(tuples float64, statPages, pages int64) int64 {
+	switch {
+	case pages == 0:
+		return 0
+	case tuples < 0 || statPages == 0:
+		return -1
+	default:
+		return int64(math.Round(tuples / float64(statPages) * float64(pages)))
+	}
 }
 
 // sqlstateUndefinedFunction is the SQLSTATE of "could not identify an
@@ -298,16 +341,16 @@ func hashExprs(mode HashMode, cols []mapping.Column, values []string, hashable, 
 				// so values swapped between columns do not cancel out;
 				// a NULL hashes to a constant of its own.
 				arg := canon[i]
-				if fn.cast != "" {
-					arg = "(" + arg + ")::" + fn.cast
+				if fn.arg != "" {
+					arg = fmt.Sprintf(fn.arg, arg)
 				}
 				seed := strconv.Itoa(i + 1)
-				if fn.seed != "" {
-					seed = fmt.Sprintf(fn.seed, arg, i+1)
+				if fn.seed != nil {
+					seed = fn.seed(arg, i, cols[i])
 				}
 				h := fmt.Sprintf("%s(%s, %s)", fn.name, arg, seed)
 				perCol[i] = h // strict: NULL for NULL
-				parts = append(parts, fmt.Sprintf("coalesce(%s, %d)", h, -(i+1)))
+				parts = append(parts, fmt.Sprintf("coalesce(%s, %d)", h, scramble(i, classNull)))
 			} else {
 				rest = append(rest, canon[i])
 			}
@@ -334,32 +377,88 @@ func hashExprs(mode HashMode, cols []mapping.Column, values []string, hashable, 
 // hashes with a direct call instead of through a row value: building a row
 // per table row and taking it apart again costs more than the hashing.
 //
-// timestamptz's operator class hashes with the timestamp function, which
-// SQL can only call on a timestamp: the cast is exact because sessions run
-// with TimeZone UTC (serverInfo makes sure), so it keeps every microsecond.
+// arg, when set, is a format (%s the value) that makes the function's
+// argument: timestamptz's operator class hashes with the timestamp
+// function, which SQL can only call on a timestamp. AT TIME ZONE with a
+// zero interval gives the timestamp of the same UTC wall clock, every
+// microsecond and the infinities kept, whatever the session's TimeZone; it
+// is plain arithmetic, where a cast to timestamp converts through the
+// session's time zone rules at several times the cost.
 //
-// Two of these functions drop a part of the value, so seed, when set, is a
-// format (%[1]s the value, %[2]d the column's seed) that mixes the part back
-// in through the seed: hashint8extended folds the high half of a bigint onto
-// the low half (1 and 4294967296 hash alike), and hash_numeric_extended
-// ignores the sign (1.5 and -1.5 hash alike). Seeds stay apart between
-// columns: a column's own seeds are its position plus multiples of 2048,
-// more than a table's columns.
-var directHash = map[uint32]struct{ name, cast, seed string }{
-	20:   {"hashint8extended", "", "(((%[1]s) >> 32) << 11) + %[2]d"},                             // bigint
-	21:   {"hashint2extended", "", ""},                                                            // smallint
-	23:   {"hashint4extended", "", ""},                                                            // integer
-	25:   {"hashtextextended", "", ""},                                                            // text
-	1043: {"hashtextextended", "", ""},                                                            // character varying
-	1114: {"timestamp_hash_extended", "", ""},                                                     // timestamp without time zone
-	1184: {"timestamp_hash_extended", "timestamp", ""},                                            // timestamp with time zone
-	1700: {"hash_numeric_extended", "", "CASE WHEN (%[1]s) < 0 THEN 2048 + %[2]d ELSE %[2]d END"}, // numeric
-	2950: {"uuid_hash_extended", "", ""},                                                          // uuid
+// Two of these functions drop a part of the value, so seed, when set,
+// returns the seed that mixes the part back in, given the argument and the
+// column: hashint8extended folds the high half of a bigint onto the low
+// half (1 and 4294967296 hash alike), and hash_numeric_extended ignores the
+// sign (see numericSeed). A bigint's seeds stay apart between columns: a
+// column's own seeds are its position plus multiples of 2048, more than a
+// table's columns.
+var directHash = map[uint32]struct {
+	name, arg string
+	seed      func(arg string, i int, c mapping.Column) string
+}{
+	20:   {"hashint8extended", "", bigintSeed},                               // bigint
+	21:   {"hashint2extended", "", nil},                                      // smallint
+	23:   {"hashint4extended", "", nil},                                      // integer
+	25:   {"hashtextextended", "", nil},                                      // text
+	1043: {"hashtextextended", "", nil},                                      // character varying
+	1114: {"timestamp_hash_extended", "", nil},                               // timestamp without time zone
+	1184: {"timestamp_hash_extended", "(%s) AT TIME ZONE INTERVAL '0'", nil}, // timestamp with time zone
+	1700: {"hash_numeric_extended", "", numericSeed},                         // numeric
+	2950: {"uuid_hash_extended", "", nil},                                    // uuid
 }
+
+func bigintSeed(arg string, i int, _ mapping.Column) string {
+	return fmt.Sprintf("(((%s) >> 32) << 11) + %d", arg, i+1)
+}
+
+// numericSeed picks hash_numeric_extended's seed by the class of the value.
+// The function ignores the sign, and returns its seed unchanged for NaN and
+// both infinities, and the seed minus one for zero: negative values (minus
+// infinity among them), the other finite ones, infinity and NaN each get a
+// seed of their own, scrambled, so that these returned constants are
+// unrelated to each other and to the constants that stand for NULL, and an
+// XOR of a few of them cannot cancel another. A type modifier on both sides
+// rules out infinities, and one comparison tells the classes apart.
+func numericSeed(arg string, i int, c mapping.Column) string {
+	neg, other := scramble(i, classNegative), scramble(i, classFinite)
+	if hasTypmod(c.SourceType) && hasTypmod(c.TargetType) {
+		return fmt.Sprintf("CASE WHEN (%s) < 0 THEN %d ELSE %d END", arg, neg, other)
+	}
+	return fmt.Sprintf("CASE WHEN (%[1]s) < 0 THEN %[2]d WHEN (%[1]s) < 'Infinity'::numeric THEN %[3]d "+
+		"WHEN (%[1]s) = 'Infinity'::numeric THEN %[4]d ELSE %[5]d END",
+		arg, neg, other, scramble(i, classInfinity), scramble(i, classNaN))
+}
+
+// Classes of a column's values that scramble makes constants for.
+const (
+	classNull = iota
+	classFinite
+	classNegative
+	classInfinity
+	classNaN
+)
+
+// scramble returns a 64-bit constant for column i and a class of its
+// values: splitmix64's finalizer over both, so that any two give unrelated
+// constants.
+func scramble(i, class int) int64 {
+	x := uint64(i)<<3 | uint64(class)
+	x += 0x9e3779b97f4a7c15
+	x = (x ^ x>>30) * 0xbf58476d1ce4e5b9
+	x = (x ^ x>>27) * 0x94d049bb133111eb
+	return int64(x ^ x>>31)
+}
+
+// hasTypmod reports whether a type as format_type prints it has a type
+// modifier: numeric(12,2), not numeric.
+func hasTypmod(typ string) bool { return strings.Contains(typ, "(") }
 
 func md5Bigint(textExpr string) string {
 	return "('x' || left(md5(" + textExpr + "), 16))::bit(64)::bigint"
 }
+
+// isInteger reports whether oid is smallint, integer or bigint.
+func isInteger(oid uint32) bool { return oid == oidInt2 || oid == oidInt4 || oid == oidInt8 }
 
 func isNumeric(typ string) bool {
 	return typ == "numeric" || strings.HasPrefix(typ, "numeric(")
