@@ -113,7 +113,7 @@ type StreamConfig struct {
 	// Publications name the publications to stream.
 	Publications []string
 	// StartLSN is the position applied so far: transactions ending at or
-	// before it are not delivered.
+	// before it (whose commit record lies before it) are not delivered.
 	StartLSN LSN
 	// StatusInterval is how often a standby status update is sent; 10s when
 	// zero.
@@ -137,10 +137,11 @@ type StreamConfig struct {
 }
 
 // Stream reads a slot's changes and yields transactions in commit order,
-// large ones in parts (see Transaction). It answers keepalives, reports the position the caller acknowledges
-// as flushed, and reconnects with backoff when the connection drops or the
-// server restarts, resuming after the last acknowledged transaction without
-// delivering a transaction twice.
+// large ones in parts (see Transaction). It answers keepalives, reports the
+// position the caller acknowledges as flushed, and reconnects with backoff
+// when the connection drops or the server restarts, resuming after the last
+// acknowledged transaction without delivering a finished transaction twice;
+// a transaction cut short by the reconnect comes again from its Part 0.
 //
 // The flushed position reported to the server never passes what the caller
 // acknowledged with Ack, with one exception that loses nothing: when every
@@ -218,7 +219,7 @@ func OpenStream(ctx context.Context, cfg StreamConfig) (*Stream, error) {
 	// A connection that used the slot a moment ago (the one that created
 	// it, or a previous run) may not have let go of it yet: retry a few
 	// times, but fail fast on what retrying cannot fix.
-	for attempt, wait := 1, cfg.MinBackoff; err != nil && retryable(err) && attempt < 5; attempt, wait = attempt+1, min(2*wait, cfg.MaxBackoff) {
+	for attempt, wait := 1, cfg.MinBackoff; err != nil && Retryable(err) && attempt < 5; attempt, wait = attempt+1, min(2*wait, cfg.MaxBackoff) {
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
@@ -374,7 +375,7 @@ func (s *Stream) stopOn(ctx context.Context, err error) bool {
 	switch {
 	case ctx.Err() != nil:
 		s.setErr(ErrStreamClosed)
-	case !retryable(err):
+	case !Retryable(err):
 		s.setErr(err)
 	default:
 		return false
@@ -390,10 +391,10 @@ func (s *Stream) setErr(err error) {
 	}
 }
 
-// retryable reports whether a failure may go away by reconnecting: network
-// failures and server shutdowns may, a malformed message or a missing slot
-// or publication will not.
-func retryable(err error) bool {
+// Retryable reports whether a failure of OpenStream or of a stream may go
+// away by reconnecting: network failures and server shutdowns may, a
+// malformed message or a missing slot or publication will not.
+func Retryable(err error) bool {
 	if err == nil || errors.Is(err, ErrMalformed) || errors.Is(err, errProtocol) {
 		return false
 	}

@@ -175,7 +175,7 @@ func TestStreamMissingSlot(t *testing.T) {
 	db := pgtest.NewDB(t)
 	execAll(t, db.Pool, `CREATE TABLE a (id int PRIMARY KEY); CREATE PUBLICATION pub FOR TABLE a`)
 	_, err := OpenStream(testCtx(t), StreamConfig{ConnString: db.URL, Slot: "nope", Publications: []string{"pub"}})
-	if err == nil || retryable(err) {
+	if err == nil || Retryable(err) {
 		t.Fatalf("got %v, want an error that is not retried", err)
 	}
 }

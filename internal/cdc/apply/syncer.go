@@ -34,7 +34,8 @@ type Config struct {
 	MaxLagBytes int64
 	// MaxBatchChanges bounds the changes applied in one target transaction
 	// when batching several source transactions; 2000 when zero. A larger
-	// source transaction is still applied whole.
+	// source transaction is still applied in one target transaction, of its
+	// own.
 	MaxBatchChanges int
 	// MaxTxChanges is the most changes of one source transaction held in
 	// memory at once (cdc.StreamConfig.MaxTxChanges); 10,000 when zero. A
@@ -585,13 +586,20 @@ func (s *syncer) restart(ctx context.Context, st *cdc.Stream, cause error) (*cdc
 		backoff = min(2*backoff, 10*time.Second)
 		state, err := loadState(ctx, s.dst, s.cfg.Name)
 		if err != nil {
+			if !targetRetryable(err) {
+				return st, err
+			}
 			cause = err
 			continue
 		}
 		s.applied = max(s.applied, state.applied)
 		next, err := s.openStream(ctx)
 		if err != nil {
-			return st, err
+			if !cdc.Retryable(err) {
+				return st, err
+			}
+			cause = err
+			continue
 		}
 		return next, nil
 	}
