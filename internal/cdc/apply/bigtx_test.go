@@ -20,10 +20,12 @@ import (
 const (
 	bigSchema      = `CREATE TABLE big (id bigint PRIMARY KEY, v int NOT NULL, note text)`
 	bigQuery       = `SELECT id, v, note FROM big ORDER BY id`
+	bigMD5Query    = `SELECT id, v, md5(note) FROM big ORDER BY id`
 	bigMaxTx       = 500
 	msgSentPart    = "sent part of a large transaction"
 	msgRestart     = "apply failed inside a large transaction; restarting the stream from the applied position"
 	msgStoppedLong = "stopped inside a large transaction; rolled back"
+	msgStartOver   = "large transaction sent again from its start; starting over"
 )
 
 // bigSteps are source transactions on table big: small ones around two
@@ -235,5 +237,60 @@ func TestSyncStoppedInsideLargeTransaction(t *testing.T) {
 	}
 	if got := fmt.Sprint(readBigState(t, p.dst.Pool)); got != fmt.Sprint(readBigState(t, p.src.Pool)) {
 		t.Errorf("state after running again: got %s, want the source's", got)
+	}
+}
+
+// TestSyncLargeTransactionSentAgain ends the source's walsender while the
+// sync applies a large transaction: after the reconnect the server sends
+// the transaction again from its start, and the sync rolls back what it
+// sent of it and starts over, so the target never shows part of it and
+// ends equal to the source.
+func TestSyncLargeTransactionSentAgain(t *testing.T) {
+	p := newPair(t, bigSchema, bigSchema)
+	cfg := p.config("bigagain", mapping.TableSpec{Source: "big"})
+	cfg.MaxTxChanges = bigMaxTx
+	cfg.Metrics = NewMetrics(nil)
+	var log messages
+	var terminated atomic.Int64
+	var once sync.Once
+	cfg.Logger = slog.New(hookHandler{fn: func(r slog.Record) {
+		log.add(r.Message)
+		if r.Message == msgSentPart && attr(r, "part").Int64() == 2 {
+			once.Do(func() {
+				var n int64
+				err := p.src.Pool.QueryRow(context.Background(),
+					`SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_replication`).Scan(&n)
+				if err == nil {
+					terminated.Store(n)
+				}
+			})
+		}
+	}})
+	r := startSync(t, cfg)
+	cdctest.WaitCopied(t, p.dst.Pool, "bigagain")
+	stop := watchStates(t, p.dst.Pool)
+	before := readBigState(t, p.src.Pool)
+	// Wider than the socket buffers between source and sync can hold, so
+	// that the server is still sending when its walsender ends.
+	execAll(t, p.src.Pool, `INSERT INTO big SELECT g, 1, repeat(md5(g::text), 32) FROM generate_series(1, 40000) g`)
+	after := readBigState(t, p.src.Pool)
+	waitSame(t, p, r, bigMD5Query, bigMD5Query)
+	for _, st := range stop() {
+		if st != before && st != after {
+			t.Errorf("the target showed %+v, want %+v or %+v", st, before, after)
+		}
+	}
+	if got := terminated.Load(); got != 1 {
+		t.Errorf("walsenders terminated inside the large transaction: got %d, want 1", got)
+	}
+	if !log.has(msgStartOver) {
+		t.Errorf("log: no %q", msgStartOver)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for testutil.ToFloat64(cfg.Metrics.Transactions) < 1 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := testutil.ToFloat64(cfg.Metrics.AppliedChanges.WithLabelValues("public.big", "insert")); got != 40000 {
+		t.Errorf("applied_changes_total{op=insert}: got %v, want 40000", got)
 	}
 }
