@@ -123,6 +123,30 @@ func (m *messages) has(msg string) bool {
 	return slices.Contains(m.seen, msg)
 }
 
+// atPart returns a logger that records every message in log and, the first
+// time the sync has sent part n of a large transaction, calls fn. The sync
+// waits for fn, its target transaction open and idle.
+func atPart(log *messages, n int64, fn func()) *slog.Logger {
+	var once sync.Once
+	return slog.New(hookHandler{fn: func(r slog.Record) {
+		log.add(r.Message)
+		if r.Message == msgSentPart && attr(r, "part").Int64() == n {
+			once.Do(fn)
+		}
+	}})
+}
+
+// terminate returns a function that runs query, which terminates backends
+// and counts them, on pool and stores the count in terminated.
+func terminate(pool *pgxpool.Pool, query string, terminated *atomic.Int64) func() {
+	return func() {
+		var n int64
+		if err := pool.QueryRow(context.Background(), query).Scan(&n); err == nil {
+			terminated.Store(n)
+		}
+	}
+}
+
 // TestSyncLargeTransaction applies source transactions larger than
 // MaxTxChanges, mixed with small ones, and breaks the target's connection
 // in the middle of the first: the target never shows part of a source
@@ -135,21 +159,8 @@ func TestSyncLargeTransaction(t *testing.T) {
 	cfg.Metrics = NewMetrics(nil)
 	var log messages
 	var terminated atomic.Int64
-	var once sync.Once
-	cfg.Logger = slog.New(hookHandler{fn: func(r slog.Record) {
-		log.add(r.Message)
-		if r.Message == msgSentPart && attr(r, "part").Int64() == 3 {
-			// The sync waits here, its target transaction open and idle.
-			once.Do(func() {
-				var n int64
-				err := p.dst.Pool.QueryRow(context.Background(), `SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))
-					FROM pg_stat_activity WHERE datname = current_database() AND state = 'idle in transaction'`).Scan(&n)
-				if err == nil {
-					terminated.Store(n)
-				}
-			})
-		}
-	}})
+	cfg.Logger = atPart(&log, 3, terminate(p.dst.Pool, `SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))
+		FROM pg_stat_activity WHERE datname = current_database() AND state = 'idle in transaction'`, &terminated))
 	r := startSync(t, cfg)
 	cdctest.WaitCopied(t, p.dst.Pool, "bigtx")
 	stop := watchStates(t, p.dst.Pool)
@@ -194,12 +205,7 @@ func TestSyncStoppedInsideLargeTransaction(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var log messages
-	cfg.Logger = slog.New(hookHandler{fn: func(r slog.Record) {
-		log.add(r.Message)
-		if r.Message == msgSentPart && attr(r, "part").Int64() == 3 {
-			cancel()
-		}
-	}})
+	cfg.Logger = atPart(&log, 3, cancel)
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, cfg) }()
 	cdctest.WaitCopied(t, p.dst.Pool, "bigstop")
@@ -252,20 +258,8 @@ func TestSyncLargeTransactionSentAgain(t *testing.T) {
 	cfg.Metrics = NewMetrics(nil)
 	var log messages
 	var terminated atomic.Int64
-	var once sync.Once
-	cfg.Logger = slog.New(hookHandler{fn: func(r slog.Record) {
-		log.add(r.Message)
-		if r.Message == msgSentPart && attr(r, "part").Int64() == 2 {
-			once.Do(func() {
-				var n int64
-				err := p.src.Pool.QueryRow(context.Background(),
-					`SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_replication`).Scan(&n)
-				if err == nil {
-					terminated.Store(n)
-				}
-			})
-		}
-	}})
+	cfg.Logger = atPart(&log, 2, terminate(p.src.Pool,
+		`SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_replication`, &terminated))
 	r := startSync(t, cfg)
 	cdctest.WaitCopied(t, p.dst.Pool, "bigagain")
 	stop := watchStates(t, p.dst.Pool)
