@@ -28,6 +28,7 @@ type SyncOptions struct {
 	MetricsAddr   string
 	MaxLagBytes   int64
 	BatchChanges  int
+	MaxTxChanges  int
 }
 
 // NewCmdSync builds datasync sync. runF replaces syncRun in tests.
@@ -44,7 +45,11 @@ table from the slot's snapshot, then applies the change stream in source commit 
 target transaction stores the applied position in datasync.sync_state, so a restart resumes
 where the last one stopped, with no loss and no change applied twice.
 
-SIGTERM or Ctrl-C finishes the transaction in hand and exits 0. Exit 2 on any error,
+A source transaction larger than --max-tx-changes is not held in memory whole: it is applied
+part by part in one target transaction, committed with its last part.
+
+SIGTERM or Ctrl-C finishes the transaction in hand and exits 0 (a large source transaction
+still arriving is rolled back instead, and applied again by the next run). Exit 2 on any error,
 including a source table whose columns no longer fit the mapping.`,
 		Example: `  # Follow public.users until stopped, with metrics on :9187
   datasync sync --source "$MONOLITH_DATABASE_URL" --target "$USERS_DATABASE_URL" \
@@ -69,6 +74,7 @@ including a source table whose columns no longer fit the mapping.`,
 	cmd.Flags().StringVar(&opts.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address (e.g. 127.0.0.1:9187)")
 	cmd.Flags().Int64Var(&opts.MaxLagBytes, "max-lag-bytes", 0, "log a warning while the lag exceeds this many WAL bytes (0: never)")
 	cmd.Flags().IntVar(&opts.BatchChanges, "batch-changes", 2000, "apply small source transactions together, up to this many changes per target transaction")
+	cmd.Flags().IntVar(&opts.MaxTxChanges, "max-tx-changes", 10000, "hold at most this many changes of one source transaction in memory: a larger one is applied part by part in one target transaction")
 	return cmd
 }
 
@@ -95,6 +101,7 @@ func syncRun(ctx context.Context, opts *SyncOptions) error {
 		UntilCaughtUp:   opts.UntilCaughtUp,
 		MaxLagBytes:     opts.MaxLagBytes,
 		MaxBatchChanges: opts.BatchChanges,
+		MaxTxChanges:    opts.MaxTxChanges,
 		Logger:          logger,
 		Metrics:         metrics,
 	})

@@ -321,3 +321,49 @@ func metricsProblems(tb testing.TB, url string) []string {
 	}
 	return problems
 }
+
+// TestSyncProcessKilledInsideLargeTransaction kills datasync sync with
+// SIGKILL while it applies a source transaction of many parts: the target
+// shows nothing of it, and the next run applies it whole, nothing twice.
+func TestSyncProcessKilledInsideLargeTransaction(t *testing.T) {
+	bin := buildDatasync(t)
+	src, dst := pgtest.NewDB(t), pgtest.NewDB(t)
+	execSQL(t, src.Pool, workloadSchema+seedRows)
+	execSQL(t, dst.Pool, workloadSchema+targetExtra)
+
+	first := startDatasync(t, bin, syncArgs(src, dst, "bigkill", "--max-tx-changes", "500")...)
+	waitOutput(t, first, "msg=streaming")
+	execSQL(t, src.Pool, `BEGIN;
+		INSERT INTO events SELECT g, g % 100, 'bulk' FROM generate_series(100001, 140000) g;
+		UPDATE accounts SET balance = balance + 1, updated_at = now();
+		DELETE FROM accounts WHERE id % 3 = 0;
+		COMMIT`)
+	waitOutput(t, first, "applying a large transaction in parts")
+	if err := first.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	first.wait(t, 10*time.Second)
+	if strings.Contains(first.out.String(), "applied a large transaction") {
+		t.Fatalf("the large transaction was applied before the kill; output:\n%s", first.out.String())
+	}
+	var events int
+	if err := dst.Pool.QueryRow(context.Background(), `SELECT count(*) FROM events`).Scan(&events); err != nil {
+		t.Fatal(err)
+	}
+	if events != 20000 {
+		t.Errorf("target events after the kill: got %d, want 20000 (nothing of the large transaction)", events)
+	}
+
+	second := startDatasync(t, bin, syncArgs(src, dst, "bigkill", "--max-tx-changes", "500", "--until-caught-up")...)
+	if code := second.wait(t, 120*time.Second); code != 0 {
+		t.Fatalf("--until-caught-up exit code: got %d, want 0; output:\n%s", code, second.out.String())
+	}
+	if !strings.Contains(second.out.String(), "applied a large transaction") {
+		t.Errorf("the second run did not apply the large transaction; output:\n%s", second.out.String())
+	}
+	assertSame(t, src.Pool, dst.Pool, accountsQuery)
+	assertSame(t, src.Pool, dst.Pool, eventsQuery)
+	if got := cdctest.Dump(t, dst.Pool, `SELECT id FROM dup_log ORDER BY id`); got != "" {
+		t.Errorf("events updated in the target (applied twice): got ids\n%s, want none", got)
+	}
+}

@@ -16,7 +16,14 @@
 //     Origin, Relation, Type, Insert, Update, Delete, Truncate and Message.
 //     It returns an error, never panics, on malformed input.
 //
-// Stream builds on them: it yields whole source transactions in commit
-// order, keeps the relation cache, answers keepalives, reports as flushed
-// only what its caller acknowledged as applied, and reconnects with backoff.
+// Stream builds on them: it yields source transactions in commit order,
+// keeps the relation cache, answers keepalives, reports as flushed only what
+// its caller acknowledged as applied, and reconnects with backoff. A
+// transaction with more than StreamConfig.MaxTxChanges changes is yielded in
+// parts numbered from 0 (Transaction.Part, Transaction.More), so its size is
+// not bounded by memory: the stream holds at most the part it is receiving
+// and the parts and transactions waiting for its caller (at most
+// StreamConfig.BufferChanges changes). After a reconnect in the middle of a
+// transaction the server sends it again, and the stream yields it again
+// from Part 0.
 package cdc

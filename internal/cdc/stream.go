@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"golang.org/x/sync/semaphore"
 )
 
 // Op is the kind of a Change.
@@ -60,25 +61,46 @@ type Change struct {
 	TruncateOptions uint8
 }
 
-// Transaction is one source transaction, whole.
+// Transaction is one source transaction, or one part of one.
+//
+// A source transaction with more than StreamConfig.MaxTxChanges changes is
+// delivered in parts, so that no more than that many of its changes need be
+// held in memory at once: parts number 0, 1, 2, … in order, every part but
+// the last has More set, and only the last one carries EndLSN. A transaction
+// that fits is delivered whole, as one part: Part 0, More false.
+//
+// The first part of a transaction always has Part 0. When the connection
+// drops in the middle of a transaction, the server sends it again from its
+// beginning after the reconnect, so the stream delivers it again from Part 0:
+// a consumer that holds parts of a transaction (in an open target
+// transaction, say) and receives any Part 0 must discard what it holds and
+// start over with that part.
 type Transaction struct {
 	// Xid is the source transaction id.
 	Xid uint32
-	// CommitLSN is the LSN of the commit record.
+	// CommitLSN is the LSN of the commit record, known from the start: it
+	// is set on every part.
 	CommitLSN LSN
 	// EndLSN is the LSN just past the commit record: once the transaction
-	// is applied, acknowledge it with Stream.Ack(EndLSN).
+	// is applied, acknowledge it with Stream.Ack(EndLSN). It is set on the
+	// last part only (zero while More is set).
 	EndLSN LSN
-	// CommitTime is when the transaction committed on the source.
+	// CommitTime is when the transaction committed on the source, set on
+	// every part.
 	CommitTime time.Time
 	// Origin names the replication origin, "" when none.
 	Origin string
-	// Relations are the Relation messages received inside the transaction,
-	// in order: the tables whose description the changes use for the first
-	// time in this session, or that changed.
+	// Relations are the Relation messages received with this part, in
+	// order: the tables whose description the changes use for the first
+	// time in this session, or that changed. A change's Relation is always
+	// set, whichever part brought the Relation message.
 	Relations []*Relation
-	// Changes are the transaction's changes in source order.
+	// Changes are the part's changes in source order.
 	Changes []Change
+	// Part numbers the parts of one transaction from 0.
+	Part int
+	// More is set when more parts of the same transaction follow.
+	More bool
 }
 
 // StreamConfig configures a Stream.
@@ -91,7 +113,7 @@ type StreamConfig struct {
 	// Publications name the publications to stream.
 	Publications []string
 	// StartLSN is the position applied so far: transactions ending at or
-	// before it are not delivered.
+	// before it (whose commit record lies before it) are not delivered.
 	StartLSN LSN
 	// StatusInterval is how often a standby status update is sent; 10s when
 	// zero.
@@ -100,17 +122,26 @@ type StreamConfig struct {
 	// failure; 100ms and 10s when zero. The wait doubles on each failure in
 	// a row.
 	MinBackoff, MaxBackoff time.Duration
-	// Buffer is how many whole transactions may wait for Next; 64 when zero.
+	// MaxTxChanges is the most changes one Transaction value holds: a
+	// source transaction with more is delivered in parts of at most this
+	// many changes; 10,000 when zero.
+	MaxTxChanges int
+	// Buffer is how many transactions (or parts) may wait for Next; 64 when
+	// zero.
 	Buffer int
+	// BufferChanges bounds the changes of the transactions waiting for Next
+	// together; twice MaxTxChanges when zero, never less than MaxTxChanges.
+	BufferChanges int
 	// Logger receives reconnect warnings; slog.Default() when nil.
 	Logger *slog.Logger
 }
 
-// Stream reads a slot's changes and yields whole transactions in commit
-// order. It answers keepalives, reports the position the caller acknowledges
-// as flushed, and reconnects with backoff when the connection drops or the
-// server restarts, resuming after the last acknowledged transaction without
-// delivering a transaction twice.
+// Stream reads a slot's changes and yields transactions in commit order,
+// large ones in parts (see Transaction). It answers keepalives, reports the
+// position the caller acknowledges as flushed, and reconnects with backoff
+// when the connection drops or the server restarts, resuming after the last
+// acknowledged transaction without delivering a finished transaction twice;
+// a transaction cut short by the reconnect comes again from its Part 0.
 //
 // The flushed position reported to the server never passes what the caller
 // acknowledged with Ack, with one exception that loses nothing: when every
@@ -118,11 +149,15 @@ type StreamConfig struct {
 // advances to the end of WAL announced by the server's keepalives, so that an
 // idle slot does not hold WAL for transactions that touch none of its tables.
 //
-// Transactions are held in memory whole until delivered.
+// Memory is bounded whatever the size of a source transaction: the stream
+// holds the part it is receiving (at most MaxTxChanges changes) and the
+// transactions and parts waiting for Next (at most Buffer of them with at
+// most BufferChanges changes together).
 type Stream struct {
 	cfg    StreamConfig
 	log    *slog.Logger
 	out    chan *Transaction
+	room   *semaphore.Weighted // changes that may still be queued for Next
 	cancel context.CancelFunc
 	done   chan struct{}
 
@@ -137,8 +172,9 @@ type Stream struct {
 
 	// Owned by the reading goroutine.
 	relations map[uint32]*Relation
-	cur       *Transaction
-	lastEnd   LSN // end LSN of the last transaction queued for Next
+	cur       *Transaction // the part being received, nil outside a transaction
+	skipping  bool         // inside a transaction delivered before
+	lastEnd   LSN          // end LSN of the last transaction queued for Next
 }
 
 // OpenStream connects and starts streaming in the background. The first
@@ -155,9 +191,16 @@ func OpenStream(ctx context.Context, cfg StreamConfig) (*Stream, error) {
 	if cfg.MaxBackoff < cfg.MinBackoff {
 		cfg.MaxBackoff = max(10*time.Second, cfg.MinBackoff)
 	}
+	if cfg.MaxTxChanges <= 0 {
+		cfg.MaxTxChanges = 10000
+	}
 	if cfg.Buffer <= 0 {
 		cfg.Buffer = 64
 	}
+	if cfg.BufferChanges <= 0 {
+		cfg.BufferChanges = 2 * cfg.MaxTxChanges
+	}
+	cfg.BufferChanges = max(cfg.BufferChanges, cfg.MaxTxChanges)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -165,6 +208,7 @@ func OpenStream(ctx context.Context, cfg StreamConfig) (*Stream, error) {
 		cfg:       cfg,
 		log:       cfg.Logger.With("slot", cfg.Slot),
 		out:       make(chan *Transaction, cfg.Buffer),
+		room:      semaphore.NewWeighted(int64(cfg.BufferChanges)),
 		done:      make(chan struct{}),
 		relations: make(map[uint32]*Relation),
 		lastEnd:   cfg.StartLSN,
@@ -175,7 +219,7 @@ func OpenStream(ctx context.Context, cfg StreamConfig) (*Stream, error) {
 	// A connection that used the slot a moment ago (the one that created
 	// it, or a previous run) may not have let go of it yet: retry a few
 	// times, but fail fast on what retrying cannot fix.
-	for attempt, wait := 1, cfg.MinBackoff; err != nil && retryable(err) && attempt < 5; attempt, wait = attempt+1, min(2*wait, cfg.MaxBackoff) {
+	for attempt, wait := 1, cfg.MinBackoff; err != nil && Retryable(err) && attempt < 5; attempt, wait = attempt+1, min(2*wait, cfg.MaxBackoff) {
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
@@ -192,33 +236,40 @@ func OpenStream(ctx context.Context, cfg StreamConfig) (*Stream, error) {
 	return s, nil
 }
 
-// Next returns the next transaction. It returns the stream's error once the
+// Next returns the next transaction or part. It returns the stream's error once the
 // stream has stopped for good (after Close, a non-retryable failure, or a
 // malformed message), and ctx's error when ctx ends first.
 func (s *Stream) Next(ctx context.Context) (*Transaction, error) {
 	select {
 	case tx := <-s.out:
-		return tx, nil
+		return s.taken(tx), nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	case <-s.done:
 		select {
 		case tx := <-s.out:
-			return tx, nil
+			return s.taken(tx), nil
 		default:
 		}
 		return nil, s.Err()
 	}
 }
 
-// TryNext returns the next transaction if one is waiting, without blocking.
+// TryNext returns the next transaction or part if one is waiting, without
+// blocking.
 func (s *Stream) TryNext() (*Transaction, bool) {
 	select {
 	case tx := <-s.out:
-		return tx, true
+		return s.taken(tx), true
 	default:
 		return nil, false
 	}
+}
+
+// taken frees the room tx held in the queue.
+func (s *Stream) taken(tx *Transaction) *Transaction {
+	s.room.Release(int64(len(tx.Changes)))
+	return tx
 }
 
 // Ack tells the stream that every transaction ending at or before lsn is
@@ -324,7 +375,7 @@ func (s *Stream) stopOn(ctx context.Context, err error) bool {
 	switch {
 	case ctx.Err() != nil:
 		s.setErr(ErrStreamClosed)
-	case !retryable(err):
+	case !Retryable(err):
 		s.setErr(err)
 	default:
 		return false
@@ -340,10 +391,10 @@ func (s *Stream) setErr(err error) {
 	}
 }
 
-// retryable reports whether a failure may go away by reconnecting: network
-// failures and server shutdowns may, a malformed message or a missing slot
-// or publication will not.
-func retryable(err error) bool {
+// Retryable reports whether a failure of OpenStream or of a stream may go
+// away by reconnecting: network failures and server shutdowns may, a
+// malformed message or a missing slot or publication will not.
+func Retryable(err error) bool {
 	if err == nil || errors.Is(err, ErrMalformed) || errors.Is(err, errProtocol) {
 		return false
 	}
@@ -365,8 +416,8 @@ var errProtocol = errors.New("replication protocol violation")
 // was received, which resets the backoff.
 func (s *Stream) session(ctx context.Context, conn *ReplConn) (streamed bool, err error) {
 	// A transaction half received on the previous connection is sent again
-	// from its beginning.
-	s.cur = nil
+	// from its beginning, and delivered again from its Part 0.
+	s.cur, s.skipping = nil, false
 	nextStatus := time.Now().Add(s.cfg.StatusInterval)
 	defer func() {
 		// Report the acknowledged position on the way out (Close, SIGTERM),
@@ -425,6 +476,21 @@ func (s *Stream) session(ctx context.Context, conn *ReplConn) (streamed bool, er
 // deliver queues tx for Next, still sending status updates while the queue
 // is full so the server does not time the connection out.
 func (s *Stream) deliver(ctx context.Context, conn *ReplConn, tx *Transaction) error {
+	n := int64(len(tx.Changes))
+	for {
+		wctx, cancel := context.WithTimeout(ctx, s.cfg.StatusInterval)
+		err := s.room.Acquire(wctx, n)
+		cancel()
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err := s.sendStatus(ctx, conn, false); err != nil {
+			return err
+		}
+	}
 	t := time.NewTicker(s.cfg.StatusInterval)
 	defer t.Stop()
 	for {
@@ -432,6 +498,7 @@ func (s *Stream) deliver(ctx context.Context, conn *ReplConn, tx *Transaction) e
 		case s.out <- tx:
 			return nil
 		case <-ctx.Done():
+			s.room.Release(n)
 			return ctx.Err()
 		case <-t.C:
 			if err := s.sendStatus(ctx, conn, false); err != nil {
@@ -444,7 +511,7 @@ func (s *Stream) deliver(ctx context.Context, conn *ReplConn, tx *Transaction) e
 // idle reports whether nothing is half received and every delivered
 // transaction is acknowledged.
 func (s *Stream) idle() bool {
-	return s.cur == nil && s.Acked() >= s.lastEnd
+	return s.cur == nil && !s.skipping && s.Acked() >= s.lastEnd
 }
 
 // flushPosition is the position that may be reported as flushed.
@@ -475,8 +542,8 @@ func (s *Stream) sendStatus(ctx context.Context, conn *ReplConn, reply bool) err
 	return nil
 }
 
-// handle decodes one pgoutput message and returns a transaction once it is
-// complete.
+// handle decodes one pgoutput message and returns a transaction, or a part
+// of one, once it is ready for delivery.
 func (s *Stream) handle(data []byte) (*Transaction, error) {
 	msg, err := Decode(data)
 	if err != nil {
@@ -484,21 +551,29 @@ func (s *Stream) handle(data []byte) (*Transaction, error) {
 	}
 	switch m := msg.(type) {
 	case *Begin:
-		if s.cur != nil {
-			return nil, fmt.Errorf("begin of xid %d inside xid %d: %w", m.Xid, s.cur.Xid, errProtocol)
+		if s.cur != nil || s.skipping {
+			return nil, fmt.Errorf("begin of xid %d inside a transaction: %w", m.Xid, errProtocol)
+		}
+		// Decided here rather than at the commit, so that no part of a
+		// transaction delivered before a reconnect, or applied before this
+		// run, is delivered again: its commit record lies before the end of
+		// the last transaction delivered (or StartLSN).
+		if m.FinalLSN < s.lastEnd {
+			s.skipping = true
+			return nil, nil
 		}
 		s.cur = &Transaction{Xid: m.Xid, CommitLSN: m.FinalLSN, CommitTime: m.CommitTime}
 	case *Commit:
+		if s.skipping {
+			s.skipping = false
+			return nil, nil
+		}
 		tx := s.cur
 		if tx == nil {
 			return nil, fmt.Errorf("commit at %s outside a transaction: %w", m.CommitLSN, errProtocol)
 		}
 		s.cur = nil
 		tx.CommitLSN, tx.EndLSN, tx.CommitTime = m.CommitLSN, m.EndLSN, m.CommitTime
-		if tx.EndLSN <= s.lastEnd {
-			// Delivered before a reconnect, or applied before this run.
-			return nil, nil
-		}
 		s.lastEnd = tx.EndLSN
 		return tx, nil
 	case *Origin:
@@ -508,17 +583,19 @@ func (s *Stream) handle(data []byte) (*Transaction, error) {
 	case *Relation:
 		s.relations[m.ID] = m
 		if s.cur != nil {
+			part := s.cut()
 			s.cur.Relations = append(s.cur.Relations, m)
+			return part, nil
 		}
 	case *Type, *LogicalMessage:
 	case *Insert:
-		return nil, s.add(Change{Op: OpInsert, New: m.New}, m.RelationID)
+		return s.add(Change{Op: OpInsert, New: m.New}, m.RelationID)
 	case *Update:
-		return nil, s.add(Change{Op: OpUpdate, OldKind: m.OldKind, Old: m.Old, New: m.New}, m.RelationID)
+		return s.add(Change{Op: OpUpdate, OldKind: m.OldKind, Old: m.Old, New: m.New}, m.RelationID)
 	case *Delete:
-		return nil, s.add(Change{Op: OpDelete, OldKind: m.OldKind, Old: m.Old}, m.RelationID)
+		return s.add(Change{Op: OpDelete, OldKind: m.OldKind, Old: m.Old}, m.RelationID)
 	case *Truncate:
-		if s.cur == nil {
+		if s.cur == nil && !s.skipping {
 			return nil, fmt.Errorf("truncate outside a transaction: %w", errProtocol)
 		}
 		c := Change{Op: OpTruncate, TruncateOptions: m.Options}
@@ -529,27 +606,51 @@ func (s *Stream) handle(data []byte) (*Transaction, error) {
 			}
 			c.Truncated = append(c.Truncated, rel)
 		}
-		s.cur.Changes = append(s.cur.Changes, c)
+		return s.append(c), nil
 	}
 	return nil, nil
 }
 
 // add appends a row change to the current transaction after checking it
-// against its relation.
-func (s *Stream) add(c Change, relID uint32) error {
-	if s.cur == nil {
-		return fmt.Errorf("%s outside a transaction: %w", c.Op, errProtocol)
+// against its relation. It returns the part to deliver first, if any.
+func (s *Stream) add(c Change, relID uint32) (*Transaction, error) {
+	if s.cur == nil && !s.skipping {
+		return nil, fmt.Errorf("%s outside a transaction: %w", c.Op, errProtocol)
 	}
 	rel, ok := s.relations[relID]
 	if !ok {
-		return fmt.Errorf("%s of unknown relation %d: %w", c.Op, relID, errProtocol)
+		return nil, fmt.Errorf("%s of unknown relation %d: %w", c.Op, relID, errProtocol)
 	}
 	n := len(rel.Columns)
 	if (c.New != nil && len(c.New) != n) || (c.Old != nil && len(c.Old) != n) {
-		return fmt.Errorf("%s on %s.%s: tuple does not match the relation's %d columns: %w",
+		return nil, fmt.Errorf("%s on %s.%s: tuple does not match the relation's %d columns: %w",
 			c.Op, rel.Namespace, rel.Name, n, errProtocol)
 	}
 	c.Relation = rel
+	return s.append(c), nil
+}
+
+// append adds a change to the part being received, unless the transaction
+// is skipped. It returns the part to deliver first, if any.
+func (s *Stream) append(c Change) *Transaction {
+	if s.skipping {
+		return nil
+	}
+	part := s.cut()
 	s.cur.Changes = append(s.cur.Changes, c)
-	return nil
+	return part
+}
+
+// cut returns the part being received if it is full, and starts the next
+// one. A part is cut only when something more comes for the transaction, so
+// a transaction of exactly MaxTxChanges changes is still one part and a
+// last part is never empty.
+func (s *Stream) cut() *Transaction {
+	if len(s.cur.Changes) < s.cfg.MaxTxChanges {
+		return nil
+	}
+	part := s.cur
+	part.More = true
+	s.cur = &Transaction{Xid: part.Xid, CommitLSN: part.CommitLSN, CommitTime: part.CommitTime, Origin: part.Origin, Part: part.Part + 1}
+	return part
 }

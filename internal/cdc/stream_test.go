@@ -175,7 +175,7 @@ func TestStreamMissingSlot(t *testing.T) {
 	db := pgtest.NewDB(t)
 	execAll(t, db.Pool, `CREATE TABLE a (id int PRIMARY KEY); CREATE PUBLICATION pub FOR TABLE a`)
 	_, err := OpenStream(testCtx(t), StreamConfig{ConnString: db.URL, Slot: "nope", Publications: []string{"pub"}})
-	if err == nil || retryable(err) {
+	if err == nil || Retryable(err) {
 		t.Fatalf("got %v, want an error that is not retried", err)
 	}
 }
@@ -268,5 +268,121 @@ func TestStreamWaitsForSlotRelease(t *testing.T) {
 	execAll(t, db.Pool, `INSERT INTO a VALUES (1)`)
 	if got := summary(next(t, s)); fmt.Sprint(got) != "[insert:a:1]" {
 		t.Errorf("got %v, want [insert:a:1]", got)
+	}
+}
+
+// TestStreamLargeTransactionInParts streams one source transaction of
+// 50,000 changes with parts of at most 1,000: the parts come numbered from
+// 0, only the last without More and with EndLSN, and together they hold
+// every change in order. The transactions around it stay whole.
+func TestStreamLargeTransactionInParts(t *testing.T) {
+	db := pgtest.NewDB(t)
+	start := newSlot(t, db.Pool, db.URL, "parts", `CREATE TABLE a (id int PRIMARY KEY, v text); CREATE PUBLICATION pub FOR TABLE a`)
+	s := openStream(t, StreamConfig{ConnString: db.URL, Slot: "parts", Publications: []string{"pub"}, StartLSN: start,
+		MaxTxChanges: 1000, Buffer: 4})
+	const rows = 50000
+	execAll(t, db.Pool,
+		`INSERT INTO a VALUES (0, 'before')`,
+		fmt.Sprintf(`BEGIN; INSERT INTO a SELECT g, 'v' FROM generate_series(1, %d) g; DELETE FROM a WHERE id = 0; COMMIT`, rows),
+		`INSERT INTO a VALUES (-1, 'after')`,
+	)
+	before := next(t, s)
+	if got := summary(before); fmt.Sprint(got) != "[insert:a:0]" || before.Part != 0 || before.More || before.EndLSN == 0 {
+		t.Fatalf("first transaction: got %v part %d more %v end %s, want one whole insert", got, before.Part, before.More, before.EndLSN)
+	}
+	var got []string
+	var first *Transaction
+	for part := 0; ; part++ {
+		tx := next(t, s)
+		if first == nil {
+			first = tx
+		}
+		if tx.Part != part || tx.Xid != first.Xid || tx.CommitLSN != first.CommitLSN {
+			t.Fatalf("part %d: got part %d of xid %d commit %s, want part %d of xid %d commit %s",
+				part, tx.Part, tx.Xid, tx.CommitLSN, part, first.Xid, first.CommitLSN)
+		}
+		if n := len(tx.Changes); n == 0 || n > 1000 {
+			t.Fatalf("part %d: got %d changes, want 1 to 1000", part, n)
+		}
+		if tx.More == (tx.EndLSN != 0) {
+			t.Fatalf("part %d: got more %v with end %s, want EndLSN set on the last part only", part, tx.More, tx.EndLSN)
+		}
+		if tx.CommitTime.IsZero() {
+			t.Fatalf("part %d: no commit time", part)
+		}
+		got = append(got, summary(tx)...)
+		if !tx.More {
+			if tx.EndLSN <= tx.CommitLSN {
+				t.Errorf("last part: got commit %s end %s, want end after commit", tx.CommitLSN, tx.EndLSN)
+			}
+			break
+		}
+	}
+	want := make([]string, 0, rows+1)
+	for i := 1; i <= rows; i++ {
+		want = append(want, fmt.Sprintf("insert:a:%d", i))
+	}
+	want = append(want, "delete:a:0")
+	if len(got) != len(want) {
+		t.Fatalf("changes: got %d, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("change %d: got %s, want %s", i, got[i], want[i])
+		}
+	}
+	if after := next(t, s); fmt.Sprint(summary(after)) != "[insert:a:-1]" || after.Part != 0 || after.More {
+		t.Errorf("last transaction: got %v part %d more %v, want one whole insert", summary(after), after.Part, after.More)
+	}
+}
+
+// TestStreamReconnectInsideTransaction ends the walsender after the first
+// part of a large transaction was received: after the reconnect the server
+// sends the transaction again, and the stream delivers it again from Part
+// 0. A consumer that starts over on Part 0 ends with exactly the
+// transaction's changes.
+func TestStreamReconnectInsideTransaction(t *testing.T) {
+	db := pgtest.NewDB(t)
+	start := newSlot(t, db.Pool, db.URL, "again", `CREATE TABLE a (id int PRIMARY KEY, v text); CREATE PUBLICATION pub FOR TABLE a`)
+	// Wider than the socket buffers between server and client can hold,
+	// so that the server is still sending when its walsender ends.
+	const rows = 64000
+	execAll(t, db.Pool, fmt.Sprintf(`INSERT INTO a SELECT g, repeat(md5(g::text), 32) FROM generate_series(1, %d) g`, rows))
+	s := openStream(t, StreamConfig{ConnString: db.URL, Slot: "again", Publications: []string{"pub"}, StartLSN: start,
+		MaxTxChanges: 1000, Buffer: 1})
+	first := next(t, s)
+	if first.Part != 0 || !first.More {
+		t.Fatalf("first: got part %d more %v, want part 0 with more", first.Part, first.More)
+	}
+	execAll(t, db.Pool, `SELECT pg_terminate_backend(pid) FROM pg_stat_replication`)
+
+	held := summary(first)
+	restarts := 0
+	for {
+		tx := next(t, s)
+		if tx.Part == 0 {
+			restarts++
+			held = nil
+		} else if tx.Xid != first.Xid {
+			t.Fatalf("got xid %d, want %d", tx.Xid, first.Xid)
+		}
+		held = append(held, summary(tx)...)
+		if !tx.More {
+			break
+		}
+	}
+	if restarts != 1 {
+		t.Errorf("restarts at part 0: got %d, want 1", restarts)
+	}
+	if n := s.Connections(); n < 2 {
+		t.Errorf("connections: got %d, want at least 2", n)
+	}
+	if len(held) != rows {
+		t.Fatalf("changes: got %d, want %d", len(held), rows)
+	}
+	for i, c := range held {
+		if want := fmt.Sprintf("insert:a:%d", i+1); c != want {
+			t.Fatalf("change %d: got %s, want %s", i, c, want)
+		}
 	}
 }

@@ -7,6 +7,7 @@
 // Bookkeeping lives in the target's datasync schema: sync_state holds each
 // sync's applied LSN (written in the same transaction as the changes it
 // covers) and sync_tables the LSN at which each table was copied. Run
-// explains the handoff from copy to stream; Status and Cleanup serve the
-// status and cleanup commands.
+// explains the handoff from copy to stream and how a source transaction
+// too large to hold in memory is applied (in parts, in one target
+// transaction); Status and Cleanup serve the status and cleanup commands.
 package apply

@@ -112,3 +112,31 @@ func waitSame(tb testing.TB, p pair, r *running, srcQuery, dstQuery string) {
 }
 
 var testLogOut io.Writer = io.Discard
+
+// hookHandler is a slog.Handler that passes every record, at every level,
+// to fn, which must be safe for concurrent use.
+type hookHandler struct{ fn func(slog.Record) }
+
+func (h hookHandler) Enabled(context.Context, slog.Level) bool { return true }
+
+func (h hookHandler) Handle(_ context.Context, r slog.Record) error {
+	h.fn(r)
+	return nil
+}
+
+func (h hookHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+
+func (h hookHandler) WithGroup(string) slog.Handler { return h }
+
+// attr returns the value of the record's attribute key, zero when absent.
+func attr(r slog.Record, key string) slog.Value {
+	var v slog.Value
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == key {
+			v = a.Value
+			return false
+		}
+		return true
+	})
+	return v
+}

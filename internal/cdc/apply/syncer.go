@@ -34,8 +34,14 @@ type Config struct {
 	MaxLagBytes int64
 	// MaxBatchChanges bounds the changes applied in one target transaction
 	// when batching several source transactions; 2000 when zero. A larger
-	// source transaction is still applied whole.
+	// source transaction is still applied in one target transaction, of its
+	// own.
 	MaxBatchChanges int
+	// MaxTxChanges is the most changes of one source transaction held in
+	// memory at once (cdc.StreamConfig.MaxTxChanges); 10,000 when zero. A
+	// larger source transaction is applied part by part, in one target
+	// transaction.
+	MaxTxChanges int
 	// StatusInterval is how often the source hears the applied position;
 	// 1s when zero.
 	StatusInterval time.Duration
@@ -98,6 +104,20 @@ type syncer struct {
 // resumes from there and skips what it already applied, so each change
 // takes effect exactly once. The source is told a position is flushed only
 // once the target has committed it.
+//
+// # Large source transactions
+//
+// A source transaction with more than MaxTxChanges changes arrives in parts
+// (see cdc.Transaction). It is applied in a target transaction of its own,
+// opened with its first part and kept open while each part is sent as it
+// arrives, and committed with the sync_state update only with its last part:
+// the target never shows part of it, and the sync holds at most one part of
+// it in memory. When the target fails in the middle, what was sent is lost
+// with the target transaction, so the rest is not applied alone: the stream
+// is closed and opened again from the applied position, and the server sends
+// the whole transaction again. When ctx ends in the middle, the target
+// transaction is rolled back and Run returns nil: nothing of it was
+// acknowledged, and the next run gets it again from the server.
 func Run(ctx context.Context, cfg Config) error {
 	err := run(ctx, cfg)
 	if err != nil && ctx.Err() != nil {
@@ -304,45 +324,94 @@ func (s *syncer) copyWithSlot(ctx context.Context, slot string, temporary bool, 
 	return sl.ConsistentPoint, nil
 }
 
-// stream applies the change stream.
-func (s *syncer) stream(ctx context.Context, caughtUpAt cdc.LSN) error {
+// openStream starts the change stream after the applied position.
+func (s *syncer) openStream(ctx context.Context) (*cdc.Stream, error) {
 	st, err := cdc.OpenStream(ctx, cdc.StreamConfig{
 		ConnString:     s.cfg.Source,
 		Slot:           SlotName(s.cfg.Name),
 		Publications:   []string{PublicationName(s.cfg.Name)},
 		StartLSN:       s.applied,
 		StatusInterval: s.cfg.StatusInterval,
+		MaxTxChanges:   s.cfg.MaxTxChanges,
 		Logger:         s.log,
 	})
 	if err != nil {
-		return fmt.Errorf("start stream: %w", err)
+		return nil, fmt.Errorf("start stream: %w", err)
 	}
-	defer st.Close()
+	return st, nil
+}
+
+// stream applies the change stream.
+func (s *syncer) stream(ctx context.Context, caughtUpAt cdc.LSN) error {
+	st, err := s.openStream(ctx)
+	if err != nil {
+		return err
+	}
+	// st is replaced when the stream restarts.
+	defer func() { st.Close() }()
 	s.log.Info("streaming", "from", s.applied.String())
+	// held is a transaction taken from the stream and not applied yet.
+	var held *cdc.Transaction
 	for {
 		if s.cfg.UntilCaughtUp && (st.Acked() >= caughtUpAt || st.Flushed() >= caughtUpAt) {
 			s.log.Info("caught up", "applied", st.Acked().String(), "target", caughtUpAt.String())
 			return nil
 		}
-		wctx, cancel := context.WithTimeout(ctx, 250*time.Millisecond)
-		tx, err := st.Next(wctx)
-		cancel()
-		if err != nil {
-			if ctx.Err() != nil {
-				s.log.Info("stopped", "applied", s.applied.String())
+		tx := held
+		held = nil
+		if tx == nil {
+			wctx, cancel := context.WithTimeout(ctx, 250*time.Millisecond)
+			next, err := st.Next(wctx)
+			cancel()
+			if err != nil {
+				if ctx.Err() != nil {
+					s.log.Info("stopped", "applied", s.applied.String())
+					return nil
+				}
+				if errors.Is(err, context.DeadlineExceeded) {
+					s.observeIdle(st)
+					continue
+				}
+				return fmt.Errorf("stream: %w", err)
+			}
+			tx = next
+		}
+		if tx.Part != 0 {
+			// Applied as a whole transaction, the end of one would pass
+			// for all of it.
+			return fmt.Errorf("stream: part %d of the transaction committed at %s without its start", tx.Part, tx.CommitLSN)
+		}
+		if tx.More {
+			held, err = s.applyLong(ctx, st, tx)
+			var restart *restartError
+			switch {
+			case errors.Is(err, errStopped):
+				s.log.Info("stopped inside a large transaction; rolled back", "applied", s.applied.String())
 				return nil
+			case errors.As(err, &restart):
+				if st, err = s.restart(ctx, st, restart.err); err != nil {
+					if ctx.Err() != nil {
+						s.log.Info("stopped", "applied", s.applied.String())
+						return nil
+					}
+					return err
+				}
+			case err != nil:
+				return err
 			}
-			if errors.Is(err, context.DeadlineExceeded) {
-				s.observeIdle(st)
-				continue
-			}
-			return fmt.Errorf("stream: %w", err)
+			continue
 		}
 		batch := []*cdc.Transaction{tx}
 		n := len(tx.Changes)
 		for n < s.cfg.MaxBatchChanges {
 			more, ok := st.TryNext()
 			if !ok {
+				break
+			}
+			if more.More || more.Part != 0 {
+				// The batch is applied before a large transaction opens
+				// its own target transaction.
+				held = more
 				break
 			}
 			batch = append(batch, more)
@@ -358,6 +427,181 @@ func (s *syncer) stream(ctx context.Context, caughtUpAt cdc.LSN) error {
 		if applyErr != nil {
 			return applyErr
 		}
+	}
+}
+
+// errStopped is returned by applyLong when ctx ended in the middle of a
+// large transaction, which was then rolled back.
+var errStopped = errors.New("stopped inside a transaction")
+
+// restartError wraps a target failure in the middle of a large transaction:
+// the parts sent are lost, and the transaction must come again from the
+// server.
+type restartError struct{ err error }
+
+func (e *restartError) Error() string { return e.err.Error() }
+func (e *restartError) Unwrap() error { return e.err }
+
+// applyLong applies a source transaction delivered in parts, starting with
+// part, in one target transaction that stays open across its parts. Each
+// part is sent as it arrives; the last one also stores the end LSN in
+// sync_state, and the target transaction commits.
+//
+// It returns a whole transaction it took from the stream but did not apply:
+// when the stream reconnected and sent a small transaction where a Part 0
+// was due. A failure of the target that may go away is returned as a
+// *restartError, ctx ending as errStopped; both after rolling back.
+func (s *syncer) applyLong(ctx context.Context, st *cdc.Stream, part *cdc.Transaction) (*cdc.Transaction, error) {
+	var tx pgx.Tx
+	defer func() {
+		if tx != nil {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			_ = tx.Rollback(rctx)
+		}
+	}()
+	// Parts of a transaction applied before this stream started: the
+	// stream skips those already, this guards the same rule here.
+	applied := part.CommitLSN < s.applied
+	counts := map[[2]string]int{}
+	changes, want := 0, 0
+	for {
+		if part.Part == 0 && want > 0 {
+			// The stream reconnected and the server sends the transaction
+			// again from its start: what was sent of it goes.
+			s.log.Info("large transaction sent again from its start; starting over", "commit_lsn", part.CommitLSN.String())
+			if tx != nil {
+				err := tx.Rollback(ctx)
+				tx = nil
+				if err != nil {
+					return nil, s.restartOn(ctx, fmt.Errorf("roll back a partly applied transaction: %w", err))
+				}
+			}
+			applied = part.CommitLSN < s.applied
+			clear(counts)
+			changes, want = 0, 0
+		}
+		if part.Part != want {
+			return nil, fmt.Errorf("stream: part %d of the transaction committed at %s where part %d was due", part.Part, part.CommitLSN, want)
+		}
+		if part.Part == 0 && !part.More {
+			return part, nil
+		}
+		if want == 0 {
+			s.log.Info("applying a large transaction in parts", "xid", part.Xid, "commit_lsn", part.CommitLSN.String())
+		}
+		want++
+		changes += len(part.Changes)
+		if !applied {
+			if err := s.sendPart(ctx, &tx, part, counts); err != nil {
+				return nil, err
+			}
+		}
+		if !part.More {
+			break
+		}
+		next, err := st.Next(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, errStopped
+			}
+			return nil, fmt.Errorf("stream: %w", err)
+		}
+		part = next
+	}
+	if applied {
+		return nil, nil
+	}
+	// Every part is sent: the transaction in hand is finished even when
+	// ctx ends now.
+	if err := tx.Commit(context.WithoutCancel(ctx)); err != nil {
+		tx = nil
+		return nil, s.restartOn(context.WithoutCancel(ctx), fmt.Errorf("apply up to %s: commit: %w", part.EndLSN, err))
+	}
+	tx = nil
+	s.applied = part.EndLSN
+	st.Ack(part.EndLSN)
+	s.count(counts, 1)
+	s.observe(st, []*cdc.Transaction{part})
+	s.log.Info("applied a large transaction", "xid", part.Xid, "end_lsn", part.EndLSN.String(), "changes", changes, "parts", want)
+	return nil, nil
+}
+
+// sendPart sends one part of a large transaction in the target transaction
+// *tx, beginning it for the first part; with the last part, it also stores
+// the end LSN.
+func (s *syncer) sendPart(ctx context.Context, tx *pgx.Tx, part *cdc.Transaction, counts map[[2]string]int) error {
+	b := &pgx.Batch{}
+	if err := s.queueTx(b, part, counts); err != nil {
+		return err
+	}
+	sendCtx := ctx
+	if !part.More {
+		commitTime := part.CommitTime
+		b.Queue(upsertStateSQL, s.cfg.Name, part.EndLSN.String(), &commitTime)
+		sendCtx = context.WithoutCancel(ctx)
+	}
+	if *tx == nil {
+		t, err := s.dst.Begin(ctx)
+		if err != nil {
+			return s.restartOn(ctx, fmt.Errorf("apply: begin: %w", err))
+		}
+		*tx = t
+	}
+	if err := (*tx).SendBatch(sendCtx, b).Close(); err != nil {
+		return s.restartOn(sendCtx, fmt.Errorf("apply part %d of the transaction committed at %s: %w", part.Part, part.CommitLSN, err))
+	}
+	s.log.Debug("sent part of a large transaction", "xid", part.Xid, "part", part.Part, "changes", len(part.Changes))
+	return nil
+}
+
+// restartOn classifies a target failure in the middle of a large
+// transaction: errStopped when ctx ended, a *restartError when it may go
+// away, else err.
+func (s *syncer) restartOn(ctx context.Context, err error) error {
+	switch {
+	case ctx.Err() != nil:
+		return errStopped
+	case targetRetryable(err):
+		return &restartError{err: err}
+	}
+	return err
+}
+
+// restart closes st and opens the stream again from the applied position,
+// with backoff while the target or the source cannot be reached, so that
+// the server sends again the transaction the target lost. A commit whose
+// answer was lost may have gone through: the target's checkpoint tells.
+func (s *syncer) restart(ctx context.Context, st *cdc.Stream, cause error) (*cdc.Stream, error) {
+	st.Close()
+	backoff := 100 * time.Millisecond
+	for {
+		s.log.Warn("apply failed inside a large transaction; restarting the stream from the applied position",
+			"error", cause, "applied", s.applied.String(), "in", backoff)
+		select {
+		case <-ctx.Done():
+			return st, ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 10*time.Second)
+		state, err := loadState(ctx, s.dst, s.cfg.Name)
+		if err != nil {
+			if !targetRetryable(err) {
+				return st, err
+			}
+			cause = err
+			continue
+		}
+		s.applied = max(s.applied, state.applied)
+		next, err := s.openStream(ctx)
+		if err != nil {
+			if !cdc.Retryable(err) {
+				return st, err
+			}
+			cause = err
+			continue
+		}
+		return next, nil
 	}
 }
 
@@ -483,18 +727,27 @@ func (s *syncer) apply(ctx context.Context, batch []*cdc.Transaction) (cdc.LSN, 
 	if err := tx.Commit(ctx); err != nil {
 		return s.applied, fmt.Errorf("apply up to %s: commit: %w", last.EndLSN, err)
 	}
-	for k, v := range counts {
-		s.metrics.AppliedChanges.WithLabelValues(k[0], k[1]).Add(float64(v))
-	}
+	n := 0
 	for _, tx := range batch {
 		if tx.EndLSN > s.applied && tx.EndLSN <= last.EndLSN {
-			s.metrics.Transactions.Inc()
+			n++
 		}
 	}
+	s.count(counts, n)
 	return last.EndLSN, planErr
 }
 
-// queueTx queues the statements of one source transaction.
+// count adds committed changes and transactions to the metrics.
+func (s *syncer) count(changes map[[2]string]int, transactions int) {
+	for k, v := range changes {
+		s.metrics.AppliedChanges.WithLabelValues(k[0], k[1]).Add(float64(v))
+	}
+	s.metrics.Transactions.Add(float64(transactions))
+}
+
+// queueTx queues the statements of one source transaction, or of one part
+// of one. A table's changes already in its copy are left out: those of
+// transactions committed before the copy's LSN.
 func (s *syncer) queueTx(b *pgx.Batch, tx *cdc.Transaction, counts map[[2]string]int) error {
 	for i := range tx.Changes {
 		c := &tx.Changes[i]
@@ -502,7 +755,7 @@ func (s *syncer) queueTx(b *pgx.Batch, tx *cdc.Transaction, counts map[[2]string
 			var targets []string
 			for _, rel := range c.Truncated {
 				t := s.byName[rel.Namespace+"."+rel.Name]
-				if t == nil || tx.EndLSN <= s.copied[t] {
+				if t == nil || tx.CommitLSN < s.copied[t] {
 					continue
 				}
 				targets = append(targets, t.Target.Quoted())
@@ -517,7 +770,7 @@ func (s *syncer) queueTx(b *pgx.Batch, tx *cdc.Transaction, counts map[[2]string
 		// relation is checked against the mapping: they were published
 		// under the publication entry the copy replaced, whose columns
 		// may differ from the current mapping's.
-		if t := s.byName[c.Relation.Namespace+"."+c.Relation.Name]; t != nil && tx.EndLSN <= s.copied[t] {
+		if t := s.byName[c.Relation.Namespace+"."+c.Relation.Name]; t != nil && tx.CommitLSN < s.copied[t] {
 			continue
 		}
 		p, err := s.plan(c.Relation)
