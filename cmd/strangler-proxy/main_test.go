@@ -120,6 +120,49 @@ routes:
 	}
 }
 
+// TestValidateChecksIdentitySecrets pins that validate fails, like serve,
+// when a JWT source's secret variable is unset or empty or its key file is
+// missing: DESIGN.md makes that a config error.
+func TestValidateChecksIdentitySecrets(t *testing.T) {
+	dir := t.TempDir()
+	config := func(name, jwt string) string {
+		return writeFile(t, dir, name, `monolith: {url: http://127.0.0.1:8000}
+services:
+  users: {url: http://127.0.0.1:8001}
+identity:
+  - header: X-User-ID
+  - jwt: `+jwt+`
+routes:
+  - {prefix: /api/users, service: users}
+`)
+	}
+	hs256 := config("hs256.yaml", "{header: Authorization, claim: sub, hs256_secret_env: STRANGLER_TEST_JWT_SECRET}")
+	rs256 := config("rs256.yaml", "{rs256_public_key_file: nope.pem}")
+	cases := []struct {
+		name     string
+		config   string
+		secret   string
+		wantCode int
+		wantErr  string
+	}{
+		{"secret set", hs256, "s3cret", 0, ""},
+		{"secret empty", hs256, "", 1, "identity[1].jwt.hs256_secret_env: environment variable STRANGLER_TEST_JWT_SECRET is empty or not set"},
+		{"key file missing", rs256, "", 1, "identity[1].jwt.rs256_public_key_file"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Setenv("STRANGLER_TEST_JWT_SECRET", c.secret)
+			code, out, errOut := run(t, "validate", "--config", c.config)
+			if code != c.wantCode {
+				t.Fatalf("exit code: got %d, want %d (stdout %q, stderr %q)", code, c.wantCode, out, errOut)
+			}
+			if !strings.Contains(errOut, c.wantErr) {
+				t.Errorf("stderr %q: want it to contain %q", errOut, c.wantErr)
+			}
+		})
+	}
+}
+
 // buildBinary compiles strangler-proxy into a temporary folder.
 func buildBinary(tb testing.TB) string {
 	tb.Helper()

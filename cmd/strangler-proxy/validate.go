@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/strangler-fig/strangler/internal/proxyconfig"
+	"github.com/strangler-fig/strangler/internal/proxyserver"
 	"github.com/strangler-fig/strangler/internal/toggles"
 )
 
@@ -17,6 +18,9 @@ import (
 type ValidateOptions struct {
 	Streams    Streams
 	ConfigPath string
+	// Getenv reads the secrets the identity sources name. Nil means
+	// os.Getenv.
+	Getenv func(string) string
 }
 
 // NewCmdValidate builds "strangler-proxy validate". runF replaces
@@ -29,8 +33,10 @@ func NewCmdValidate(streams Streams, runF func(context.Context, *ValidateOptions
 		Long: `validate reads the configuration file strictly (an unknown key is an error) and
 checks it, then the flags file it names, if that exists. It exits 0 when both
 are valid, else 1 after printing every problem with its field path and line.
-A route whose flag is not in the flags file is reported as a warning: its
-requests go to the monolith until the flag is added.`,
+The identity sources are checked as serve checks them: a JWT source whose
+secret variable is empty or unset, or whose key file cannot be read, is an
+error. A route whose flag is not in the flags file is reported as a warning:
+its requests go to the monolith until the flag is added.`,
 		Example: `  strangler-proxy validate --config strangler.yaml
   STRANGLER_CONFIG=/etc/strangler.yaml strangler-proxy validate`,
 		Args: noArgs,
@@ -49,6 +55,14 @@ func validateRun(_ context.Context, opts *ValidateOptions) error {
 	cfg, err := proxyconfig.Load(opts.ConfigPath)
 	if err != nil {
 		return err
+	}
+	// serve refuses to start without the secrets and keys the identity
+	// sources name, so validate reads them too.
+	if _, err := toggles.NewResolver(toggles.ResolverConfig{
+		Sources: proxyserver.IdentitySources(cfg), Anonymous: toggles.AnonymousMode(cfg.Anonymous),
+		BaseDir: cfg.Dir(), Getenv: opts.Getenv,
+	}); err != nil {
+		return fmt.Errorf("%s: %w", opts.ConfigPath, err)
 	}
 	fmt.Fprintf(opts.Streams.Out, "%s: valid (%d services, %d routes)\n", opts.ConfigPath, len(cfg.Services), len(cfg.Routes))
 	path := cfg.FlagsPath()
