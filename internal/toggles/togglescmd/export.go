@@ -13,8 +13,9 @@ import (
 // NewCmdFlags returns "flags" with export.
 func NewCmdFlags(d Deps) *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "flags",
-		Short: "Work with the flags file",
+		Use:     "flags",
+		Short:   "Work with the flags file",
+		Example: `  strangler-proxy flags export --format flagd --flags flags.yaml > flagd.json`,
 	}
 	cmd.AddCommand(NewCmdExport(d, nil))
 	return cmd
@@ -39,7 +40,8 @@ targeting, include/exclude lists and segments send every user to the same
 side as strangler-proxy does, so the cohorts can move to flagd unchanged.
 In flagd's evaluation context a claim segment reads the attribute of the
 same name and a header segment reads headers.<Header-Name>.`,
-		Args: cobra.NoArgs,
+		Example: `  strangler-proxy flags export --format flagd --flags flags.yaml -o flagd.json`,
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if opts.Format != "flagd" {
 				return fmt.Errorf("--format %q: the only format is flagd", opts.Format)

@@ -61,6 +61,10 @@ func NewCmdRollout(d Deps) *cobra.Command {
 		Short: "Show and change rollout flags on a running strangler-proxy",
 		Long: `Show and change rollout flags through a running strangler-proxy's admin API.
 A change is validated, written to the flags file and in force when the command returns.`,
+		Example: `  export STRANGLER_ADMIN_URL=http://127.0.0.1:9901 STRANGLER_ADMIN_TOKEN=s3cret
+  strangler-proxy rollout get
+  strangler-proxy rollout set users-migration 25
+  strangler-proxy rollout disable users-migration`,
 	}
 	url := d.getenv("STRANGLER_ADMIN_URL")
 	if url == "" {
@@ -87,7 +91,10 @@ func NewCmdGet(d Deps, admin *AdminFlags, runF func(context.Context, *GetOptions
 	cmd := &cobra.Command{
 		Use:   "get [FLAG]",
 		Short: "Show every flag, or one flag in detail",
-		Args:  cobra.MaximumNArgs(1),
+		Example: `  strangler-proxy rollout get
+  strangler-proxy rollout get users-migration
+  strangler-proxy rollout get users-migration --json --admin http://10.0.0.5:9901`,
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 1 {
 				opts.Flag = args[0]
@@ -198,9 +205,10 @@ type EnableOptions struct {
 func NewCmdEnable(d Deps, admin *AdminFlags, enable bool, runF func(context.Context, *EnableOptions) error) *cobra.Command {
 	opts := &EnableOptions{Deps: d, Admin: admin, Enabled: enable}
 	cmd := &cobra.Command{
-		Use:   "enable FLAG",
-		Short: "Enable a flag: its percentage applies again",
-		Args:  cobra.ExactArgs(1),
+		Use:     "enable FLAG",
+		Short:   "Enable a flag: its percentage applies again",
+		Example: `  strangler-proxy rollout enable users-migration`,
+		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.Flag = args[0]
 			if runF != nil {
@@ -212,6 +220,7 @@ func NewCmdEnable(d Deps, admin *AdminFlags, enable bool, runF func(context.Cont
 	if !enable {
 		cmd.Use = "disable FLAG"
 		cmd.Short = "Disable a flag (kill switch): everyone goes to the monolith"
+		cmd.Example = `  strangler-proxy rollout disable users-migration --token "$STRANGLER_ADMIN_TOKEN"`
 	}
 	return cmd
 }
@@ -312,6 +321,8 @@ func NewCmdResume(d Deps, admin *AdminFlags, runF func(context.Context, *ResumeO
 		Long: `Rearm a flag's tripped guard (its windows start empty) and let its stopped ramp go on:
 the ramp's next step is the first one above the flag's current percentage.
 A flag without a ramp keeps its percentage: raise it with rollout set.`,
+		Example: `  strangler-proxy rollout get users-migration   # guard state: tripped
+  strangler-proxy rollout resume users-migration`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.Flag = args[0]

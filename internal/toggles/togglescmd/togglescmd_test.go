@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/spf13/cobra"
+
 	"github.com/strangler-fig/strangler/internal/toggles"
 )
 
@@ -215,5 +217,27 @@ func TestRolloutFlagDefaults(t *testing.T) {
 				t.Errorf("--token default: got %q, want %q", got, tt.wantToken)
 			}
 		})
+	}
+}
+
+// TestHelpHasExamples pins that every rollout and flags command's --help
+// shows an example of its own command line.
+func TestHelpHasExamples(t *testing.T) {
+	d := Deps{Getenv: func(string) string { return "" }}
+	for _, root := range []*cobra.Command{NewCmdRollout(d), NewCmdFlags(d)} {
+		cmds := append([]*cobra.Command{root}, root.Commands()...)
+		for _, c := range cmds {
+			path := "strangler-proxy " + c.CommandPath()
+			t.Run(c.CommandPath(), func(t *testing.T) {
+				var out bytes.Buffer
+				c.SetOut(&out)
+				if err := c.Help(); err != nil {
+					t.Fatalf("help: %v", err)
+				}
+				if !strings.Contains(out.String(), "Examples:\n  ") || !strings.Contains(out.String(), path) {
+					t.Errorf("help of %s: got\n%s\nwant an Examples section with %q", c.CommandPath(), out.String(), path)
+				}
+			})
+		}
 	}
 }
