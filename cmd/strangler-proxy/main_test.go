@@ -92,7 +92,7 @@ routes:
 			"flags.yaml: valid (1 flags)",
 			`warning: routes[1].flag: "orders-migration" is not in`,
 		}, nil},
-		{"invalid flags file", []string{"validate", "--config", withBadFlags}, 1, nil, []string{"flags.users-migration.percentage: 150 is out of range"}},
+		{"invalid flags file", []string{"validate", "--config", withBadFlags}, 1, nil, []string{"line 2: flags.users-migration.percentage: 150 is out of range"}},
 		{"flags file not there yet", []string{"validate", "--config", withoutFlags}, 0, []string{"does not exist yet"}, nil},
 		{"unknown flag", []string{"validate", "--confg", valid}, 2, nil, []string{"unknown flag: --confg"}},
 		{"stray argument", []string{"validate", "extra"}, 2, nil, []string{"takes no arguments"}},

@@ -127,11 +127,16 @@ type ValidationError struct {
 	Problems []Problem // in file order: segments, then flags, by name
 }
 
-// Error lists the problems, one a line.
+// Error lists the problems, one a line, each after its line in the file
+// where known ("line 5: flags.a.percentage: ..."), as the proxy config's
+// problems are.
 func (e *ValidationError) Error() string {
 	lines := make([]string, len(e.Problems))
 	for i, p := range e.Problems {
 		lines[i] = p.String()
+		if p.Line > 0 {
+			lines[i] = "line " + strconv.Itoa(p.Line) + ": " + lines[i]
+		}
 	}
 	return strings.Join(lines, "\n")
 }

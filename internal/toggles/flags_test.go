@@ -189,4 +189,8 @@ flags:
 			t.Errorf("%s: got line %d, want %d", p.Path, p.Line, want[p.Path])
 		}
 	}
+	// validate prints the error: each problem shows its line.
+	if msg, w := err.Error(), "line 5: flags.users.v2.percentage: 150 is out of range"; !strings.Contains(msg, w) {
+		t.Errorf("error: got %q, want it to contain %q", msg, w)
+	}
 }
