@@ -224,7 +224,42 @@ func (a App) Handler(pool *pgxpool.Pool, logger *slog.Logger) http.Handler {
 	if a.Routes != nil {
 		a.Routes(mux, pool, logger)
 	}
-	return servedBy(a.Name, logRequests(logger, mux))
+	return servedBy(a.Name, logRequests(logger, jsonMuxErrors(mux)))
+}
+
+// jsonMuxErrors serves mux, answering a request that no route matches with
+// the app's JSON error shape instead of the mux's plain text: 404, or 405
+// with its Allow header when the path exists for other methods.
+func jsonMuxErrors(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, pattern := mux.Handler(r); pattern == "" {
+			w = &muxErrorWriter{ResponseWriter: w}
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// muxErrorWriter replaces the body of http.ServeMux's 404 and 405 answers.
+type muxErrorWriter struct {
+	http.ResponseWriter
+	wrote bool
+}
+
+func (m *muxErrorWriter) WriteHeader(code int) {
+	if m.wrote {
+		return
+	}
+	m.wrote = true
+	msg := strings.ToLower(http.StatusText(code))
+	if allow := m.Header().Get("Allow"); allow != "" {
+		msg += ": use " + allow
+	}
+	WriteJSON(m.ResponseWriter, code, errorBody{Error: msg})
+}
+
+func (m *muxErrorWriter) Write(b []byte) (int, error) {
+	m.WriteHeader(http.StatusNotFound)
+	return len(b), nil
 }
 
 func servedBy(name string, next http.Handler) http.Handler {

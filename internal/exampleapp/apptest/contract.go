@@ -192,8 +192,19 @@ func RunContract(t *testing.T, start func(testing.TB) *Server, r Resource) {
 		if health["status"] != "ok" {
 			t.Errorf("health status: got %v, want ok", health["status"])
 		}
-		s.Expect(t, http.MethodGet, "/no/such/path", nil, http.StatusNotFound)
-		s.Expect(t, http.MethodPatch, r.Path, "{}", http.StatusMethodNotAllowed)
+		// Errors are JSON everywhere, also where no route matches.
+		for _, req := range []struct {
+			method, path string
+			want         int
+		}{
+			{http.MethodGet, "/no/such/path", http.StatusNotFound},
+			{http.MethodPatch, r.Path, http.StatusMethodNotAllowed},
+		} {
+			resp := s.Expect(t, req.method, req.path, "{}", req.want)
+			if msg, _ := resp.Object(t)["error"].(string); msg == "" {
+				t.Errorf("%s %s: want a JSON error, got body %s", req.method, req.path, resp.Body)
+			}
+		}
 	})
 }
 
