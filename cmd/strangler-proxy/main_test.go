@@ -98,6 +98,7 @@ routes:
 		{"stray argument", []string{"validate", "extra"}, 2, nil, []string{"takes no arguments"}},
 		{"bad log level", []string{"serve", "--config", valid, "--log-level", "loud"}, 2, nil, []string{"--log-level"}},
 		{"help has examples", []string{"serve", "--help"}, 0, []string{"Examples:", "strangler-proxy serve --config strangler.yaml"}, nil},
+		{"help names both reloads", []string{"serve", "--help"}, 0, []string{"SIGHUP, or any change of the configuration file", "The flags file (flags_file) is polled too"}, nil},
 		{"rollout commands are there", []string{"rollout", "--help"}, 0, []string{"set", "enable"}, nil},
 	}
 	for _, c := range cases {

@@ -40,7 +40,9 @@ lets requests in flight finish (up to shutdown_timeout) and exits 0.
 
 SIGHUP, or any change of the configuration file, reloads it: a valid file is
 swapped in without dropping a request; an invalid one is logged and the
-configuration in force stays.
+configuration in force stays. The flags file (flags_file) is polled too: a
+valid new version takes effect once two polls read the same content, an
+invalid one is logged and the flags in force stay.
 
 The access log (one JSON line per request) goes to standard output; the
 proxy's own events go to standard error as JSON lines. Metrics are served at
