@@ -183,6 +183,9 @@ func (s *Set) Configure(guards map[string]Config) {
 	old := *s.monitors.Load()
 	next := make(map[string]*Monitor, len(guards))
 	for flag, cfg := range guards {
+		// The counter is exported at 0 from the start, so that an alert on
+		// its increase also sees the first trip.
+		s.trips.WithLabelValues(flag)
 		if m, ok := old[flag]; ok && m.cfg == cfg {
 			next[flag] = m
 			continue

@@ -244,6 +244,22 @@ func TestConfigure(t *testing.T) {
 	})
 }
 
+// TestTripsCounterStartsAtZero pins that strangler_guard_trips_total is
+// exported for every guarded flag before its first trip: a series that
+// appears at 1 is missed by increase() and rate().
+func TestTripsCounterStartsAtZero(t *testing.T) {
+	h := newHarness(t, map[string]Config{"f": usersGuard, "g": usersGuard})
+	const want = `
+# HELP strangler_guard_trips_total Guard trips that set a flag's percentage back to 0, per flag.
+# TYPE strangler_guard_trips_total counter
+strangler_guard_trips_total{flag="f"} 0
+strangler_guard_trips_total{flag="g"} 0
+`
+	if err := testutil.GatherAndCompare(h.reg, strings.NewReader(want), "strangler_guard_trips_total"); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestUnguardedFlagIsIgnored(t *testing.T) {
 	h := newHarness(t, map[string]Config{"f": usersGuard})
 	for range 70 {
