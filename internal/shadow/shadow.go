@@ -208,6 +208,11 @@ func (s *Shadower) Configure(routes []Route) {
 			r.Timeout = 10 * time.Second
 		}
 		next[r.Name] = &route{Route: r, ignores: r.Config.ignores(), state: st}
+		// Every result is exported at 0 from the start, so that an alert
+		// on a result's rate also sees its first occurrence.
+		for _, res := range [...]string{ResultMatch, ResultMismatch, ResultError, ResultDropped} {
+			s.results.WithLabelValues(r.Name, res)
+		}
 	}
 	s.routes.Store(&next)
 }

@@ -265,8 +265,29 @@ func TestUnsafeMethodsAreNeverShadowed(t *testing.T) {
 	if got := len(service.requests()); got != 0 {
 		t.Fatalf("service got %d requests, want 0", got)
 	}
-	if got := testutil.CollectAndCount(f.s.results); got != 0 {
-		t.Fatalf("got %d comparison series, want 0", got)
+	for _, res := range []string{ResultMatch, ResultMismatch, ResultError, ResultDropped} {
+		if got := f.results("users", res); got != 0 {
+			t.Errorf("comparisons with result %s: got %v, want 0", res, got)
+		}
+	}
+}
+
+// TestComparisonsCounterStartsAtZero pins that
+// strangler_shadow_comparisons_total is exported for every shadowed route
+// and result before the first comparison: a series that appears at 1 is
+// missed by increase() and rate().
+func TestComparisonsCounterStartsAtZero(t *testing.T) {
+	f := newFixture(t, Options{}, Route{Name: "users", Config: Config{Percentage: 100}})
+	const want = `
+# HELP strangler_shadow_comparisons_total Shadow comparisons of the monolith's and the service's answers, per route and result (match, mismatch, error, dropped).
+# TYPE strangler_shadow_comparisons_total counter
+strangler_shadow_comparisons_total{result="dropped",route="users"} 0
+strangler_shadow_comparisons_total{result="error",route="users"} 0
+strangler_shadow_comparisons_total{result="match",route="users"} 0
+strangler_shadow_comparisons_total{result="mismatch",route="users"} 0
+`
+	if err := testutil.GatherAndCompare(f.reg, strings.NewReader(want), "strangler_shadow_comparisons_total"); err != nil {
+		t.Fatal(err)
 	}
 }
 
