@@ -1,12 +1,13 @@
 package toggles
 
 import (
-	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
 	"maps"
 	"math"
+	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
@@ -124,7 +125,7 @@ func (p Problem) String() string { return p.Path + ": " + p.Message }
 
 // ValidationError lists every problem found. It wraps ErrInvalid.
 type ValidationError struct {
-	Problems []Problem // in file order: segments, then flags, by name
+	Problems []Problem // Parse: in line order; Validate: segments, then flags, by name
 }
 
 // Error lists the problems, one a line, each after its line in the file
@@ -170,30 +171,86 @@ func (ps problems) err() error {
 // values of the wrong type are errors naming their line. An empty input is
 // a file with no flags. Decode does not validate; call Validate.
 func Decode(r io.Reader) (*File, error) {
-	dec := yaml.NewDecoder(r)
-	dec.KnownFields(true)
-	var f File
-	if err := dec.Decode(&f); err != nil && !errors.Is(err, io.EOF) {
+	data, err := io.ReadAll(r)
+	if err != nil {
 		return nil, fmt.Errorf("decode flags file: %w", err)
 	}
-	return &f, nil
+	f, ps, err := decode(data)
+	if err != nil {
+		return nil, err
+	}
+	if err := ps.err(); err != nil {
+		return nil, err
+	}
+	return f, nil
 }
 
-// Parse decodes and validates a flags file. Validation problems carry the
-// line their path leads to.
+// decode reads data into a File, as much of it as it can, and returns the
+// unknown keys and values of the wrong type as problems with their field
+// path and line, all at once. An error means data is not YAML at all.
+func decode(data []byte) (*File, problems, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, nil, fmt.Errorf("decode flags file: %w", err)
+	}
+	f := &File{}
+	if len(root.Content) == 0 {
+		return f, nil, nil
+	}
+	var ps problems
+	for _, p := range problem.CheckYAML(&root, reflect.TypeOf(f).Elem(), nil) {
+		ps = append(ps, Problem{Path: p.Path, Message: p.Message, Line: p.Line})
+	}
+	// Decode even when CheckYAML found problems: yaml.v3 fills in what it
+	// can, so that Validate does not report keys the file does set.
+	if err := root.Decode(f); err != nil && len(ps) == 0 {
+		// CheckYAML checks every key and leaf, so this is what it does not
+		// look at, such as a key given twice.
+		p := problem.FromYAMLError("(file)", err)
+		ps = append(ps, Problem{Path: p.Path, Message: p.Message, Line: p.Line})
+	}
+	return f, ps, nil
+}
+
+// Parse decodes and validates a flags file, and reports every problem at
+// once, in line order: unknown keys, values of the wrong type and values
+// out of range, each with its field path and line.
 func Parse(data []byte) (*File, error) {
-	f, err := Decode(bytes.NewReader(data))
+	f, ps, err := decode(data)
 	if err != nil {
 		return nil, err
 	}
 	if err := f.Validate(); err != nil {
 		var verr *ValidationError
-		if errors.As(err, &verr) {
-			addLines(data, verr.Problems)
+		if !errors.As(err, &verr) {
+			return nil, err
 		}
-		return nil, err
+		addLines(data, verr.Problems)
+		unread := make(map[string]bool, len(ps))
+		for _, p := range ps {
+			unread[p.Path] = true
+		}
+		for _, p := range verr.Problems {
+			// A value that could not be read is zero in f: judging it
+			// again would only repeat the problem.
+			if !unread[p.Path] {
+				ps = append(ps, p)
+			}
+		}
 	}
-	return f, nil
+	if len(ps) == 0 {
+		return f, nil
+	}
+	// Problems without a line (a path the file does not hold) go last.
+	slices.SortStableFunc(ps, func(a, b Problem) int { return cmp.Compare(lineKey(a), lineKey(b)) })
+	return nil, ps.err()
+}
+
+func lineKey(p Problem) int {
+	if p.Line == 0 {
+		return math.MaxInt
+	}
+	return p.Line
 }
 
 // Encode writes f as YAML.

@@ -60,10 +60,10 @@ func TestDecodeIsStrict(t *testing.T) {
 	tests := []struct {
 		name, in, want string
 	}{
-		{"unknown flag key", "flags:\n  a:\n    percentage: 5\n    percent: 6\n", "line 4: field percent not found"},
-		{"unknown top-level key", "flag:\n  a: {}\n", "line 1: field flag not found"},
-		{"wrong type", "flags:\n  a:\n    percentage: lots\n", "line 3"},
-		{"bad duration", "flags:\n  a:\n    guard: {window: soon}\n", "line 3: cannot unmarshal !!str `soon` into time.Duration"},
+		{"unknown flag key", "flags:\n  a:\n    percentage: 5\n    percent: 6\n", "line 4: flags.a.percent: unknown key; known keys here: enabled, percentage,"},
+		{"unknown top-level key", "flag:\n  a: {}\n", "line 1: flag: unknown key; known keys here: segments, flags"},
+		{"wrong type", "flags:\n  a:\n    percentage: lots\n", "line 3: flags.a.percentage: cannot unmarshal"},
+		{"bad duration", "flags:\n  a:\n    guard: {window: soon}\n", "line 3: flags.a.guard.window: cannot unmarshal !!str `soon` into time.Duration"},
 		{"duplicate flag", "flags:\n  a: {}\n  a: {}\n", "already defined"},
 	}
 	for _, tt := range tests {
@@ -73,6 +73,39 @@ func TestDecodeIsStrict(t *testing.T) {
 				t.Fatalf("Decode: got %v, want an error containing %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestParseReportsEveryProblemAtOnce pins that an unknown key or a value of
+// the wrong type does not hide the flags file's other problems: validate
+// lists them all, in line order, each with its field path.
+func TestParseReportsEveryProblemAtOnce(t *testing.T) {
+	const in = `flags:
+  users-migration:
+    percentage: 150
+    colour: red
+    segments: [nobody]
+  other:
+    guard: {window: soon, min_requests: 5, max_error_rate: 0.1}
+`
+	_, err := Parse([]byte(in))
+	if !errors.Is(err, ErrInvalid) {
+		t.Fatalf("Parse: got %v, want an error wrapping ErrInvalid", err)
+	}
+	want := []string{
+		"line 3: flags.users-migration.percentage: 150 is out of range 0..100",
+		"line 4: flags.users-migration.colour: unknown key; known keys here: enabled, percentage,",
+		`line 5: flags.users-migration.segments[0]: segment "nobody" is not defined under segments`,
+		"line 7: flags.other.guard.window: cannot unmarshal !!str `soon` into time.Duration",
+	}
+	got := strings.Split(err.Error(), "\n")
+	if len(got) != len(want) {
+		t.Fatalf("problems: got %d:\n%s\nwant %d", len(got), err, len(want))
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(got[i], w) {
+			t.Errorf("problem %d: got %q, want it to start with %q", i, got[i], w)
+		}
 	}
 }
 
