@@ -486,3 +486,29 @@ func TestGCPercent(t *testing.T) {
 		}
 	}
 }
+
+// A wrong number of arguments or an unknown command is a usage error (exit
+// 2) that names the command and where its help is, on every level of the
+// command tree; a group command without arguments prints its help.
+func TestArgumentMistakesAreUsageErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"rollout", "set", "users-migration"}, "accepts 2 arg(s), received 1 (see strangler-proxy rollout set --help)"},
+		{[]string{"rollout", "get", "a", "b"}, "(see strangler-proxy rollout get --help)"},
+		{[]string{"rollout", "enable"}, "(see strangler-proxy rollout enable --help)"},
+		{[]string{"rollout", "promote", "x"}, `unknown command "promote" for "strangler-proxy rollout"`},
+		{[]string{"flags", "import"}, `unknown command "import" for "strangler-proxy flags"`},
+		{[]string{"serv"}, `unknown command "serv" for "strangler-proxy"`},
+	} {
+		code, _, stderr := run(t, tc.args...)
+		if code != exitUsage || !strings.Contains(stderr, tc.want) {
+			t.Errorf("%q: got exit %d, stderr %q; want exit %d and %q", tc.args, code, stderr, exitUsage, tc.want)
+		}
+	}
+	code, stdout, _ := run(t, "rollout")
+	if code != exitOK || !strings.Contains(stdout, "strangler-proxy rollout [command]") {
+		t.Errorf("rollout without arguments: got exit %d, stdout %q; want its help and exit 0", code, stdout)
+	}
+}

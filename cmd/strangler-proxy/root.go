@@ -77,7 +77,39 @@ without ever replaying a write that may have reached the service.`,
 	root.AddCommand(NewCmdExplain(streams, nil))
 	deps := togglescmd.Deps{Out: streams.Out, ErrOut: streams.Err}
 	root.AddCommand(togglescmd.NewCmdRollout(deps), togglescmd.NewCmdFlags(deps))
+	usageArgs(root)
 	return root
+}
+
+// usageArgs makes the argument checks of c and its subcommands report usage
+// errors (exit 2), like bad flags: a missing or extra argument is a mistake
+// on the command line, not a failure of the command.
+//
+// A command that only groups others (rollout, flags, the root) runs to
+// print its help, and calls an argument that names none of its commands a
+// usage error: cobra would print the help and exit 0.
+func usageArgs(c *cobra.Command) {
+	if c.HasSubCommands() && !c.Runnable() {
+		c.Args = cobra.ArbitraryArgs
+		c.RunE = func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return fmt.Errorf("%w: unknown command %q for %q (see %s --help)", errUsage, args[0], cmd.CommandPath(), cmd.CommandPath())
+			}
+			return cmd.Help()
+		}
+	}
+	if check := c.Args; check != nil {
+		c.Args = func(cmd *cobra.Command, args []string) error {
+			err := check(cmd, args)
+			if err == nil || errors.Is(err, errUsage) {
+				return err
+			}
+			return fmt.Errorf("%w: %v (see %s --help)", errUsage, err, cmd.CommandPath())
+		}
+	}
+	for _, sub := range c.Commands() {
+		usageArgs(sub)
+	}
 }
 
 // addConfigFlag adds --config (-c), whose default is $STRANGLER_CONFIG,
