@@ -293,8 +293,17 @@ func TestRolloutIdentityAndSegments(t *testing.T) {
 		}
 	}
 	_, metrics := adminDo(t, http.MethodGet, f.adminURL+"/metrics", "", "")
-	if !strings.Contains(metrics, "strangler_identity_jwt_failures_total") {
-		t.Errorf("/metrics: got no strangler_identity_jwt_failures_total, want forged tokens counted")
+	// Two tokens signed with another key, one with alg none, one expired;
+	// the other reasons are exported at 0.
+	for _, want := range []string{
+		`strangler_identity_jwt_failures_total{reason="bad_signature"} 2` + "\n",
+		`strangler_identity_jwt_failures_total{reason="wrong_alg"} 1` + "\n",
+		`strangler_identity_jwt_failures_total{reason="expired"} 1` + "\n",
+		`strangler_identity_jwt_failures_total{reason="not_yet_valid"} 0` + "\n",
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics: got no %q, want forged and expired tokens counted and other reasons at 0", strings.TrimSpace(want))
+		}
 	}
 }
 

@@ -44,6 +44,11 @@ func newMetrics() *Metrics {
 }
 
 func (m *Metrics) register(reg prometheus.Registerer) error {
+	// Every reason starts at 0, so that increase() and rate() see the
+	// first failure too.
+	for _, reason := range []string{JWTMalformed, JWTBadSignature, JWTWrongAlg, JWTExpired, JWTNotYetValid, JWTMissingClaim, JWTInvalid} {
+		m.jwtFailures.WithLabelValues(reason)
+	}
 	for _, c := range []prometheus.Collector{m.percentage, m.decisions, m.jwtFailures} {
 		if err := reg.Register(c); err != nil {
 			return fmt.Errorf("register rollout metrics: %w", err)
