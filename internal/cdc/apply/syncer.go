@@ -165,6 +165,11 @@ func run(ctx context.Context, cfg Config) error {
 	}
 	for _, t := range s.tables {
 		s.byName[t.Source.String()] = t
+		// Every table and operation starts at 0, so that increase() and
+		// rate() see the first change too.
+		for _, op := range []cdc.Op{cdc.OpInsert, cdc.OpUpdate, cdc.OpDelete, cdc.OpTruncate} {
+			s.metrics.AppliedChanges.WithLabelValues(t.Target.String(), op.String())
+		}
 	}
 	// The insert position, not pg_current_wal_lsn's write position: with
 	// synchronous_commit off a commit can be ahead of what is written.
