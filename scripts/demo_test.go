@@ -103,6 +103,26 @@ func TestDemoNonInteractive(t *testing.T) {
 		}
 	})
 
+	// Issue 2: running the demo again works. The folder the first run left
+	// behind is reused.
+	t.Run("runs again in the same folder", func(t *testing.T) {
+		out, err := runDemo(t, env)
+		if err != nil {
+			t.Fatalf("demo.sh, second run: %v\n%s", err, out)
+		}
+		for _, want := range []string{"users served by user-service", "the guard tripped", "==> stopped"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("second run's output lacks %q:\n%s", want, out)
+			}
+		}
+		if strings.Contains(out, "did not stop") {
+			t.Errorf("second run: an app had to be killed:\n%s", out)
+		}
+		if left := processesUnder(t, bin); len(left) > 0 {
+			t.Errorf("second run: processes left running: %v", left)
+		}
+	})
+
 	for _, tc := range []struct{ port, what, setting string }{
 		{ports[2], "user-service", "DEMO_USERS_PORT"},
 		{ports[4], "strangler-proxy", "DEMO_PROXY_PORT"},
