@@ -11,8 +11,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/strangler-fig/strangler/internal/testkit"
 )
 
 // TestDemoNonInteractive runs scripts/demo.sh the way a smoke test does
@@ -123,6 +126,25 @@ func TestDemoNonInteractive(t *testing.T) {
 		}
 	})
 
+	// Interactive: the demo waits for Ctrl-C after showing everything.
+	interactive := append([]string{"DEMO_NONINTERACTIVE=0"}, env[1:]...)
+	t.Run("Ctrl-C stops everything", func(t *testing.T) {
+		d := startDemo(t, interactive)
+		d.waitFor(t, "Press Ctrl-C to stop everything.")
+		// A terminal's Ctrl-C goes to the whole foreground process group.
+		if err := syscall.Kill(-d.cmd.Process.Pid, syscall.SIGINT); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.wait(t); err != nil {
+			t.Errorf("demo.sh after Ctrl-C: got %v, want exit 0", err)
+		}
+		out := d.out.String()
+		if !strings.Contains(out, "==> stopped") || strings.Contains(out, "did not stop") {
+			t.Errorf("output after Ctrl-C: want everything stopped in order:\n%s", out)
+		}
+		checkStopped(t, bin, ports)
+	})
+
 	for _, tc := range []struct{ port, what, setting string }{
 		{ports[2], "user-service", "DEMO_USERS_PORT"},
 		{ports[4], "strangler-proxy", "DEMO_PROXY_PORT"},
@@ -142,6 +164,76 @@ func TestDemoNonInteractive(t *testing.T) {
 				t.Errorf("output: got %q, want it to contain %q and %s", out, want, tc.setting)
 			}
 		})
+	}
+}
+
+// checkStopped fails tb when a demo's port still answers or one of its apps
+// still runs.
+func checkStopped(tb testing.TB, bin string, ports []string) {
+	tb.Helper()
+	for _, p := range ports {
+		if c, err := net.DialTimeout("tcp", "127.0.0.1:"+p, time.Second); err == nil {
+			c.Close()
+			tb.Errorf("port %s still answers after the demo ended", p)
+		}
+	}
+	if left := processesUnder(tb, bin); len(left) > 0 {
+		tb.Errorf("processes left running: %v", left)
+	}
+}
+
+// demo is demo.sh running in a process group of its own.
+type demo struct {
+	cmd  *exec.Cmd
+	out  *testkit.Buffer
+	done chan error
+}
+
+func startDemo(tb testing.TB, env []string) *demo {
+	tb.Helper()
+	d := &demo{cmd: exec.Command("bash", "demo.sh"), out: &testkit.Buffer{}, done: make(chan error, 1)}
+	d.cmd.Env = append(os.Environ(), env...)
+	d.cmd.Stdout, d.cmd.Stderr = d.out, d.out
+	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := d.cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	go func() { d.done <- d.cmd.Wait() }()
+	tb.Cleanup(func() {
+		_ = syscall.Kill(-d.cmd.Process.Pid, syscall.SIGTERM)
+		select {
+		case err := <-d.done:
+			d.done <- err
+		case <-time.After(2 * time.Minute):
+		}
+	})
+	return d
+}
+
+// waitFor waits until the demo has printed want.
+func (d *demo) waitFor(tb testing.TB, want string) {
+	tb.Helper()
+	testkit.Eventually(tb, 2*time.Minute, fmt.Sprintf("the demo to print %q", want), func() bool {
+		select {
+		case err := <-d.done:
+			d.done <- err
+			tb.Fatalf("demo.sh ended (%v) before printing %q:\n%s", err, want, d.out.String())
+		default:
+		}
+		return strings.Contains(d.out.String(), want)
+	})
+}
+
+// wait waits for the demo to end and returns how it ended.
+func (d *demo) wait(tb testing.TB) error {
+	tb.Helper()
+	select {
+	case err := <-d.done:
+		d.done <- err
+		return err
+	case <-time.After(2 * time.Minute):
+		tb.Fatalf("demo.sh did not end within 2 minutes:\n%s", d.out.String())
+		return nil
 	}
 }
 
