@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -145,6 +146,30 @@ func TestDemoNonInteractive(t *testing.T) {
 		checkStopped(t, bin, ports)
 	})
 
+	t.Run("a run killed with SIGKILL is cleaned up by the next", func(t *testing.T) {
+		d := startDemo(t, interactive)
+		t.Cleanup(func() { killUnder(t, bin) }) // in case the next run fails to stop them
+		d.waitFor(t, "Press Ctrl-C to stop everything.")
+		// Only the script dies: its apps and PostgreSQL are left running.
+		if err := d.cmd.Process.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		_ = d.wait(t)
+		if left := processesUnder(t, bin); len(left) == 0 {
+			t.Fatal("after killing the script: got no app left running, want the apps an unclean end leaves")
+		}
+		out, err := runDemo(t, env)
+		if err != nil {
+			t.Fatalf("demo.sh after a killed run: %v\n%s", err, out)
+		}
+		for _, want := range []string{"left running by an earlier demo", "==> stopped"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("output lacks %q:\n%s", want, out)
+			}
+		}
+		checkStopped(t, bin, ports)
+	})
+
 	for _, tc := range []struct{ port, what, setting string }{
 		{ports[2], "user-service", "DEMO_USERS_PORT"},
 		{ports[4], "strangler-proxy", "DEMO_PROXY_PORT"},
@@ -274,6 +299,24 @@ func freePorts(tb testing.TB, n int) []string {
 		ports = append(ports, fmt.Sprint(l.Addr().(*net.TCPAddr).Port))
 	}
 	return ports
+}
+
+// killUnder kills the running processes whose program is in dir.
+func killUnder(tb testing.TB, dir string) {
+	tb.Helper()
+	procs, err := filepath.Glob("/proc/[0-9]*/cmdline")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil || !bytes.HasPrefix(b, []byte(dir+"/")) {
+			continue
+		}
+		if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p))); err == nil {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
 }
 
 // processesUnder lists the running processes whose program is in dir.
