@@ -19,11 +19,12 @@ import (
 	"github.com/strangler-fig/strangler/internal/testkit"
 )
 
-// TestDemoNonInteractive runs scripts/demo.sh the way a smoke test does
-// (DEMO_NONINTERACTIVE=1) on free ports and in folders of its own, so it never
-// meets a demo someone is running, and checks that it sets everything up and
-// leaves nothing behind.
-func TestDemoNonInteractive(t *testing.T) {
+// TestDemo runs scripts/demo.sh on free ports and in folders of its own, so
+// it never meets a demo someone is running: the way a smoke test does
+// (DEMO_NONINTERACTIVE=1), twice, then the way a user does, stopped with
+// Ctrl-C or killed, and checks that it sets everything up and leaves nothing
+// behind.
+func TestDemo(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: the demo builds the apps and starts PostgreSQL")
 	}
