@@ -691,8 +691,14 @@ fi
 
 echo "Press Ctrl-C to stop everything."
 exec {PAUSE_FD}<> <(:)
-# Wait until a signal (the traps stop everything) or until an app dies.
-while true; do
+# Wait until a signal or until an app dies. Here the traps only end the loop,
+# and the clean-up runs from the script's own flow: exiting from a trap that
+# interrupted `read -t` made bash 5.2.15 crash (SIGSEGV) in the clean-up's
+# command substitutions, so a Ctrl-C ended the demo half cleaned up, its
+# cluster's folder left behind, without the "stopped" line.
+stop_requested=0
+trap 'stop_requested=1' INT TERM
+while ((stop_requested == 0)); do
   for name in "${APP_NAMES[@]}"; do
     if ! kill -0 "${APP_PIDS[$name]}" 2>/dev/null; then
       tail -n 20 "$LOG_DIR/$name.log" >&2
@@ -701,5 +707,7 @@ while true; do
   done
   # A one-second pause that a signal interrupts at once and that leaves no
   # sleep process behind: read from a pipe nobody writes to.
+  ((stop_requested == 0)) || break
   read -r -t 1 -u "$PAUSE_FD" || true
 done
+exit 0

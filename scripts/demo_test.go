@@ -10,16 +10,21 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/strangler-fig/strangler/internal/testkit"
 )
 
-// TestDemoNonInteractive runs scripts/demo.sh the way a smoke test does
-// (DEMO_NONINTERACTIVE=1) on free ports and in folders of its own, so it never
-// meets a demo someone is running, and checks that it sets everything up and
-// leaves nothing behind.
-func TestDemoNonInteractive(t *testing.T) {
+// TestDemo runs scripts/demo.sh on free ports and in folders of its own, so
+// it never meets a demo someone is running: the way a smoke test does
+// (DEMO_NONINTERACTIVE=1), twice, then the way a user does, stopped with
+// Ctrl-C or killed, and checks that it sets everything up and leaves nothing
+// behind.
+func TestDemo(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: the demo builds the apps and starts PostgreSQL")
 	}
@@ -103,6 +108,69 @@ func TestDemoNonInteractive(t *testing.T) {
 		}
 	})
 
+	// Issue 2: running the demo again works. The folder the first run left
+	// behind is reused.
+	t.Run("runs again in the same folder", func(t *testing.T) {
+		out, err := runDemo(t, env)
+		if err != nil {
+			t.Fatalf("demo.sh, second run: %v\n%s", err, out)
+		}
+		for _, want := range []string{"users served by user-service", "the guard tripped", "==> stopped"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("second run's output lacks %q:\n%s", want, out)
+			}
+		}
+		if strings.Contains(out, "did not stop") {
+			t.Errorf("second run: an app had to be killed:\n%s", out)
+		}
+		if left := processesUnder(t, bin); len(left) > 0 {
+			t.Errorf("second run: processes left running: %v", left)
+		}
+	})
+
+	// Interactive: the demo waits for Ctrl-C after showing everything.
+	interactive := append([]string{"DEMO_NONINTERACTIVE=0"}, env[1:]...)
+	t.Run("Ctrl-C stops everything", func(t *testing.T) {
+		d := startDemo(t, interactive)
+		d.waitFor(t, "Press Ctrl-C to stop everything.")
+		// A terminal's Ctrl-C goes to the whole foreground process group.
+		if err := syscall.Kill(-d.cmd.Process.Pid, syscall.SIGINT); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.wait(t); err != nil {
+			t.Errorf("demo.sh after Ctrl-C: got %v, want exit 0", err)
+		}
+		out := d.out.String()
+		if !strings.Contains(out, "==> stopped") || strings.Contains(out, "did not stop") {
+			t.Errorf("output after Ctrl-C: want everything stopped in order:\n%s", out)
+		}
+		checkStopped(t, bin, ports)
+	})
+
+	t.Run("a run killed with SIGKILL is cleaned up by the next", func(t *testing.T) {
+		d := startDemo(t, interactive)
+		t.Cleanup(func() { killUnder(t, bin) }) // in case the next run fails to stop them
+		d.waitFor(t, "Press Ctrl-C to stop everything.")
+		// Only the script dies: its apps and PostgreSQL are left running.
+		if err := d.cmd.Process.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		_ = d.wait(t)
+		if left := processesUnder(t, bin); len(left) == 0 {
+			t.Fatal("after killing the script: got no app left running, want the apps an unclean end leaves")
+		}
+		out, err := runDemo(t, env)
+		if err != nil {
+			t.Fatalf("demo.sh after a killed run: %v\n%s", err, out)
+		}
+		for _, want := range []string{"left running by an earlier demo", "==> stopped"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("output lacks %q:\n%s", want, out)
+			}
+		}
+		checkStopped(t, bin, ports)
+	})
+
 	for _, tc := range []struct{ port, what, setting string }{
 		{ports[2], "user-service", "DEMO_USERS_PORT"},
 		{ports[4], "strangler-proxy", "DEMO_PROXY_PORT"},
@@ -122,6 +190,76 @@ func TestDemoNonInteractive(t *testing.T) {
 				t.Errorf("output: got %q, want it to contain %q and %s", out, want, tc.setting)
 			}
 		})
+	}
+}
+
+// checkStopped fails tb when a demo's port still answers or one of its apps
+// still runs.
+func checkStopped(tb testing.TB, bin string, ports []string) {
+	tb.Helper()
+	for _, p := range ports {
+		if c, err := net.DialTimeout("tcp", "127.0.0.1:"+p, time.Second); err == nil {
+			c.Close()
+			tb.Errorf("port %s still answers after the demo ended", p)
+		}
+	}
+	if left := processesUnder(tb, bin); len(left) > 0 {
+		tb.Errorf("processes left running: %v", left)
+	}
+}
+
+// demo is demo.sh running in a process group of its own.
+type demo struct {
+	cmd  *exec.Cmd
+	out  *testkit.Buffer
+	done chan error
+}
+
+func startDemo(tb testing.TB, env []string) *demo {
+	tb.Helper()
+	d := &demo{cmd: exec.Command("bash", "demo.sh"), out: &testkit.Buffer{}, done: make(chan error, 1)}
+	d.cmd.Env = append(os.Environ(), env...)
+	d.cmd.Stdout, d.cmd.Stderr = d.out, d.out
+	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := d.cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	go func() { d.done <- d.cmd.Wait() }()
+	tb.Cleanup(func() {
+		_ = syscall.Kill(-d.cmd.Process.Pid, syscall.SIGTERM)
+		select {
+		case err := <-d.done:
+			d.done <- err
+		case <-time.After(2 * time.Minute):
+		}
+	})
+	return d
+}
+
+// waitFor waits until the demo has printed want.
+func (d *demo) waitFor(tb testing.TB, want string) {
+	tb.Helper()
+	testkit.Eventually(tb, 2*time.Minute, fmt.Sprintf("the demo to print %q", want), func() bool {
+		select {
+		case err := <-d.done:
+			d.done <- err
+			tb.Fatalf("demo.sh ended (%v) before printing %q:\n%s", err, want, d.out.String())
+		default:
+		}
+		return strings.Contains(d.out.String(), want)
+	})
+}
+
+// wait waits for the demo to end and returns how it ended.
+func (d *demo) wait(tb testing.TB) error {
+	tb.Helper()
+	select {
+	case err := <-d.done:
+		d.done <- err
+		return err
+	case <-time.After(2 * time.Minute):
+		tb.Fatalf("demo.sh did not end within 2 minutes:\n%s", d.out.String())
+		return nil
 	}
 }
 
@@ -162,6 +300,24 @@ func freePorts(tb testing.TB, n int) []string {
 		ports = append(ports, fmt.Sprint(l.Addr().(*net.TCPAddr).Port))
 	}
 	return ports
+}
+
+// killUnder kills the running processes whose program is in dir.
+func killUnder(tb testing.TB, dir string) {
+	tb.Helper()
+	procs, err := filepath.Glob("/proc/[0-9]*/cmdline")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil || !bytes.HasPrefix(b, []byte(dir+"/")) {
+			continue
+		}
+		if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p))); err == nil {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
 }
 
 // processesUnder lists the running processes whose program is in dir.

@@ -78,6 +78,9 @@ func TestBackfillPreflightErrors(t *testing.T) {
 	badWhere := config("where.yaml", "tables:\n  - source: users\n    where: \"no_such_column > 1\"\n")
 	dupKey := config("dup.yaml", "tables:\n  - source: users\n    key: [n]\n")
 	noKeyColumn := config("nokeycol.yaml", "tables:\n  - source: users\n    key: [nope]\n")
+	noSourceColumn := config("nosrccol.yaml", "tables:\n  - source: users\n    columns: {id: id, email: mail, n: n}\n")
+	noTargetColumn := config("nodstcol.yaml", "tables:\n  - source: users\n    columns: {id: id, mail: email, n: n}\n")
+	requiredUnmapped := config("required.yaml", "tables:\n  - source: users\n    columns: {id: id, email: email}\n")
 	conn := []string{"--source", src.URL, "--target", dst.URL}
 	tests := []struct {
 		name string
@@ -93,6 +96,11 @@ func TestBackfillPreflightErrors(t *testing.T) {
 		{"where filter that does not work", append(conn, "--config", badWhere), nil, []string{"where filter"}},
 		{"key not unique in the source", append(conn, "--config", dupKey), nil, []string{"is not unique in source table public.users"}},
 		{"key column missing", append(conn, "--config", noKeyColumn), nil, []string{`key column "nope" does not exist`}},
+		{"mapped source column missing", append(conn, "--config", noSourceColumn), nil,
+			[]string{`column "email" maps from source column "mail", which public.users does not have`}},
+		{"mapped target column missing", append(conn, "--config", noTargetColumn), nil, []string{`target column "mail" does not exist in public.users`}},
+		{"required target column left unmapped", append(conn, "--config", requiredUnmapped), nil,
+			[]string{`target column "n" is NOT NULL without a default and nothing maps to it`}},
 		{"every problem at once", append(conn, "--table", "missing", "--table", "typed"), nil,
 			[]string{"public.missing does not exist", "column type mismatch"}},
 		{"no source database", []string{"--target", dst.URL, "--table", "users"}, nil, []string{"no source database"}},

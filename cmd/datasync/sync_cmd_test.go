@@ -128,3 +128,43 @@ func TestSyncDriftExitCode(t *testing.T) {
 		t.Fatal("sync did not stop on schema drift")
 	}
 }
+
+// TestSyncRefusesWalLevelReplica runs sync against a source server without
+// logical decoding: exit 2, the setting to change, and nothing created on
+// either side.
+func TestSyncRefusesWalLevelReplica(t *testing.T) {
+	c := pgtest.NewCluster(t)
+	admin := c.NewDB(t)
+	execSQL(t, admin.Pool, `ALTER SYSTEM SET wal_level = replica`)
+	admin.Pool.Close()
+	if err := c.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	src, dst := c.NewDB(t), pgtest.NewDB(t)
+	execSQL(t, src.Pool, `CREATE TABLE users (id bigint PRIMARY KEY, email text); INSERT INTO users VALUES (1, 'a')`)
+	execSQL(t, dst.Pool, `CREATE TABLE users (id bigint PRIMARY KEY, email text)`)
+
+	code, _, errOut := runCmd(t, "sync", "--source", src.URL, "--target", dst.URL, "--table", "users", "--name", "nolog", "--until-caught-up")
+	if code != 2 {
+		t.Fatalf("exit code: got %d, want 2; stderr:\n%s", code, errOut)
+	}
+	for _, want := range []string{`source wal_level is "replica"`, "ALTER SYSTEM SET wal_level = logical"} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("stderr: got %q, want it to contain %q", errOut, want)
+		}
+	}
+	checks := []struct {
+		name, query string
+		db          *pgtest.DB
+	}{
+		{"slots", `SELECT count(*) FROM pg_replication_slots`, src},
+		{"publications", `SELECT count(*) FROM pg_publication`, src},
+		{"datasync schema in the target", `SELECT count(*) FROM pg_namespace WHERE nspname = 'datasync'`, dst},
+		{"target rows", `SELECT count(*) FROM users`, dst},
+	}
+	for _, ch := range checks {
+		if n := queryInt(t, ch.db.Pool, ch.query); n != 0 {
+			t.Errorf("%s after the refusal: got %d, want 0", ch.name, n)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package apply
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/strangler-fig/strangler/internal/cdc/cdctest"
 	"github.com/strangler-fig/strangler/internal/mapping"
 	"github.com/strangler-fig/strangler/internal/pgtest"
+	"github.com/strangler-fig/strangler/internal/testkit"
 )
 
 const usersSchema = `CREATE TABLE users (id bigint PRIMARY KEY, email text, name text, note text, n int);
@@ -529,5 +531,42 @@ func TestSyncRemappedTableCopiedAgain(t *testing.T) {
 	}
 	if !again.Equal(copiedAt) {
 		t.Errorf("copied_at: got %v, want %v (same mapping, no new copy)", again, copiedAt)
+	}
+}
+
+// TestSyncWarnsBeyondMaxLagBytes checks that a sync behind the source by
+// more than MaxLagBytes says so in a warning with both numbers.
+func TestSyncWarnsBeyondMaxLagBytes(t *testing.T) {
+	p := newPair(t, usersSchema, usersSchema)
+	cfg := p.config("maxlag", mapping.TableSpec{Source: "users"})
+	cfg.MaxLagBytes = 1
+	type warning struct{ lag, max int64 }
+	warnings := make(chan warning, 1)
+	cfg.Logger = slog.New(hookHandler{fn: func(r slog.Record) {
+		if r.Level == slog.LevelWarn && strings.Contains(r.Message, "--max-lag-bytes") {
+			select {
+			case warnings <- warning{attr(r, "lag_bytes").Int64(), attr(r, "max_lag_bytes").Int64()}:
+			default:
+			}
+		}
+	}})
+	startSync(t, cfg)
+	cdctest.WaitCopied(t, p.dst.Pool, "maxlag")
+	// Each insert moves the source's WAL on while the sync applies the one
+	// before: sooner or later a measurement finds it more than a byte behind.
+	var got warning
+	id := 0
+	testkit.Eventually(t, 60*time.Second, "a warning that the lag exceeds --max-lag-bytes", func() bool {
+		select {
+		case got = <-warnings:
+			return true
+		default:
+		}
+		id++
+		execAll(t, p.src.Pool, fmt.Sprintf(`INSERT INTO users (id, note) VALUES (%d, repeat('x', 1000))`, id))
+		return false
+	})
+	if got.lag <= 1 || got.max != 1 {
+		t.Errorf("warning: got lag_bytes %d and max_lag_bytes %d, want lag above 1 and max 1", got.lag, got.max)
 	}
 }
