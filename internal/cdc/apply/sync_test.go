@@ -152,6 +152,16 @@ func TestSyncSchemaDrift(t *testing.T) {
 	}
 }
 
+// copiedAt is when the sync called name last copied its (one) table.
+func copiedAt(tb testing.TB, p pair, name string) time.Time {
+	tb.Helper()
+	var at time.Time
+	if err := p.dst.Pool.QueryRow(testCtx(tb), `SELECT copied_at FROM datasync.sync_tables WHERE name = $1`, name).Scan(&at); err != nil {
+		tb.Fatal(err)
+	}
+	return at
+}
+
 func appliedLSN(tb testing.TB, p pair, name string) cdc.LSN {
 	tb.Helper()
 	return queryLSN(tb, p.dst.Pool, `SELECT applied_lsn::text FROM datasync.sync_state WHERE name = $1`, name)
@@ -181,10 +191,7 @@ func TestSyncRestartResumes(t *testing.T) {
 	if err := r.stop(t); err != nil {
 		t.Fatal(err)
 	}
-	var copiedAt time.Time
-	if err := p.dst.Pool.QueryRow(testCtx(t), `SELECT copied_at FROM datasync.sync_tables WHERE name = 'resume'`).Scan(&copiedAt); err != nil {
-		t.Fatal(err)
-	}
+	first := copiedAt(t, p, "resume")
 	execAll(t, p.src.Pool, `INSERT INTO users VALUES (2, 'b', 'B', 'y', 2)`, `UPDATE users SET n = 10 WHERE id = 1`, `DELETE FROM users WHERE id = 2`, `INSERT INTO users VALUES (3, 'c', 'C', 'z', 3)`)
 
 	cfg.UntilCaughtUp = true
@@ -194,12 +201,9 @@ func TestSyncRestartResumes(t *testing.T) {
 	if s, d := dump(t, p.src.Pool, usersQuery), dump(t, p.dst.Pool, usersQuery); s != d {
 		t.Errorf("after catching up: got target\n%s, want\n%s", d, s)
 	}
-	var again time.Time
-	if err := p.dst.Pool.QueryRow(testCtx(t), `SELECT copied_at FROM datasync.sync_tables WHERE name = 'resume'`).Scan(&again); err != nil {
-		t.Fatal(err)
-	}
-	if !again.Equal(copiedAt) {
-		t.Errorf("copied_at: got %v, want %v (no second copy)", again, copiedAt)
+	again := copiedAt(t, p, "resume")
+	if !again.Equal(first) {
+		t.Errorf("copied_at: got %v, want %v (no second copy)", again, first)
 	}
 }
 
@@ -515,22 +519,16 @@ func TestSyncRemappedTableCopiedAgain(t *testing.T) {
 
 	// The stream now carries every column and row.
 	execAll(t, p.src.Pool, `UPDATE users SET name = 'B2', note = 'w' WHERE id = 2`, `INSERT INTO users VALUES (4, 'd', 'D', NULL, 40)`)
-	var copiedAt time.Time
-	if err := p.dst.Pool.QueryRow(testCtx(t), `SELECT copied_at FROM datasync.sync_tables WHERE name = 'remap'`).Scan(&copiedAt); err != nil {
-		t.Fatal(err)
-	}
+	first := copiedAt(t, p, "remap")
 	if err := Run(testCtx(t), wide); err != nil {
 		t.Fatalf("third run: %v", err)
 	}
 	if s, d := dump(t, p.src.Pool, usersQuery), dump(t, p.dst.Pool, usersQuery); s != d {
 		t.Errorf("after streaming with the new mapping: got target\n%s, want\n%s", d, s)
 	}
-	var again time.Time
-	if err := p.dst.Pool.QueryRow(testCtx(t), `SELECT copied_at FROM datasync.sync_tables WHERE name = 'remap'`).Scan(&again); err != nil {
-		t.Fatal(err)
-	}
-	if !again.Equal(copiedAt) {
-		t.Errorf("copied_at: got %v, want %v (same mapping, no new copy)", again, copiedAt)
+	again := copiedAt(t, p, "remap")
+	if !again.Equal(first) {
+		t.Errorf("copied_at: got %v, want %v (same mapping, no new copy)", again, first)
 	}
 }
 
