@@ -81,6 +81,11 @@ type ServerConfig struct {
 	IdleTimeout Duration `yaml:"idle_timeout"`
 	// MaxHeaderBytes bounds the size of a request's headers.
 	MaxHeaderBytes Size `yaml:"max_header_bytes"`
+	// HTTP1FastPath serves plain HTTP/1.1 requests with the proxy's own
+	// lean server loop, and everything else with net/http's server (see
+	// internal/h1serve); false serves everything with net/http's server.
+	// It is read at start-up: a reload does not change it.
+	HTTP1FastPath bool `yaml:"http1_fast_path"`
 }
 
 // AdminConfig is the admin listener.
@@ -199,6 +204,7 @@ func Default() *Config {
 			ReadHeaderTimeout: Duration(10 * time.Second),
 			IdleTimeout:       Duration(120 * time.Second),
 			MaxHeaderBytes:    1 << 20,
+			HTTP1FastPath:     true,
 		},
 		Admin:     AdminConfig{Listen: "127.0.0.1:9901"},
 		Monolith:  UpstreamConfig{Timeout: Duration(30 * time.Second)},

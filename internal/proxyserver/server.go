@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/strangler-fig/strangler/internal/admin"
+	"github.com/strangler-fig/strangler/internal/h1serve"
 	"github.com/strangler-fig/strangler/internal/proxyconfig"
 	"github.com/strangler-fig/strangler/internal/routing"
 )
@@ -292,12 +293,23 @@ func (s *Server) Run(ctx context.Context, reload <-chan struct{}) error {
 	}
 	s.addr, s.adminAdr = ln.Addr(), aln.Addr()
 	errLog := slog.NewLogLogger(s.opts.Logger.Handler(), slog.LevelWarn)
-	srv := &http.Server{
-		Handler:           s.proxy,
-		ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout.D(),
-		IdleTimeout:       cfg.Server.IdleTimeout.D(),
-		MaxHeaderBytes:    int(cfg.Server.MaxHeaderBytes),
-		ErrorLog:          errLog,
+	var srv proxyListener
+	if cfg.Server.HTTP1FastPath {
+		srv = &h1serve.Server{
+			Handler:           s.proxy,
+			ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout.D(),
+			IdleTimeout:       cfg.Server.IdleTimeout.D(),
+			MaxHeaderBytes:    int(cfg.Server.MaxHeaderBytes),
+			ErrorLog:          errLog,
+		}
+	} else {
+		srv = &http.Server{
+			Handler:           s.proxy,
+			ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout.D(),
+			IdleTimeout:       cfg.Server.IdleTimeout.D(),
+			MaxHeaderBytes:    int(cfg.Server.MaxHeaderBytes),
+			ErrorLog:          errLog,
+		}
 	}
 	asrv := &http.Server{
 		Handler:           s.admin,
@@ -353,6 +365,14 @@ func (s *Server) Run(ctx context.Context, reload <-chan struct{}) error {
 		s.opts.Logger.Info("shut down cleanly")
 	}
 	return nil
+}
+
+// proxyListener is the proxy listener's server: net/http's, or h1serve's
+// with net/http's behind it.
+type proxyListener interface {
+	Serve(net.Listener) error
+	Shutdown(context.Context) error
+	Close() error
 }
 
 // closeFlags stops the flags watcher, if there is one.

@@ -1,0 +1,437 @@
+package h1serve
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+)
+
+// maxPostHandlerRead is how much of a request body the server reads and
+// throws away, when the handler left it unread, to keep the connection (as
+// net/http does). A larger rest closes the connection instead.
+const maxPostHandlerRead = 256 << 10
+
+// response is the http.ResponseWriter of one request on the fast path. It
+// frames the answer as net/http's server does: a Content-Length when the
+// handler sets one, or when the whole answer fits in the first buffer and
+// the handler returned; chunked otherwise; nothing for HEAD, 1xx, 204 and 304.
+//
+// The header is read when it is sent: at the first write past the buffer, a
+// flush, or the end of the handler (or at WriteHeader when the answer
+// declares trailers). Changes to it after WriteHeader and before then are
+// sent too, where net/http would ignore them; ReverseProxy makes none.
+type response struct {
+	c      *conn
+	req    *http.Request
+	body   *requestBody // nil without a body
+	header http.Header
+
+	status      int
+	wroteHeader bool // the status is fixed
+	headerSent  bool // the head is in the connection's buffer
+	chunked     bool
+	noBody      bool  // HEAD, or a status without a body
+	length      int64 // the answer's Content-Length, -1 if unknown
+	written     int64 // body bytes taken from the handler
+	closeAfter  bool  // close the connection after this answer
+	buf         []byte
+	trailers    []string // declared trailer names, canonical
+	handlerDone bool
+
+	statusBuf [3]byte
+	dateBuf   [len(http.TimeFormat)]byte
+	lenBuf    [20]byte
+}
+
+// bufferBeforeChunking is how much of an answer of unknown length is held to
+// give it a Content-Length (as net/http's 2048-byte buffer, rounded up).
+const bufferBeforeChunking = 4096
+
+func (w *response) reset(req *http.Request, body *requestBody) {
+	clear(w.header)
+	*w = response{c: w.c, req: req, body: body, header: w.header, buf: w.buf[:0], length: -1, trailers: w.trailers[:0]}
+	w.closeAfter = req.Close
+}
+
+// Header implements http.ResponseWriter.
+func (w *response) Header() http.Header { return w.header }
+
+// WriteHeader implements http.ResponseWriter.
+func (w *response) WriteHeader(code int) {
+	if w.handlerDone {
+		return
+	}
+	if code < 100 || code > 999 {
+		panic(fmt.Sprintf("invalid WriteHeader code %v", code))
+	}
+	if code >= 100 && code <= 199 && code != http.StatusSwitchingProtocols {
+		if w.wroteHeader {
+			return
+		}
+		// Informational: sent at once, with the header as it is now.
+		bw := w.c.bw
+		w.writeStatusLine(code)
+		_ = w.header.WriteSubset(bw, excludedNoBody)
+		bw.WriteString("\r\n")
+		bw.Flush()
+		return
+	}
+	if w.wroteHeader {
+		if w.c.s.ErrorLog != nil {
+			w.c.s.ErrorLog.Printf("http: superfluous response.WriteHeader call")
+		}
+		return
+	}
+	w.wroteHeader = true
+	w.status = code
+	if cl := w.header.Get("Content-Length"); cl != "" {
+		v, err := strconv.ParseInt(cl, 10, 64)
+		if err == nil && v >= 0 {
+			w.length = v
+		} else {
+			w.header.Del("Content-Length")
+		}
+	}
+	w.noBody = w.req.Method == http.MethodHead || !bodyAllowed(code)
+	if len(w.header["Trailer"]) > 0 {
+		// Trailer values are set in the header after the body; the head
+		// must go out before they are.
+		w.sendHead(nil)
+	}
+}
+
+// Write implements http.ResponseWriter.
+func (w *response) Write(p []byte) (int, error) {
+	if w.handlerDone {
+		return 0, http.ErrHijacked
+	}
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if !bodyAllowed(w.status) {
+		return 0, http.ErrBodyNotAllowed
+	}
+	w.written += int64(len(p))
+	if w.length != -1 && w.written > w.length {
+		return 0, http.ErrContentLength
+	}
+	if w.req.Method == http.MethodHead {
+		return len(p), nil
+	}
+	if !w.headerSent {
+		if w.length == -1 && len(w.buf)+len(p) <= bufferBeforeChunking {
+			w.buf = append(w.buf, p...)
+			return len(p), nil
+		}
+		w.sendHead(p)
+	}
+	return w.writeBody(p)
+}
+
+// WriteString implements io.StringWriter.
+func (w *response) WriteString(s string) (int, error) {
+	// Small strings (error pages) only: the conversion copies.
+	return w.Write([]byte(s))
+}
+
+// writeBody writes p after the head, as a chunk when chunked.
+func (w *response) writeBody(p []byte) (int, error) {
+	bw := w.c.bw
+	if w.chunked {
+		bw.Write(strconv.AppendInt(w.lenBuf[:0], int64(len(p)), 16))
+		bw.WriteString("\r\n")
+		n, _ := bw.Write(p)
+		if _, err := bw.WriteString("\r\n"); err != nil {
+			return n, err
+		}
+		return n, nil
+	}
+	return bw.Write(p)
+}
+
+// FlushError sends what is buffered to the client (http.ResponseController).
+func (w *response) FlushError() error {
+	if w.handlerDone {
+		return http.ErrHijacked
+	}
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	if !w.headerSent {
+		w.sendHead(nil)
+	}
+	return w.c.bw.Flush()
+}
+
+// Flush implements http.Flusher.
+func (w *response) Flush() { _ = w.FlushError() }
+
+// sendHead writes the status line and header into the connection's buffer,
+// then any body buffered so far. p is the next body bytes, sniffed for a
+// Content-Type when the handler set none. The rules are net/http's
+// (chunkWriter.writeHeader), and so is the order of the headers it adds.
+func (w *response) sendHead(p []byte) {
+	w.headerSent = true
+	h := w.header
+	first := p
+	if len(w.buf) > 0 {
+		first = w.buf
+	}
+	for _, v := range h["Trailer"] {
+		for name := range strings.SplitSeq(v, ",") {
+			if name = strings.TrimSpace(name); name != "" {
+				w.trailers = append(w.trailers, http.CanonicalHeaderKey(name))
+			}
+		}
+	}
+	hasTrailers := len(w.trailers) > 0 || hasTrailerPrefix(h)
+	isHEAD := w.req.Method == http.MethodHead
+	te := h.Get("Transfer-Encoding")
+	hasTE := te != ""
+	var extra extraHeader
+	if _, ok := h["Content-Length"]; !ok && w.handlerDone && !hasTrailers && !hasTE && bodyAllowed(w.status) &&
+		(!isHEAD || len(first) > 0) {
+		w.length = int64(len(first))
+		extra.contentLength = strconv.AppendInt(w.lenBuf[:0], w.length, 10)
+	}
+	if h.Get("Connection") == "close" || w.c.s.shutting.Load() {
+		w.closeAfter = true
+	}
+	if w.checkRequestBody() {
+		delete(h, "Connection")
+		extra.connection = "close"
+	}
+	if bodyAllowed(w.status) {
+		if _, ok := h["Content-Type"]; !ok && h.Get("Content-Encoding") == "" && !hasTE && len(first) > 0 {
+			extra.contentType = http.DetectContentType(first)
+		}
+	} else {
+		if w.status == http.StatusNotModified {
+			delete(h, "Content-Type")
+		}
+		delete(h, "Content-Length")
+		delete(h, "Transfer-Encoding")
+	}
+	if _, ok := h["Date"]; !ok {
+		extra.date = time.Now().UTC().AppendFormat(w.dateBuf[:0], http.TimeFormat)
+	}
+	if w.length != -1 && hasTE && te != "identity" {
+		delete(h, "Content-Length")
+		w.length = -1
+	}
+	switch {
+	case isHEAD || !bodyAllowed(w.status) || w.status == http.StatusNoContent:
+		delete(h, "Transfer-Encoding")
+	case w.length != -1:
+		delete(h, "Transfer-Encoding")
+	case hasTE && te == "identity":
+		w.closeAfter = true
+		delete(h, "Transfer-Encoding")
+	default:
+		w.chunked = true
+		extra.transferEncoding = "chunked"
+		if te == "chunked" {
+			delete(h, "Transfer-Encoding")
+		}
+	}
+	if w.chunked {
+		delete(h, "Content-Length")
+	}
+	if w.closeAfter && !headerHasToken(h, "Connection", "close") {
+		delete(h, "Connection")
+		extra.connection = "close"
+	}
+	w.writeStatusLine(w.status)
+	var exclude map[string]bool
+	if hasTrailers {
+		exclude = make(map[string]bool)
+		for k := range h {
+			if strings.HasPrefix(k, http.TrailerPrefix) {
+				exclude[k] = true
+			}
+		}
+	}
+	bw := w.c.bw
+	_ = h.WriteSubset(bw, exclude)
+	extra.write(bw)
+	bw.WriteString("\r\n")
+	if len(w.buf) > 0 {
+		buf := w.buf
+		w.writeBody(buf)
+		w.buf = buf[:0]
+	}
+}
+
+// extraHeader is what the server adds to the handler's header.
+type extraHeader struct {
+	date, contentLength                       []byte
+	contentType, connection, transferEncoding string
+}
+
+func (e *extraHeader) write(bw *bufio.Writer) {
+	if e.date != nil {
+		bw.WriteString("Date: ")
+		bw.Write(e.date)
+		bw.WriteString("\r\n")
+	}
+	if e.contentLength != nil {
+		bw.WriteString("Content-Length: ")
+		bw.Write(e.contentLength)
+		bw.WriteString("\r\n")
+	}
+	for _, kv := range [...][2]string{{"Content-Type", e.contentType}, {"Connection", e.connection}, {"Transfer-Encoding", e.transferEncoding}} {
+		if kv[1] != "" {
+			bw.WriteString(kv[0])
+			bw.WriteString(": ")
+			bw.WriteString(kv[1])
+			bw.WriteString("\r\n")
+		}
+	}
+}
+
+// checkRequestBody makes sure the request body is read to its end before the
+// next request: what is left of it is read and dropped when small; the
+// connection is closed after the answer when that fails, and when the rest
+// is too large to read (then it returns true: the answer must say so).
+func (w *response) checkRequestBody() (tooBig bool) {
+	b := w.body
+	if b == nil || w.closeAfter {
+		return false
+	}
+	left := b.left.Load()
+	switch {
+	case left == 0:
+	case left >= maxPostHandlerRead:
+		w.closeAfter = true
+		return true
+	default:
+		if _, err := io.CopyN(io.Discard, b, left); err != nil {
+			w.closeAfter = true
+		}
+	}
+	return false
+}
+
+// finish completes the answer after the handler returned: head, buffered
+// body, last chunk and trailers, then flushes it to the client.
+func (w *response) finish() {
+	w.handlerDone = true
+	if !w.wroteHeader {
+		w.wroteHeader = true
+		w.status = http.StatusOK
+		w.noBody = w.req.Method == http.MethodHead
+	}
+	if !w.headerSent {
+		w.sendHead(nil)
+	}
+	bw := w.c.bw
+	if w.chunked {
+		bw.WriteString("0\r\n")
+		w.writeTrailers()
+		bw.WriteString("\r\n")
+	}
+	if w.length != -1 && !w.noBody && w.written != w.length {
+		// Too short: the client would wait for the rest, or read it as
+		// the next answer.
+		w.closeAfter = true
+	}
+	if err := bw.Flush(); err != nil {
+		w.closeAfter = true
+	}
+}
+
+// writeTrailers writes the declared trailers and those set with
+// http.TrailerPrefix, with values made safe as net/http makes them.
+func (w *response) writeTrailers() {
+	if len(w.trailers) == 0 && !hasTrailerPrefix(w.header) {
+		return
+	}
+	t := make(http.Header)
+	for _, k := range w.trailers {
+		if vv, ok := w.header[k]; ok {
+			t[k] = vv
+		}
+	}
+	for k, vv := range w.header {
+		if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok {
+			t[http.CanonicalHeaderKey(name)] = append(t[http.CanonicalHeaderKey(name)], vv...)
+		}
+	}
+	for k := range t {
+		switch k {
+		case "Transfer-Encoding", "Content-Length", "Trailer":
+			delete(t, k)
+		}
+	}
+	_ = t.Write(w.c.bw)
+}
+
+func (w *response) writeStatusLine(code int) {
+	bw := w.c.bw
+	bw.WriteString("HTTP/1.1 ")
+	if text := http.StatusText(code); text != "" {
+		bw.Write(strconv.AppendInt(w.statusBuf[:0], int64(code), 10))
+		bw.WriteByte(' ')
+		bw.WriteString(text)
+		bw.WriteString("\r\n")
+		return
+	}
+	fmt.Fprintf(bw, "%03d status code %d\r\n", code, code)
+}
+
+var excludedNoBody = map[string]bool{"Content-Length": true, "Transfer-Encoding": true}
+
+func bodyAllowed(status int) bool {
+	return !(status >= 100 && status <= 199 || status == 204 || status == 304)
+}
+
+func hasTrailerPrefix(h http.Header) bool {
+	for k := range h {
+		if strings.HasPrefix(k, http.TrailerPrefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// headerHasToken reports whether a comma-separated header holds token,
+// ignoring case.
+func headerHasToken(h http.Header, key, token string) bool {
+	for _, v := range h[key] {
+		for t := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// requestBody is a request's body on the fast path: it counts what is left
+// to read, so that the server knows whether the next request can follow.
+type requestBody struct {
+	rc   io.ReadCloser
+	left atomic.Int64
+}
+
+func (b *requestBody) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	b.left.Add(-int64(n))
+	return n, err
+}
+
+func (b *requestBody) Close() error { return b.rc.Close() }
+
+var _ interface {
+	http.ResponseWriter
+	http.Flusher
+	io.StringWriter
+} = (*response)(nil)
