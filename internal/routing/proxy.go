@@ -577,12 +577,13 @@ func modifyResponse(resp *http.Response) error {
 // after ModifyResponse, adding it to the client's, but hands over the
 // answer's value slices instead of appending each value to a new slice (an
 // allocation per header), and removes what it moved from src so that
-// ReverseProxy does not add it twice. Content-Type stays in src for
-// ReverseProxy to copy: it reads it afterwards to decide whether the answer is
-// an event stream to flush as it comes.
+// ReverseProxy does not add it twice. A Content-Type that may name an event
+// stream stays in src for ReverseProxy to copy: it reads it afterwards to
+// decide whether to flush the answer as it comes. Any other Content-Type is
+// moved, which also spares ReverseProxy parsing it (an allocation).
 func moveHeader(dst, src http.Header) {
 	for k, vv := range src {
-		if k == "Content-Type" {
+		if k == "Content-Type" && mayBeEventStream(vv) {
 			continue
 		}
 		delete(src, k)
@@ -596,6 +597,23 @@ func moveHeader(dst, src http.Header) {
 			dst[k] = vv
 		}
 	}
+}
+
+// mayBeEventStream reports whether a Content-Type's first value could be
+// text/event-stream as ReverseProxy reads it (mime.ParseMediaType: any case,
+// spaces around): a broad test, as a false yes only costs the parse.
+func mayBeEventStream(vv []string) bool {
+	if len(vv) == 0 {
+		return false
+	}
+	v := vv[0]
+	const word = "event-stream"
+	for i := 0; i+len(word) <= len(v); i++ {
+		if strings.EqualFold(v[i:i+len(word)], word) {
+			return true
+		}
+	}
+	return false
 }
 
 // errorHandler answers when no backend gave an answer: 504 after a timeout,
