@@ -5,6 +5,7 @@
 #   bench/proxy.sh                       # 3 rounds of 5 s at 16 and 64 connections
 #   ROUNDS=5 DURATION=3 CONNS="16 64 256" WORKERS=2 bench/proxy.sh
 #   TARGETS="strangler-flag strangler nginx" bench/proxy.sh   # some targets, in this order
+#   TARGETS="strangler strangler-std nginx" bench/proxy.sh    # with and without the HTTP/1.1 fast path
 #   BASE_REF=main TARGETS="strangler-base strangler nginx" bench/proxy.sh
 #
 # BASE_REF names a git revision to build a second strangler-proxy from, run
@@ -19,6 +20,9 @@
 # checks and metrics on and the access log off; "strangler-flag" is the same
 # config with the route behind a rollout flag at 50 % (guarded) and header
 # identity, so its ratio to "strangler" is the cost of the rollout decision.
+# "strangler-std" is the "strangler" config with server.http1_fast_path off
+# (net/http's server for every request): its ratio to "strangler" is what the
+# proxy's own HTTP/1.1 server loop saves.
 # Every target gets the same X-User-ID header.
 #
 # "cpu us/req" is the CPU time (user + system, all of the target's processes)
@@ -60,9 +64,11 @@ haproxy_port=$((PORT_BASE + 3))
 caddy_port=$((PORT_BASE + 4))
 flag_port=$((PORT_BASE + 5))
 base_port=$((PORT_BASE + 6))
+std_port=$((PORT_BASE + 7))
 admin_port=$((PORT_BASE + 11))
 flag_admin_port=$((PORT_BASE + 12))
 base_admin_port=$((PORT_BASE + 13))
+std_admin_port=$((PORT_BASE + 14))
 
 echo "building" >&2
 (cd "$root" && go build -o "$tmp/backend" ./bench/backend && go build -o "$tmp/strangler-proxy" ./cmd/strangler-proxy)
@@ -104,6 +110,15 @@ if [[ -n ${BASE_REF:-} ]]; then
 	pids+=($!)
 	tpid[strangler-base]=$!
 fi
+
+# The same proxy with net/http's server for every request.
+mkdir -p "$tmp/std"
+sed -e "s/127.0.0.1:$strangler_port/127.0.0.1:$std_port/" -e "s/127.0.0.1:$admin_port/127.0.0.1:$std_admin_port/" \
+	"$tmp/strangler.yaml" >"$tmp/std/strangler.yaml"
+echo "server: {http1_fast_path: false}" >>"$tmp/std/strangler.yaml"
+GOMAXPROCS=$WORKERS "$tmp/strangler-proxy" serve --config "$tmp/std/strangler.yaml" >/dev/null 2>"$tmp/strangler-std.log" &
+pids+=($!)
+tpid[strangler-std]=$!
 
 # The same proxy with /api/users behind a flag at 50 %.
 mkdir -p "$tmp/flag"
@@ -183,7 +198,7 @@ pids+=($!)
 tpid[caddy]=$!
 
 read -r -a targets <<<"${TARGETS:-direct strangler strangler-flag nginx haproxy caddy}"
-declare -A port=([direct]=$backend_port [strangler]=$strangler_port [strangler-flag]=$flag_port [nginx]=$nginx_port [haproxy]=$haproxy_port [caddy]=$caddy_port [strangler-base]=$base_port)
+declare -A port=([direct]=$backend_port [strangler]=$strangler_port [strangler-flag]=$flag_port [nginx]=$nginx_port [haproxy]=$haproxy_port [caddy]=$caddy_port [strangler-base]=$base_port [strangler-std]=$std_port)
 user_header="X-User-ID: u-12345"
 path=/api/users/12345
 
@@ -261,6 +276,9 @@ for c in $CONNS; do
 	fi
 	if [[ -n ${mr[strangler]:-} && -n ${mr[strangler-base]:-} ]]; then
 		awk -v c="$c" -v s="${mr[strangler]}" -v b="${mr[strangler-base]}" 'BEGIN {printf "%-5s strangler/strangler-base throughput: %.3fx\n", c, s/b}'
+	fi
+	if [[ -n ${mr[strangler]:-} && -n ${mr[strangler-std]:-} ]]; then
+		awk -v c="$c" -v s="${mr[strangler]}" -v b="${mr[strangler-std]}" 'BEGIN {printf "%-5s strangler/strangler-std throughput: %.3fx\n", c, s/b}'
 	fi
 	if [[ -n ${mr[strangler]:-} && -n ${mr[strangler-flag]:-} ]]; then
 		awk -v c="$c" -v s="${mr[strangler]}" -v f="${mr[strangler-flag]}" 'BEGIN {printf "%-5s strangler-flag/strangler throughput: %.3fx\n", c, f/s}'
