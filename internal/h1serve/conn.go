@@ -247,6 +247,7 @@ func (c *conn) serveOne(head []byte) outcome {
 		// net/http reads bodies without a deadline (no ReadTimeout).
 		c.setDeadline(time.Time{})
 	}
+	c.s.fast.Add(1) // before the answer, so that a client that has it sees the count
 	ctx, cancel := context.WithCancel(c.ctx)
 	req = req.WithContext(ctx)
 	req.RemoteAddr = c.remote
@@ -258,6 +259,10 @@ func (c *conn) serveOne(head []byte) outcome {
 			if v := recover(); v != nil {
 				c.stopWatch()
 				cancel()
+				if body != nil {
+					c.c.Close()
+					body.end()
+				}
 				panic(v)
 			}
 		}()
@@ -266,7 +271,12 @@ func (c *conn) serveOne(head []byte) outcome {
 	w.finish()
 	c.stopWatch()
 	cancel()
-	c.s.fast.Add(1)
+	if body != nil {
+		if w.closeAfter {
+			c.c.Close() // ends a read of the body still running
+		}
+		body.end()
+	}
 	return served
 }
 

@@ -313,7 +313,7 @@ func (w *response) checkRequestBody() (tooBig bool) {
 		w.closeAfter = true
 		return true
 	default:
-		if _, err := io.CopyN(io.Discard, b, left); err != nil {
+		if err := b.drain(); err != nil {
 			w.closeAfter = true
 		}
 	}
@@ -417,18 +417,48 @@ func headerHasToken(h http.Header, key, token string) bool {
 
 // requestBody is a request's body on the fast path: it counts what is left
 // to read, so that the server knows whether the next request can follow.
+//
+// Close only ends the handler's reading. http.ReadRequest's own body would
+// read everything that is left on Close, however large (net/http's server
+// bounds that with a setting only it can make): what is left is the
+// server's business instead, read and dropped when small, or the
+// connection is closed.
 type requestBody struct {
-	rc   io.ReadCloser
-	left atomic.Int64
+	rc     io.ReadCloser
+	left   atomic.Int64
+	closed atomic.Bool
 }
 
 func (b *requestBody) Read(p []byte) (int, error) {
+	if b.closed.Load() {
+		return 0, http.ErrBodyReadAfterClose
+	}
 	n, err := b.rc.Read(p)
 	b.left.Add(-int64(n))
 	return n, err
 }
 
-func (b *requestBody) Close() error { return b.rc.Close() }
+func (b *requestBody) Close() error {
+	b.closed.Store(true)
+	return nil
+}
+
+// drain reads and drops what is left of the body.
+func (b *requestBody) drain() error {
+	n, err := io.CopyN(io.Discard, b.rc, b.left.Load())
+	b.left.Add(-n)
+	return err
+}
+
+// end makes sure no read of the body is still running (a transport may read
+// it from a goroutine of its own that outlives the handler) before the
+// connection's buffer serves the next request: the underlying body's Close
+// waits for a read in flight, and fails every later one. It must only be
+// called with the body read to its end, or with the connection closed.
+func (b *requestBody) end() {
+	b.closed.Store(true)
+	b.rc.Close()
+}
 
 var _ interface {
 	http.ResponseWriter

@@ -62,8 +62,8 @@ type Server struct {
 	fast, handed atomic.Uint64
 }
 
-// Stats counts the requests answered on the fast path and the connections
-// handed to net/http.
+// Stats counts the requests taken on the fast path (read, and answered or
+// being answered) and the connections handed to net/http.
 func (s *Server) Stats() (fastRequests, handedConns uint64) {
 	return s.fast.Load(), s.handed.Load()
 }
