@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/strangler-fig/strangler/internal/h1serve"
 	"github.com/strangler-fig/strangler/internal/proxyconfig"
 	"github.com/strangler-fig/strangler/internal/testkit"
 )
@@ -74,10 +76,12 @@ func closedURL(tb testing.TB) string {
 	return "http://" + testkit.FreeAddr(tb)
 }
 
-// testProxy is a Proxy served by a real HTTP server.
+// testProxy is a Proxy served by a real HTTP server: h1serve's, as
+// strangler-proxy serves it, so that every test here also runs through the
+// fast path (and, for requests it hands off, net/http's server).
 type testProxy struct {
 	*Proxy
-	srv *httptest.Server
+	srv *testServer
 	reg *prometheus.Registry
 	log *lockedWriter
 }
@@ -102,12 +106,49 @@ func newTestProxy(tb testing.TB, yamlCfg string, with ...func(*Options)) *testPr
 	if err != nil {
 		tb.Fatalf("New: %v", err)
 	}
-	tp := &testProxy{Proxy: p, srv: httptest.NewServer(p), reg: reg, log: logBuf}
+	tp := &testProxy{Proxy: p, srv: newTestServer(tb, p), reg: reg, log: logBuf}
 	tb.Cleanup(func() {
 		tp.srv.Close()
 		p.Close()
 	})
 	return tp
+}
+
+// testServer serves a handler with h1serve on a loopback listener.
+type testServer struct {
+	URL    string
+	s      *h1serve.Server
+	client *http.Client
+	done   chan struct{}
+}
+
+func newTestServer(tb testing.TB, h http.Handler) *testServer {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ts := &testServer{
+		URL:    "http://" + ln.Addr().String(),
+		s:      &h1serve.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute},
+		client: &http.Client{Transport: &http.Transport{}},
+		done:   make(chan struct{}),
+	}
+	go func() {
+		defer close(ts.done)
+		ts.s.Serve(ln)
+	}()
+	return ts
+}
+
+// Client returns a client for the server, like httptest.Server's.
+func (ts *testServer) Client() *http.Client { return ts.client }
+
+// Close stops the server and its client's idle connections.
+func (ts *testServer) Close() {
+	ts.client.CloseIdleConnections()
+	ts.s.Close()
+	<-ts.done
 }
 
 func mustConfig(tb testing.TB, yamlCfg string) *proxyconfig.Config {
