@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -303,7 +304,9 @@ func (c *conn) watchFire() {
 }
 
 // watch blocks until the client closes the connection (then cancels the
-// request), sends more, or stopWatch wakes it with a past deadline.
+// request), sends more, or stopWatch wakes it with a past deadline. A
+// connection closed under it (by Close) cancels the request too, as in
+// net/http.
 func (c *conn) watch(cancel context.CancelFunc, done chan struct{}) {
 	defer close(done)
 	gone := false
@@ -312,7 +315,7 @@ func (c *conn) watch(cancel context.CancelFunc, done chan struct{}) {
 		gone = g
 		return !wait
 	})
-	if err == nil && gone {
+	if gone || err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
 		cancel()
 	}
 }

@@ -401,6 +401,75 @@ func TestShutdownContextEnds(t *testing.T) {
 	}
 }
 
+// TestCloseClosesEverything checks that Close closes idle connections and
+// connections with a request in flight, on both paths, at once, and cancels
+// the requests' contexts, as net/http's Close does: whether or not the
+// fast path's watch of its connection has started yet.
+func TestCloseClosesEverything(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name  string
+		after time.Duration // how long the requests run before Close
+	}{
+		{"before the watch starts", 0},
+		{"once the watch runs", 3 * watchGrace},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			b := newBlocker(t)
+			s := &Server{Handler: b}
+			addr, served := serveWait(t, s)
+			idle := dial(t, addr)
+			idle.get(t, "/idle")
+			idle.expect(t, "idle connection's request", http.StatusOK, "/idle <nil>")
+			fast := dial(t, addr)
+			fast.get(t, "/block-fast")
+			wait(t, b.started, "fast path request at the handler")
+			handed := dial(t, addr)
+			handed.send(t, "GET /block-handed HTTP/1.0\r\nHost: x\r\n\r\n")
+			wait(t, b.started, "handed-off request at the handler")
+			time.Sleep(c.after)
+
+			if err := s.Close(); err != nil {
+				t.Errorf("Close: got %v, want nil", err)
+			}
+			for _, conn := range []struct {
+				name string
+				cc   *clientConn
+			}{{"idle", idle}, {"fast path", fast}, {"handed off", handed}} {
+				conn.cc.expectClosed(t, conn.name+" connection", safety)
+			}
+			canceled := map[string]bool{}
+			timeout := time.After(safety)
+			for len(canceled) < 2 {
+				select {
+				case p := <-b.canceled:
+					canceled[p] = true
+					continue
+				case <-timeout:
+				}
+				break
+			}
+			if !canceled["/block-fast"] || !canceled["/block-handed"] {
+				t.Errorf("requests whose context Close canceled: got %v, want /block-fast and /block-handed", canceled)
+			}
+			select {
+			case err := <-served:
+				if !errors.Is(err, http.ErrServerClosed) {
+					t.Errorf("Serve: got %v, want http.ErrServerClosed", err)
+				}
+			case <-time.After(safety):
+				t.Fatal("Serve still running after Close")
+			}
+			if c, err := net.Dial("tcp", addr); err == nil {
+				c.Close()
+				t.Error("dial after Close: got a connection, want it refused")
+			}
+		})
+	}
+}
+
 // TestReadHeaderTimeout checks that a client that sends part of a request
 // head and stalls is disconnected after about ReadHeaderTimeout, on a new
 // connection and between requests of a kept-alive one.
