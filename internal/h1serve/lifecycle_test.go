@@ -703,6 +703,50 @@ func TestUnreadRequestBody(t *testing.T) {
 	}
 }
 
+// TestClosedRequestBody checks a body the handler closes unread, as
+// ReverseProxy's transport does when the upstream answers before taking it
+// all. As in net/http, a small rest is drained and the connection goes on,
+// and a large rest is left unread, even one the client has not sent yet:
+// the answer goes out at once and the connection closes after it. Reads
+// after Close fail.
+func TestClosedRequestBody(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name      string
+		size      int
+		sent      int // bytes of the body the client sends before it waits for the answer
+		wantClose bool
+	}{
+		{"small body", 1 << 10, 1 << 10, false},
+		{"1 MiB body, all sent", 1 << 20, 1 << 20, true},
+		{"1 MiB body, 64 KiB sent", 1 << 20, 64 << 10, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			s := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				r.Body.Close()
+				_, err := r.Body.Read(make([]byte, 1))
+				fmt.Fprintf(w, "%s closed; read after: %v", r.URL.Path, err)
+			})}
+			addr := serve(t, s)
+			cc := dial(t, addr)
+			go fmt.Fprintf(cc, "POST /body HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", c.size, strings.Repeat("x", c.sent))
+			resp := cc.expect(t, "request with a body", http.StatusOK, "/body closed; read after: "+http.ErrBodyReadAfterClose.Error())
+			if resp.Close != c.wantClose {
+				t.Errorf("answer: got Connection: close %t, want %t", resp.Close, c.wantClose)
+			}
+			if c.wantClose {
+				cc.expectClosed(t, "connection after a large body closed unread", safety)
+				return
+			}
+			cc.get(t, "/next")
+			// Without a body, r.Body is http.NoBody.
+			cc.expect(t, "next request", http.StatusOK, "/next closed; read after: EOF")
+		})
+	}
+}
+
 // TestHandlerPanic checks that a handler's panic closes its connection
 // without an answer while the server goes on serving others, and that it is
 // logged with its stack unless it is http.ErrAbortHandler.

@@ -418,17 +418,35 @@ func headerHasToken(h http.Header, key, token string) bool {
 // requestBody is a request's body on the fast path: it counts what is left
 // to read, so that the server knows whether the next request can follow.
 type requestBody struct {
-	rc   io.ReadCloser
-	left atomic.Int64
+	rc     io.ReadCloser
+	left   atomic.Int64
+	closed atomic.Bool
 }
 
 func (b *requestBody) Read(p []byte) (int, error) {
+	if b.closed.Load() {
+		return 0, http.ErrBodyReadAfterClose
+	}
 	n, err := b.rc.Read(p)
 	b.left.Add(-int64(n))
 	return n, err
 }
 
-func (b *requestBody) Close() error { return b.rc.Close() }
+// Close does what net/http's server does with a body closed early: a rest
+// the server would drain anyway is read now; a larger one is left unread,
+// and the connection closes after the answer (see checkRequestBody). The
+// body read by http.ReadRequest would read all of it, however large, and
+// wait for the client to send it.
+func (b *requestBody) Close() error {
+	if b.closed.Load() {
+		return nil
+	}
+	if left := b.left.Load(); left > 0 && left < maxPostHandlerRead {
+		io.CopyN(io.Discard, b, left)
+	}
+	b.closed.Store(true)
+	return nil
+}
 
 var _ interface {
 	http.ResponseWriter
