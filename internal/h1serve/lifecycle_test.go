@@ -322,7 +322,12 @@ func TestShutdownWaitsForRequests(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), safety)
 			defer cancel()
 			shut := make(chan error, 1)
-			go func() { shut <- s.Shutdown(ctx) }()
+			var handlerDone atomic.Bool // whether the slow handler had returned when Shutdown did
+			go func() {
+				err := s.Shutdown(ctx)
+				handlerDone.Store(h.done.Load())
+				shut <- err
+			}()
 
 			idle.expectClosed(t, "idle connection", safety)
 			testkit.Eventually(t, safety, "new connections to be refused", func() bool {
@@ -347,7 +352,7 @@ func TestShutdownWaitsForRequests(t *testing.T) {
 			case <-time.After(safety):
 				t.Fatal("Shutdown still running after the last request ended")
 			}
-			if !h.done.Load() {
+			if !handlerDone.Load() {
 				t.Error("Shutdown returned before the slow request's handler did")
 			}
 			select {
