@@ -406,6 +406,43 @@ func TestShutdownContextEnds(t *testing.T) {
 	}
 }
 
+// TestServeAfterShutdown checks that a server shut down or closed before it
+// serves does so at once, and that Serve then refuses to serve.
+func TestServeAfterShutdown(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name string
+		stop func(*Server) error
+	}{
+		{"Shutdown", func(s *Server) error { return s.Shutdown(context.Background()) }},
+		{"Close", func(s *Server) error { return s.Close() }},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			s := &Server{Handler: echo}
+			stopped := make(chan error, 1)
+			go func() { stopped <- c.stop(s) }()
+			select {
+			case err := <-stopped:
+				if err != nil {
+					t.Errorf("%s: got %v, want nil", c.name, err)
+				}
+			case <-time.After(safety):
+				t.Fatalf("%s of a server that never served still running", c.name)
+			}
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			if err := s.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				t.Errorf("Serve after %s: got %v, want http.ErrServerClosed", c.name, err)
+			}
+		})
+	}
+}
+
 // TestCloseClosesEverything checks that Close closes idle connections and
 // connections with a request in flight, on both paths, at once, and cancels
 // the requests' contexts, as net/http's Close does: whether or not the
