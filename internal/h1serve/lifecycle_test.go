@@ -443,6 +443,81 @@ func TestServeAfterShutdown(t *testing.T) {
 	}
 }
 
+// TestShutdownUnderLoad shuts a server down while clients send requests on
+// kept-alive connections, on the fast path and handed off: Shutdown and
+// Serve return as they should, and every answer the clients got is whole
+// and right (requests may fail once the server is going).
+func TestShutdownUnderLoad(t *testing.T) {
+	t.Parallel()
+	s := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s %s %s", r.Method, r.URL.Path, b)
+	})}
+	addr, served := serveWait(t, s)
+	stop := make(chan struct{})
+	errs := make(chan error, 8)
+	var answered atomic.Int64
+	for i := range 8 {
+		go func() {
+			tr := &http.Transport{ExpectContinueTimeout: safety}
+			defer tr.CloseIdleConnections()
+			client := &http.Client{Transport: tr, Timeout: safety}
+			for n := 0; ; n++ {
+				select {
+				case <-stop:
+					errs <- nil
+					return
+				default:
+				}
+				path := fmt.Sprintf("/%d/%d", i, n)
+				req, _ := http.NewRequest(http.MethodGet, "http://"+addr+path, nil)
+				want := "GET " + path + " "
+				if i%4 == 0 {
+					// Expect: 100-continue: handed to net/http.
+					req, _ = http.NewRequest(http.MethodPost, "http://"+addr+path, strings.NewReader("body"))
+					req.Header.Set("Expect", "100-continue")
+					want = "POST " + path + " body"
+				}
+				resp, err := client.Do(req)
+				if err != nil {
+					continue // refused or closed: the server is going
+				}
+				b, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err != nil || resp.StatusCode != http.StatusOK || string(b) != want {
+					errs <- fmt.Errorf("%s: got %d %q (%v), want 200 %q", path, resp.StatusCode, b, err, want)
+					<-stop
+					return
+				}
+				answered.Add(1)
+			}
+		}()
+	}
+	testkit.Eventually(t, safety, "requests answered before Shutdown", func() bool { return answered.Load() >= 50 })
+	ctx, cancel := context.WithTimeout(context.Background(), safety)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Errorf("Shutdown: got %v, want nil", err)
+	}
+	close(stop)
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	select {
+	case err := <-served:
+		if !errors.Is(err, http.ErrServerClosed) {
+			t.Errorf("Serve: got %v, want http.ErrServerClosed", err)
+		}
+	case <-time.After(safety):
+		t.Fatal("Serve still running after Shutdown")
+	}
+	if fast, handed := s.Stats(); fast == 0 || handed == 0 {
+		t.Errorf("Stats: got %d fast, %d handed off, want both paths used", fast, handed)
+	}
+}
+
 // TestCloseClosesEverything checks that Close closes idle connections and
 // connections with a request in flight, on both paths, at once, and cancels
 // the requests' contexts, as net/http's Close does: whether or not the
@@ -651,6 +726,26 @@ func TestHandOffMidConnection(t *testing.T) {
 			expectStats(t, s, 2, 1)
 		})
 	}
+}
+
+// TestRejectedHeadHandedOff checks a head that passes the fast path's check
+// but that http.ReadRequest rejects (a bad escape in the target), after a
+// plain request on the same connection: the part of the head already read
+// is given back, and net/http answers 400 as it would alone.
+func TestRejectedHeadHandedOff(t *testing.T) {
+	t.Parallel()
+	s := &Server{Handler: echo}
+	addr := serve(t, s)
+	cc := dial(t, addr)
+	cc.get(t, "/a")
+	cc.expect(t, "plain request", http.StatusOK, "GET /a")
+	cc.send(t, "GET /%zz HTTP/1.1\r\nHost: x\r\nX-A: b\r\n\r\n")
+	resp := cc.expect(t, "request with a bad escape", http.StatusBadRequest, "400 Bad Request")
+	if !resp.Close {
+		t.Errorf("answer to a bad request: got Connection: close %t, want true", resp.Close)
+	}
+	cc.expectClosed(t, "connection after a bad request", safety)
+	expectStats(t, s, 1, 1)
 }
 
 // TestLargeHeads checks that a head larger than the fast path's buffer is
