@@ -133,12 +133,30 @@ func (c *conn) serve() {
 			return
 		}
 		if c.w.closeAfter {
+			if c.w.bodyTooBig || c.w.body != nil && c.w.body.closedEarly.Load() {
+				c.lingerClose()
+			}
 			return
 		}
 		if !c.state.CompareAndSwap(stateActive, stateIdle) {
 			return
 		}
 	}
+}
+
+// rstAvoidanceDelay is how long lingerClose waits, as net/http's server.
+const rstAvoidanceDelay = 500 * time.Millisecond
+
+// lingerClose is net/http's closeWriteAndWait, for a connection closed with
+// a request body left unread, which the client may still be sending: closing
+// it at once would send a reset, and the client's TCP stack could drop the
+// answer before the client reads it. So the server half-closes it and waits
+// a moment before the close.
+func (c *conn) lingerClose() {
+	if cw, ok := c.c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+	time.Sleep(rstAvoidanceDelay)
 }
 
 // idleDeadline sets the read deadline for waiting for the next request. It

@@ -2,6 +2,7 @@ package h1serve
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -880,6 +881,47 @@ func TestClosedRequestBody(t *testing.T) {
 			cc.get(t, "/next")
 			// Without a body, r.Body is http.NoBody.
 			cc.expect(t, "next request", http.StatusOK, "/next closed; read after: EOF")
+		})
+	}
+}
+
+// TestUnreadLargeBodyAnswerArrives checks that a client uploading a large
+// body the handler does not take (here answered 413) gets the answer, not a
+// reset: as net/http's server, the server half-closes the connection and
+// waits a moment before it closes it with the body unread.
+func TestUnreadLargeBodyAnswerArrives(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name  string
+		close bool // the handler closes the body, rather than ignoring it
+	}{
+		{"body ignored", false},
+		{"body closed", true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			s := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if c.close {
+					r.Body.Close()
+				}
+				http.Error(w, "too large", http.StatusRequestEntityTooLarge)
+			})}
+			addr := serve(t, s)
+			body := make([]byte, 16<<20)
+			for i := range 3 {
+				client := &http.Client{Transport: &http.Transport{}, Timeout: safety}
+				resp, err := client.Post("http://"+addr+"/upload", "application/octet-stream", bytes.NewReader(body))
+				if err != nil {
+					t.Fatalf("upload %d: got %v, want the 413 answer", i, err)
+				}
+				b, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err != nil || resp.StatusCode != http.StatusRequestEntityTooLarge {
+					t.Errorf("upload %d: got %d %q (%v), want 413", i, resp.StatusCode, b, err)
+				}
+				client.CloseIdleConnections()
+			}
 		})
 	}
 }

@@ -39,6 +39,7 @@ type response struct {
 	length      int64 // the answer's Content-Length, -1 if unknown
 	written     int64 // body bytes taken from the handler
 	closeAfter  bool  // close the connection after this answer
+	bodyTooBig  bool  // closeAfter because the request body's rest was left unread
 	buf         []byte
 	trailers    []string // declared trailer names, canonical
 	handlerDone bool
@@ -311,6 +312,7 @@ func (w *response) checkRequestBody() (tooBig bool) {
 	case left == 0:
 	case left >= maxPostHandlerRead:
 		w.closeAfter = true
+		w.bodyTooBig = true
 		return true
 	default:
 		if _, err := io.CopyN(io.Discard, b, left); err != nil {
@@ -418,9 +420,10 @@ func headerHasToken(h http.Header, key, token string) bool {
 // requestBody is a request's body on the fast path: it counts what is left
 // to read, so that the server knows whether the next request can follow.
 type requestBody struct {
-	rc     io.ReadCloser
-	left   atomic.Int64
-	closed atomic.Bool
+	rc          io.ReadCloser
+	left        atomic.Int64
+	closed      atomic.Bool
+	closedEarly atomic.Bool // closed with a rest too large to drain
 }
 
 func (b *requestBody) Read(p []byte) (int, error) {
@@ -441,7 +444,9 @@ func (b *requestBody) Close() error {
 	if b.closed.Load() {
 		return nil
 	}
-	if left := b.left.Load(); left > 0 && left < maxPostHandlerRead {
+	if left := b.left.Load(); left >= maxPostHandlerRead {
+		b.closedEarly.Store(true)
+	} else if left > 0 {
 		io.CopyN(io.Discard, b, left)
 	}
 	b.closed.Store(true)
