@@ -277,11 +277,12 @@ func TestPipelinedRequestDoesNotCancel(t *testing.T) {
 	expectStats(t, s, 2, 0)
 }
 
-// slowHandler answers /slow after sleeping 500 ms (reporting its start on
-// started and its end on done), and every other path at once. It reads a
-// request's body before sleeping.
+// slowHandler answers /slow once released, then 500 ms more (reporting its
+// start on started and its end on done), and every other path at once. It
+// reads a request's body first.
 type slowHandler struct {
 	started chan string
+	release chan struct{}
 	done    atomic.Bool
 }
 
@@ -289,6 +290,10 @@ func (h *slowHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	io.Copy(io.Discard, r.Body)
 	if r.URL.Path == "/slow" {
 		h.started <- r.Proto
+		select {
+		case <-h.release:
+		case <-time.After(safety):
+		}
 		time.Sleep(500 * time.Millisecond)
 		defer h.done.Store(true)
 	}
@@ -314,7 +319,7 @@ func TestShutdownWaitsForRequests(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			h := &slowHandler{started: make(chan string, 1)}
+			h := &slowHandler{started: make(chan string, 1), release: make(chan struct{})}
 			s := &Server{Handler: h}
 			addr, served := serveWait(t, s)
 			idle := dial(t, addr)
@@ -342,6 +347,8 @@ func TestShutdownWaitsForRequests(t *testing.T) {
 				}
 				return err != nil
 			})
+			// Shutdown has begun: the slow request may end.
+			close(h.release)
 			resp := slow.expect(t, "slow request", http.StatusOK, "/slow")
 			// For an HTTP/1.1 answer Close means Connection: close (which
 			// http.ReadResponse takes out of the header).
