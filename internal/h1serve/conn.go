@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -131,13 +132,28 @@ func (c *conn) serve() {
 		case closeConn:
 			return
 		}
-		if c.w.closeAfter {
-			return
+		if c.w.closeAfter || c.s.shutting.Load() {
+			return // the answer said so, or Shutdown began after it went out
 		}
 		if !c.state.CompareAndSwap(stateActive, stateIdle) {
 			return
 		}
 	}
+}
+
+// rstAvoidanceDelay is how long lingerClose waits, as net/http's server.
+const rstAvoidanceDelay = 500 * time.Millisecond
+
+// lingerClose is net/http's closeWriteAndWait, for a connection closed with
+// a request body left unread, which the client may still be sending: closing
+// it at once would send a reset, and the client's TCP stack could drop the
+// answer before the client reads it. So the server half-closes it and waits
+// a moment before the close.
+func (c *conn) lingerClose() {
+	if cw, ok := c.c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+	time.Sleep(rstAvoidanceDelay)
 }
 
 // idleDeadline sets the read deadline for waiting for the next request. It
@@ -273,6 +289,9 @@ func (c *conn) serveOne(head []byte) outcome {
 	cancel()
 	if body != nil {
 		if w.closeAfter {
+			if w.bodyTooBig || body.closedEarly.Load() {
+				c.lingerClose()
+			}
 			c.c.Close() // ends a read of the body still running
 		}
 		body.end()
@@ -313,7 +332,9 @@ func (c *conn) watchFire() {
 }
 
 // watch blocks until the client closes the connection (then cancels the
-// request), sends more, or stopWatch wakes it with a past deadline.
+// request), sends more, or stopWatch wakes it with a past deadline. A
+// connection closed under it (by Close) cancels the request too, as in
+// net/http.
 func (c *conn) watch(cancel context.CancelFunc, done chan struct{}) {
 	defer close(done)
 	gone := false
@@ -322,7 +343,7 @@ func (c *conn) watch(cancel context.CancelFunc, done chan struct{}) {
 		gone = g
 		return !wait
 	})
-	if err == nil && gone {
+	if gone || err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
 		cancel()
 	}
 }

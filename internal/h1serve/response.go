@@ -39,6 +39,7 @@ type response struct {
 	length      int64 // the answer's Content-Length, -1 if unknown
 	written     int64 // body bytes taken from the handler
 	closeAfter  bool  // close the connection after this answer
+	bodyTooBig  bool  // closeAfter because the request body's rest was left unread
 	buf         []byte
 	trailers    []string // declared trailer names, canonical
 	handlerDone bool
@@ -311,6 +312,7 @@ func (w *response) checkRequestBody() (tooBig bool) {
 	case left == 0:
 	case left >= maxPostHandlerRead:
 		w.closeAfter = true
+		w.bodyTooBig = true
 		return true
 	default:
 		if err := b.drain(); err != nil {
@@ -424,9 +426,10 @@ func headerHasToken(h http.Header, key, token string) bool {
 // server's business instead, read and dropped when small, or the
 // connection is closed.
 type requestBody struct {
-	rc     io.ReadCloser
-	left   atomic.Int64
-	closed atomic.Bool
+	rc          io.ReadCloser
+	left        atomic.Int64
+	closed      atomic.Bool
+	closedEarly atomic.Bool // closed with a rest too large to drain
 }
 
 func (b *requestBody) Read(p []byte) (int, error) {
@@ -438,7 +441,20 @@ func (b *requestBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// Close does what net/http's server does with a body closed early: a rest
+// the server would drain anyway is read now; a larger one is left unread,
+// and the connection closes after the answer (see checkRequestBody). The
+// body read by http.ReadRequest would read all of it, however large, and
+// wait for the client to send it.
 func (b *requestBody) Close() error {
+	if b.closed.Load() {
+		return nil
+	}
+	if left := b.left.Load(); left >= maxPostHandlerRead {
+		b.closedEarly.Store(true)
+	} else if left > 0 {
+		b.drain()
+	}
 	b.closed.Store(true)
 	return nil
 }
