@@ -179,7 +179,9 @@ func (c *conn) readHead(first bool) (head []byte, ok bool) {
 			}
 			return b[:n], true
 		}
-		if len(b) >= limit {
+		if len(b) >= limit || hasBareLF(b) {
+			// A head with a bare LF, which net/http reads, may never end
+			// in CRLFCRLF: it is not plain.
 			return nil, true
 		}
 		if !deadlineSet && c.s.ReadHeaderTimeout > 0 {

@@ -129,6 +129,7 @@ func diffCases() []diffCase {
 		{name: "Transfer-Encoding and Content-Length", send: one(req("POST", "/echo", "Content-Length: 4", "Transfer-Encoding: chunked") + "5\r\nhello\r\n0\r\n\r\n" + get("/cl")), handed: 1},
 		{name: "obs-fold", send: one(get("/headers", "X-Fold: a", " b")), handed: 1},
 		{name: "bare LF", send: one("GET /headers HTTP/1.1\nHost: example.com\n\n"), handed: 1},
+		{name: "head ending in a bare LF", send: one("GET /headers HTTP/1.1\r\nHost: example.com\r\n\n"), handed: 1},
 		{name: "bare LF in one line", send: one("GET /headers HTTP/1.1\r\nHost: example.com\nX-A: b\r\n\r\n"), handed: 1},
 		{name: "bare CR", send: one("GET /headers HTTP/1.1\r\nHost: example.com\r\nX-A: b\rc\r\n\r\n"), handed: 1},
 		{name: "space before colon", send: one(get("/headers", "X-Space : a")), handed: 1},
