@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"sync"
@@ -166,8 +167,9 @@ func (c *conn) setDeadline(t time.Time) {
 
 // readHead waits until the buffer holds a whole request head and returns it
 // (still in the buffer, unread), or nil when the request is for net/http: a
-// head the fast path does not serve, or one too large for the buffer. ok is
-// false when the connection failed or timed out.
+// head the fast path does not serve, one too large for the buffer, or one
+// the client cut short (net/http answers it). ok is false when the
+// connection failed or timed out.
 func (c *conn) readHead(first bool) (head []byte, ok bool) {
 	limit := min(c.s.maxHeaderBytes(), bufSize)
 	deadlineSet := first
@@ -190,6 +192,11 @@ func (c *conn) readHead(first bool) (head []byte, ok bool) {
 		}
 		if _, err := c.br.Peek(len(b) + 1); err != nil {
 			if errors.Is(err, bufio.ErrBufferFull) {
+				return nil, true
+			}
+			if err == io.EOF {
+				// The client ended the connection within a head:
+				// net/http answers 400 Bad Request.
 				return nil, true
 			}
 			return nil, false

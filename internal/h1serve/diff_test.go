@@ -103,7 +103,8 @@ func diffCases() []diffCase {
 		{name: "large unread body", send: one(post("/ignore-body", big) + get("/cl")), fast: 1},
 		{name: "CONNECT with a path", send: one(req("CONNECT", "/headers")), fast: 1},
 		{name: "incomplete body", send: one(req("POST", "/echo", "Content-Length: 10") + "12345"), closeWrite: true, fast: 1},
-		{name: "incomplete head", send: one("GET /cl HTTP/1.1\r\nHost: example.com\r\n"), closeWrite: true},
+		{name: "incomplete head", send: one("GET /cl HTTP/1.1\r\nHost: example.com\r\n"), closeWrite: true, handed: 1},
+		{name: "incomplete second head", send: one(get("/cl") + "GET /cl HTTP/1.1\r\nHo"), closeWrite: true, fast: 1, handed: 1},
 		{name: "half-closed after requests", send: one(get("/cl") + get("/small")), closeWrite: true, fast: 2},
 
 		// Requests net/http must serve, or refuse.
