@@ -123,15 +123,17 @@ func (w *response) Write(p []byte) (int, error) {
 	if w.length != -1 && w.written > w.length {
 		return 0, http.ErrContentLength
 	}
-	if w.req.Method == http.MethodHead {
-		return len(p), nil
-	}
 	if !w.headerSent {
+		// The body of an answer to HEAD is held and sniffed as any other,
+		// for its Content-Length and Content-Type, and then dropped.
 		if w.length == -1 && len(w.buf)+len(p) <= bufferBeforeChunking {
 			w.buf = append(w.buf, p...)
 			return len(p), nil
 		}
 		w.sendHead(p)
+	}
+	if w.req.Method == http.MethodHead {
+		return len(p), nil
 	}
 	return w.writeBody(p)
 }
@@ -265,7 +267,9 @@ func (w *response) sendHead(p []byte) {
 	bw.WriteString("\r\n")
 	if len(w.buf) > 0 {
 		buf := w.buf
-		w.writeBody(buf)
+		if !isHEAD {
+			w.writeBody(buf)
+		}
 		w.buf = buf[:0]
 	}
 }
