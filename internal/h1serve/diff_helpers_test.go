@@ -234,6 +234,21 @@ func diffHandler() http.Handler {
 				h.Set("X-Read-Error", err.Error())
 			}
 			w.Write(b)
+		case "/medium":
+			// Over net/http's 2048-byte buffer: chunked.
+			w.Write(bytes.Repeat([]byte("m"), 3000))
+		case "/2048":
+			w.Write(bytes.Repeat([]byte("f"), 2048))
+		case "/many-writes":
+			for i := range 200 {
+				fmt.Fprintf(w, "line %03d of many\n", i)
+			}
+		case "/flush-writes":
+			io.WriteString(w, "head\n")
+			http.NewResponseController(w).Flush()
+			for i := range 300 {
+				fmt.Fprintf(w, "line %03d\n", i)
+			}
 		case "/cl-pieces":
 			// The type is sniffed from the start of the body, not from
 			// the first write.
@@ -241,8 +256,14 @@ func diffHandler() http.Handler {
 			io.WriteString(w, "<!DOC")
 			io.WriteString(w, "TYPE html><p>pieces</p>")
 		case "/big-pieces":
+			// Strings are copied through net/http's buffer, bytes of a
+			// large write are not.
 			io.WriteString(w, "<!DOC")
 			io.WriteString(w, "TYPE html>"+strings.Repeat("<p>x</p>", 1000))
+			io.WriteString(w, strings.Repeat("s", 5000))
+			w.Write([]byte("<!DOC"))
+			w.Write([]byte(strings.Repeat("b", 5000)))
+			w.Write([]byte("end"))
 		case "/close-body":
 			err := r.Body.Close()
 			fmt.Fprintf(w, "closed: %v\n", err)

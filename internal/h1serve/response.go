@@ -21,9 +21,10 @@ const maxPostHandlerRead = 256 << 10
 // handler sets one, or when the whole answer fits in the first buffer and
 // the handler returned; chunked otherwise; nothing for HEAD, 1xx, 204 and 304.
 //
-// The header is read when it is sent: at the first write past the buffer, a
-// flush, or the end of the handler (or at WriteHeader when the answer
-// declares trailers). Changes to it after WriteHeader and before then are
+// The header is read when it is sent: at the first write past the buffer (at
+// the first write when the handler set both Content-Length and
+// Content-Type), a flush, or the end of the handler (or at WriteHeader when
+// the answer declares trailers). Changes to it after WriteHeader and before then are
 // sent too, where net/http would ignore them; ReverseProxy makes none.
 type response struct {
 	c      *conn
@@ -48,9 +49,10 @@ type response struct {
 	lenBuf    [20]byte
 }
 
-// bufferBeforeChunking is how much of an answer of unknown length is held to
-// give it a Content-Length (as net/http's 2048-byte buffer, rounded up).
-const bufferBeforeChunking = 4096
+// bufferBeforeChunking is the size of the buffer a body is written through,
+// as in net/http: an answer of unknown length that fits in it when the
+// handler returns gets a Content-Length.
+const bufferBeforeChunking = 2048
 
 func (w *response) reset(req *http.Request, body *requestBody) {
 	clear(w.header)
@@ -106,7 +108,18 @@ func (w *response) WriteHeader(code int) {
 }
 
 // Write implements http.ResponseWriter.
-func (w *response) Write(p []byte) (int, error) {
+func (w *response) Write(p []byte) (int, error) { return w.write(p, false) }
+
+// WriteString implements io.StringWriter.
+func (w *response) WriteString(s string) (int, error) {
+	// Small strings (error pages) only: the conversion copies.
+	return w.write([]byte(s), true)
+}
+
+// write is Write, and WriteString when isString is set: net/http copies a
+// large string through its buffer where it sends large bytes at once, and
+// the chunks end where that makes them end.
+func (w *response) write(p []byte, isString bool) (int, error) {
 	if w.handlerDone {
 		return 0, http.ErrHijacked
 	}
@@ -123,25 +136,63 @@ func (w *response) Write(p []byte) (int, error) {
 	if w.length != -1 && w.written > w.length {
 		return 0, http.ErrContentLength
 	}
-	if !w.headerSent {
-		// The body of an answer to HEAD is held and sniffed as any other,
-		// for its Content-Length and Content-Type, and then dropped.
-		if w.length == -1 && len(w.buf)+len(p) <= bufferBeforeChunking {
-			w.buf = append(w.buf, p...)
-			return len(p), nil
+	n := len(p)
+	isHEAD := w.req.Method == http.MethodHead
+	if w.headerSent && !w.chunked || !w.headerSent && w.length != -1 && !w.sniffPending() {
+		// The bytes sent do not depend on how they are buffered.
+		if !w.headerSent {
+			w.sendHead(p)
 		}
-		w.sendHead(p)
+		if isHEAD {
+			return n, nil
+		}
+		return w.writeBody(p)
 	}
-	if w.req.Method == http.MethodHead {
-		return len(p), nil
+	// net/http writes a body through a buffer of bufferBeforeChunking
+	// bytes, which sets the body sniffed for a Content-Type, whether the
+	// answer gets a Content-Length, and where the chunks end; do as it
+	// does. The body of an answer to HEAD is held and sniffed as any
+	// other, and then dropped.
+	for len(p) > bufferBeforeChunking-len(w.buf) {
+		if len(w.buf) == 0 && !isString {
+			if !w.headerSent {
+				w.sendHead(p)
+			}
+			if isHEAD {
+				return n, nil
+			}
+			m, err := w.writeBody(p)
+			return n - len(p) + m, err
+		}
+		k := bufferBeforeChunking - len(w.buf)
+		w.buf = append(w.buf, p[:k]...)
+		p = p[k:]
+		w.sendBuf()
 	}
-	return w.writeBody(p)
+	w.buf = append(w.buf, p...)
+	return n, nil
 }
 
-// WriteString implements io.StringWriter.
-func (w *response) WriteString(s string) (int, error) {
-	// Small strings (error pages) only: the conversion copies.
-	return w.Write([]byte(s))
+// sniffPending reports whether the answer's Content-Type is to be sniffed
+// from its body.
+func (w *response) sniffPending() bool {
+	_, ok := w.header["Content-Type"]
+	return !ok && w.header.Get("Content-Encoding") == "" && w.header.Get("Transfer-Encoding") == ""
+}
+
+// sendBuf sends the body held in the buffer: with the head when it is not
+// sent yet, as one chunk when the answer is chunked.
+func (w *response) sendBuf() {
+	if !w.headerSent {
+		w.sendHead(nil)
+		return
+	}
+	if len(w.buf) > 0 {
+		if w.req.Method != http.MethodHead {
+			w.writeBody(w.buf)
+		}
+		w.buf = w.buf[:0]
+	}
 }
 
 // writeBody writes p after the head, as a chunk when chunked.
@@ -167,9 +218,7 @@ func (w *response) FlushError() error {
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}
-	if !w.headerSent {
-		w.sendHead(nil)
-	}
+	w.sendBuf()
 	return w.c.bw.Flush()
 }
 
@@ -333,9 +382,7 @@ func (w *response) finish() {
 		w.status = http.StatusOK
 		w.noBody = w.req.Method == http.MethodHead
 	}
-	if !w.headerSent {
-		w.sendHead(nil)
-	}
+	w.sendBuf()
 	bw := w.c.bw
 	if w.chunked {
 		bw.WriteString("0\r\n")
