@@ -133,12 +133,31 @@ func (c *conn) serve() {
 			return
 		}
 		if c.w.closeAfter {
+			if c.w.lingerClose {
+				c.closeWriteAndWait()
+			}
 			return
 		}
 		if !c.state.CompareAndSwap(stateActive, stateIdle) {
 			return
 		}
 	}
+}
+
+// rstAvoidanceDelay is how long a connection is left half-closed before it
+// is closed, when the client may still be sending a request body (net/http
+// waits as long).
+const rstAvoidanceDelay = 500 * time.Millisecond
+
+// closeWriteAndWait half-closes the connection and waits rstAvoidanceDelay,
+// as net/http does after an answer that leaves a request body unread:
+// closing a connection with unread data in it sends a reset, and a client
+// that gets it may lose the answer it has not read yet.
+func (c *conn) closeWriteAndWait() {
+	if tc, ok := c.c.(*net.TCPConn); ok {
+		tc.CloseWrite()
+	}
+	time.Sleep(rstAvoidanceDelay)
 }
 
 // idleDeadline sets the read deadline for waiting for the next request. It

@@ -40,6 +40,7 @@ type response struct {
 	length      int64 // the answer's Content-Length, -1 if unknown
 	written     int64 // body bytes taken from the handler
 	closeAfter  bool  // close the connection after this answer
+	lingerClose bool  // and half-close it first: the request body is unread
 	buf         []byte
 	trailers    []string // declared trailer names, canonical
 	handlerDone bool
@@ -364,6 +365,7 @@ func (w *response) checkRequestBody() (tooBig bool) {
 	case left == 0:
 	case left >= maxPostHandlerRead:
 		w.closeAfter = true
+		w.lingerClose = true
 		return true
 	default:
 		if _, err := io.CopyN(io.Discard, b, left); err != nil {
