@@ -362,7 +362,10 @@ func (w *response) checkRequestBody() (tooBig bool) {
 	}
 	left := b.left.Load()
 	switch {
-	case left == 0:
+	case left == 0, b.eof.Load():
+		// Nothing more can be read; as net/http, the answer does not
+		// say that the connection closes (it does, when the next
+		// request is read).
 	case left >= maxPostHandlerRead:
 		w.closeAfter = true
 		w.lingerClose = true
@@ -473,11 +476,15 @@ func headerHasToken(h http.Header, key, token string) bool {
 type requestBody struct {
 	rc   io.ReadCloser
 	left atomic.Int64
+	eof  atomic.Bool // the connection ended before the body did
 }
 
 func (b *requestBody) Read(p []byte) (int, error) {
 	n, err := b.rc.Read(p)
 	b.left.Add(-int64(n))
+	if err == io.ErrUnexpectedEOF {
+		b.eof.Store(true)
+	}
 	return n, err
 }
 
