@@ -132,10 +132,11 @@ func (c *conn) serve() {
 		case closeConn:
 			return
 		}
+		if c.w.lingerClose {
+			c.closeWriteAndWait()
+			return
+		}
 		if c.w.closeAfter {
-			if c.w.lingerClose {
-				c.closeWriteAndWait()
-			}
 			return
 		}
 		if !c.state.CompareAndSwap(stateActive, stateIdle) {
@@ -269,7 +270,7 @@ func (c *conn) serveOne(head []byte) outcome {
 	}
 	var body *requestBody
 	if req.ContentLength > 0 {
-		body = &requestBody{rc: req.Body}
+		body = &requestBody{rc: req.Body, closing: req.Close}
 		body.left.Store(req.ContentLength)
 		req.Body = body
 		// net/http reads bodies without a deadline (no ReadTimeout).

@@ -102,6 +102,7 @@ func diffCases() []diffCase {
 		{name: "sniffed from pieces with Content-Length", send: one(get("/cl-pieces") + req("HEAD", "/cl-pieces")), fast: 2},
 		{name: "sniffed from small then big write", send: one(get("/big-pieces") + req("HEAD", "/big-pieces")), fast: 2},
 		{name: "small body closed unread", send: one(post("/close-body", "unread") + get("/cl")), fast: 2},
+		{name: "256 KiB body closed unread", send: one(post("/close-body", big[:256<<10]) + get("/cl")), fast: 1},
 		{name: "large body closed unread", send: one(post("/close-body", big) + get("/cl")), fast: 1},
 		{name: "small unread body", send: one(post("/ignore-body", "unread") + get("/cl")), fast: 2},
 		{name: "large unread body", send: one(post("/ignore-body", big) + get("/cl")), fast: 1},

@@ -40,7 +40,7 @@ type response struct {
 	length      int64 // the answer's Content-Length, -1 if unknown
 	written     int64 // body bytes taken from the handler
 	closeAfter  bool  // close the connection after this answer
-	lingerClose bool  // and half-close it first: the request body is unread
+	lingerClose bool  // half-close the connection, wait, then close it: the request body is unread
 	buf         []byte
 	trailers    []string // declared trailer names, canonical
 	handlerDone bool
@@ -362,6 +362,15 @@ func (w *response) checkRequestBody() (tooBig bool) {
 	}
 	left := b.left.Load()
 	switch {
+	case b.closed.Load():
+		// Closed by the handler: what it did not read is not read now.
+		if left > 0 && !b.eof.Load() {
+			w.closeAfter = true
+		}
+		// net/http closes the connection after a body closed early even
+		// when the body was read through (exactly maxPostHandlerRead
+		// bytes were left), without saying so.
+		w.lingerClose = b.early.Load()
 	case left == 0, b.eof.Load():
 		// Nothing more can be read; as net/http, the answer does not
 		// say that the connection closes (it does, when the next
@@ -474,12 +483,22 @@ func headerHasToken(h http.Header, key, token string) bool {
 // requestBody is a request's body on the fast path: it counts what is left
 // to read, so that the server knows whether the next request can follow.
 type requestBody struct {
-	rc   io.ReadCloser
-	left atomic.Int64
-	eof  atomic.Bool // the connection ended before the body did
+	rc      io.ReadCloser
+	closing bool // the request asked to close the connection
+	left    atomic.Int64
+	eof     atomic.Bool // the connection ended before the body did
+	closed  atomic.Bool // Close was called
+	early   atomic.Bool // Close left more than maxPostHandlerRead unread
 }
 
 func (b *requestBody) Read(p []byte) (int, error) {
+	if b.closed.Load() {
+		return 0, http.ErrBodyReadAfterClose
+	}
+	return b.read(p)
+}
+
+func (b *requestBody) read(p []byte) (int, error) {
 	n, err := b.rc.Read(p)
 	b.left.Add(-int64(n))
 	if err == io.ErrUnexpectedEOF {
@@ -488,7 +507,34 @@ func (b *requestBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (b *requestBody) Close() error { return b.rc.Close() }
+// Close closes the body as net/http's server closes a request's: the rest
+// is read and dropped, unless the connection is to close or the rest is
+// more than maxPostHandlerRead bytes (then the connection will close).
+// (http.ReadRequest's body would read all of it.)
+func (b *requestBody) Close() error {
+	if b.closed.Swap(true) {
+		return nil
+	}
+	left := b.left.Load()
+	switch {
+	case left == 0, b.eof.Load(), b.closing:
+	case left > maxPostHandlerRead:
+		b.early.Store(true)
+	default:
+		n, err := io.CopyN(io.Discard, readerFunc(b.read), maxPostHandlerRead)
+		if n == maxPostHandlerRead {
+			b.early.Store(true)
+		}
+		if err != io.EOF {
+			return err
+		}
+	}
+	return nil
+}
+
+type readerFunc func([]byte) (int, error)
+
+func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
 
 var _ interface {
 	http.ResponseWriter
