@@ -249,6 +249,65 @@ func diffHandler() http.Handler {
 			for i := range 300 {
 				fmt.Fprintf(w, "line %03d\n", i)
 			}
+		case "/te-chunked":
+			h.Set("Transfer-Encoding", "chunked")
+			io.WriteString(w, "handler said chunked\n")
+		case "/te-identity":
+			h.Set("Transfer-Encoding", "identity")
+			io.WriteString(w, "handler said identity\n")
+		case "/te-gzip":
+			h.Set("Transfer-Encoding", "gzip")
+			io.WriteString(w, "handler said gzip\n")
+		case "/cl-invalid":
+			h.Set("Content-Length", "abc")
+			io.WriteString(w, "invalid length\n")
+		case "/cl-te":
+			h.Set("Content-Length", "7")
+			h.Set("Transfer-Encoding", "chunked")
+			io.WriteString(w, "cl + te")
+		case "/keep-alive":
+			h.Set("Connection", "keep-alive")
+			io.WriteString(w, "keep\n")
+		case "/date":
+			h.Set("Date", "Mon, 02 Jan 2006 15:04:05 GMT")
+			io.WriteString(w, "fixed date\n")
+		case "/no-date":
+			h["Date"] = nil
+			io.WriteString(w, "no date\n")
+		case "/empty":
+		case "/encoded":
+			h.Set("Content-Encoding", "gzip")
+			io.WriteString(w, "not really gzip")
+		case "/twice":
+			w.WriteHeader(http.StatusAccepted)
+			w.WriteHeader(http.StatusTeapot)
+			io.WriteString(w, "twice\n")
+		case "/trailer-cl":
+			h.Set("Trailer", "X-Sum")
+			h.Set("Content-Length", "4")
+			io.WriteString(w, "body")
+			h.Set("X-Sum", "1")
+		case "/trailer-empty":
+			h.Set("Trailer", "X-Sum, X-Other")
+			w.WriteHeader(http.StatusOK)
+			h.Set("X-Sum", "1")
+		case "/trailer-flush":
+			h.Set(http.TrailerPrefix+"X-Only", "prefix")
+			io.WriteString(w, "then flush\n")
+			http.NewResponseController(w).Flush()
+		case "/hop":
+			h.Set("Connection", "close, x-hop")
+			io.WriteString(w, "hop\n")
+		case "/cl-zero":
+			h.Set("Content-Length", "0")
+		case "/cl-only":
+			h.Set("Content-Length", "3")
+		case "/104-twice":
+			h.Set("Link", "</a>; rel=preload")
+			w.WriteHeader(http.StatusEarlyHints)
+			h.Set("Link", "</b>; rel=preload")
+			w.WriteHeader(http.StatusEarlyHints)
+			w.WriteHeader(http.StatusCreated)
 		case "/cl-pieces":
 			// The type is sniffed from the start of the body, not from
 			// the first write.

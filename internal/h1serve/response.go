@@ -390,12 +390,11 @@ func (w *response) checkRequestBody() (tooBig bool) {
 // finish completes the answer after the handler returned: head, buffered
 // body, last chunk and trailers, then flushes it to the client.
 func (w *response) finish() {
-	w.handlerDone = true
 	if !w.wroteHeader {
-		w.wroteHeader = true
-		w.status = http.StatusOK
-		w.noBody = w.req.Method == http.MethodHead
+		// As a write would: the handler's Content-Length counts.
+		w.WriteHeader(http.StatusOK)
 	}
+	w.handlerDone = true
 	w.sendBuf()
 	bw := w.c.bw
 	if w.chunked {
