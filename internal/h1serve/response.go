@@ -93,11 +93,14 @@ func (w *response) WriteHeader(code int) {
 	w.wroteHeader = true
 	w.status = code
 	if cl := w.header.Get("Content-Length"); cl != "" {
-		v, err := strconv.ParseInt(cl, 10, 64)
-		if err == nil && v >= 0 {
+		// An invalid value is left in the header: net/http drops it
+		// from the handler's header but sends the copy it took before,
+		// so the answer is not given a Content-Length of its own (it is
+		// chunked, or, for HEAD, sent with the invalid value).
+		if v, err := strconv.ParseInt(cl, 10, 64); err == nil && v >= 0 {
 			w.length = v
-		} else {
-			w.header.Del("Content-Length")
+		} else if w.c.s.ErrorLog != nil {
+			w.c.s.ErrorLog.Printf("http: invalid Content-Length of %q", cl)
 		}
 	}
 	w.noBody = w.req.Method == http.MethodHead || !bodyAllowed(code)
