@@ -23,14 +23,19 @@ const maxPostHandlerRead = 256 << 10
 //
 // The header is read when it is sent: at the first write past the buffer (at
 // the first write when the handler set both Content-Length and
-// Content-Type), a flush, or the end of the handler (or at WriteHeader when
-// the answer declares trailers). Changes to it after WriteHeader and before then are
-// sent too, where net/http would ignore them; ReverseProxy makes none.
+// Content-Type), a flush, or the end of the handler. Changes to it after
+// WriteHeader and before then are sent too, where net/http, which sends a
+// copy taken at WriteHeader, would ignore them; ReverseProxy makes none. (An
+// answer that declares trailers is sent from such a copy, as their values
+// are set after WriteHeader.)
 type response struct {
 	c      *conn
 	req    *http.Request
 	body   *requestBody // nil without a body
 	header http.Header
+	// headHeader, when not nil, is the header to send in the head (a copy
+	// of header taken at WriteHeader); header then holds the trailers.
+	headHeader http.Header
 
 	status      int
 	wroteHeader bool // the status is fixed
@@ -105,9 +110,10 @@ func (w *response) WriteHeader(code int) {
 	}
 	w.noBody = w.req.Method == http.MethodHead || !bodyAllowed(code)
 	if len(w.header["Trailer"]) > 0 {
-		// Trailer values are set in the header after the body; the head
-		// must go out before they are.
-		w.sendHead(nil)
+		// Trailer values are set in the header after the body: the head
+		// is sent from a copy of the header as it is now, as net/http
+		// sends every head.
+		w.headHeader = w.header.Clone()
 	}
 }
 
@@ -180,8 +186,17 @@ func (w *response) write(p []byte, isString bool) (int, error) {
 // sniffPending reports whether the answer's Content-Type is to be sniffed
 // from its body.
 func (w *response) sniffPending() bool {
-	_, ok := w.header["Content-Type"]
-	return !ok && w.header.Get("Content-Encoding") == "" && w.header.Get("Transfer-Encoding") == ""
+	h := w.headerToSend()
+	_, ok := h["Content-Type"]
+	return !ok && h.Get("Content-Encoding") == "" && h.Get("Transfer-Encoding") == ""
+}
+
+// headerToSend is the header the head is to be sent with.
+func (w *response) headerToSend() http.Header {
+	if w.headHeader != nil {
+		return w.headHeader
+	}
+	return w.header
 }
 
 // sendBuf sends the body held in the buffer: with the head when it is not
@@ -235,7 +250,7 @@ func (w *response) Flush() { _ = w.FlushError() }
 // (chunkWriter.writeHeader), and so is the order of the headers it adds.
 func (w *response) sendHead(p []byte) {
 	w.headerSent = true
-	h := w.header
+	h := w.headerToSend()
 	first := p
 	if len(w.buf) > 0 {
 		first = w.buf
