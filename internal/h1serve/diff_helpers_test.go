@@ -53,13 +53,13 @@ func startPair(tb testing.TB, maxHeaderBytes int) *serverPair {
 
 // shutdownFast shuts the h1serve server down, which waits for the requests
 // in flight, so that its Stats are final.
-func (p *serverPair) shutdownFast(tb testing.TB) {
-	tb.Helper()
+func (p *serverPair) shutdownFast() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := p.fast.Shutdown(ctx); err != nil {
-		tb.Fatalf("h1serve Shutdown: %v", err)
+		return fmt.Errorf("h1serve Shutdown: %v", err)
 	}
+	return nil
 }
 
 // The bounds of an exchange. They only keep a test from hanging: a server

@@ -1,8 +1,10 @@
 package h1serve
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -179,19 +181,43 @@ func diffCases() []diffCase {
 // TestDifferential sends each case's bytes to both servers and compares
 // their answers, and checks which path h1serve served the case on.
 func TestDifferential(t *testing.T) {
-	for _, tc := range diffCases() {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			p := startPair(t, tc.maxHeaderBytes)
-			want, got := exchangeBoth(t, p, tc.send, tc.closeWrite)
-			if want != got {
-				t.Errorf("answers differ; %s\nnet/http:\n%sh1serve:\n%s", firstDiff(want, got), readable(want), readable(got))
+	cases := diffCases()
+	// Most cases wait for the servers to fall silent; they run together,
+	// each with its own servers, and are checked one by one after.
+	type result struct {
+		std, fast    string
+		fastN, hands uint64
+		err          error
+	}
+	results := make([]result, len(cases))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	for i, tc := range cases {
+		p := startPair(t, tc.maxHeaderBytes)
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			r := &results[i]
+			r.std, r.fast, r.err = exchangeBoth(p, tc.send, tc.closeWrite)
+			if r.err == nil {
+				r.err = p.shutdownFast()
 			}
-			p.shutdownFast(t)
-			fast, handed := p.fast.Stats()
-			if fast != tc.fast || handed != tc.handed {
+			r.fastN, r.hands = p.fast.Stats()
+		})
+	}
+	wg.Wait()
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := results[i]
+			if r.err != nil {
+				t.Fatal(r.err)
+			}
+			if r.std != r.fast {
+				t.Errorf("answers differ; %s\nnet/http:\n%sh1serve:\n%s", firstDiff(r.std, r.fast), readable(r.std), readable(r.fast))
+			}
+			if r.fastN != tc.fast || r.hands != tc.handed {
 				t.Errorf("h1serve served %d requests on the fast path and handed off %d connections, want %d and %d",
-					fast, handed, tc.fast, tc.handed)
+					r.fastN, r.hands, tc.fast, tc.handed)
 			}
 		})
 	}
@@ -199,8 +225,7 @@ func TestDifferential(t *testing.T) {
 
 // exchangeBoth runs the same exchange with both servers at once and
 // returns their normalized transcripts: net/http's, then h1serve's.
-func exchangeBoth(tb testing.TB, p *serverPair, send []string, closeWrite bool) (std, fast string) {
-	tb.Helper()
+func exchangeBoth(p *serverPair, send []string, closeWrite bool) (std, fast string, err error) {
 	type result struct {
 		s   string
 		err error
@@ -210,15 +235,15 @@ func exchangeBoth(tb testing.TB, p *serverPair, send []string, closeWrite bool) 
 		s, err := exchange(p.stdAddr, send, closeWrite)
 		ch <- result{s, err}
 	}()
-	fast, err := exchange(p.fastAddr, send, closeWrite)
+	fast, err = exchange(p.fastAddr, send, closeWrite)
 	r := <-ch
 	if err != nil {
-		tb.Fatalf("h1serve: %v", err)
+		return "", "", fmt.Errorf("h1serve: %v", err)
 	}
 	if r.err != nil {
-		tb.Fatalf("net/http: %v", r.err)
+		return "", "", fmt.Errorf("net/http: %v", r.err)
 	}
-	return normalize(r.s), normalize(fast)
+	return normalize(r.s), normalize(fast), nil
 }
 
 // FuzzDifferential sends arbitrary bytes, half-closed, to both servers and
@@ -230,15 +255,15 @@ func FuzzDifferential(f *testing.F) {
 			f.Add(strings.Join(tc.send, ""))
 		}
 	}
-	var p *serverPair
+	p := startPair(f, 0)
 	f.Fuzz(func(t *testing.T, in string) {
 		if len(in) > 64<<10 {
 			t.Skip("too long")
 		}
-		if p == nil {
-			p = startPair(f, 0)
+		want, got, err := exchangeBoth(p, []string{in}, true)
+		if err != nil {
+			t.Fatal(err)
 		}
-		want, got := exchangeBoth(t, p, []string{in}, true)
 		if strings.HasSuffix(want, endOpen+"\n") || strings.HasSuffix(got, endOpen+"\n") {
 			t.Skip("a server did not finish within the bounds")
 		}
