@@ -108,10 +108,15 @@ func (c *conn) serve() {
 		c.setDeadline(c.accepted.Add(d))
 	}
 	for first := true; ; first = false {
+		// As net/http, wait for the first byte of a connection's first
+		// request, but for four of any next one: a connection that ends
+		// with fewer is closed without an answer.
+		wait := 1
 		if !first {
 			c.idleDeadline()
+			wait = 4
 		}
-		if _, err := c.br.Peek(1); err != nil {
+		if _, err := c.br.Peek(wait); err != nil {
 			return
 		}
 		if !c.state.CompareAndSwap(stateIdle, stateActive) && !c.state.CompareAndSwap(stateNew, stateActive) {

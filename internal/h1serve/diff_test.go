@@ -131,6 +131,8 @@ func diffCases() []diffCase {
 		{name: "incomplete body", send: one(req("POST", "/echo", "Content-Length: 10") + "12345"), closeWrite: true, fast: 1},
 		{name: "incomplete head", send: one("GET /cl HTTP/1.1\r\nHost: example.com\r\n"), closeWrite: true, handed: 1},
 		{name: "incomplete second head", send: one(get("/cl") + "GET /cl HTTP/1.1\r\nHo"), closeWrite: true, fast: 1, handed: 1},
+		{name: "three bytes after a request", send: one(get("/cl") + "GET"), closeWrite: true, fast: 1},
+		{name: "four bytes after a request", send: one(get("/cl") + "GET "), closeWrite: true, fast: 1, handed: 1},
 		{name: "half-closed after requests", send: one(get("/cl") + get("/small")), closeWrite: true, fast: 2},
 
 		// Requests net/http must serve, or refuse.
