@@ -41,6 +41,7 @@ type conn struct {
 	state    atomic.Int32
 	deadline time.Time // the read deadline last set
 	head     []byte    // a copy of the request head being served
+	lastPOST bool      // the last request served was a POST
 	w        response
 
 	// The watch for a client that goes away, started by timer.
@@ -121,6 +122,12 @@ func (c *conn) serve() {
 		}
 		if !c.state.CompareAndSwap(stateIdle, stateActive) && !c.state.CompareAndSwap(stateNew, stateActive) {
 			return // closed by Shutdown
+		}
+		if c.lastPOST {
+			// As net/http, for old clients that end a POST body with
+			// an extra CRLF.
+			peek, _ := c.br.Peek(4)
+			c.br.Discard(numLeadingCRorLF(peek))
 		}
 		head, ok := c.readHead(first)
 		if !ok {
@@ -219,7 +226,7 @@ func (c *conn) readHead(first bool) (head []byte, ok bool) {
 			if errors.Is(err, bufio.ErrBufferFull) {
 				return nil, true
 			}
-			if err == io.EOF {
+			if err == io.EOF && len(b) > 0 {
 				// The client ended the connection within a head:
 				// net/http answers 400 Bad Request.
 				return nil, true
@@ -273,6 +280,7 @@ func (c *conn) serveOne(head []byte) outcome {
 		c.head = c.head[:read]
 		return handOff
 	}
+	c.lastPOST = req.Method == http.MethodPost
 	var body *requestBody
 	if req.ContentLength > 0 {
 		body = &requestBody{rc: req.Body, closing: req.Close}

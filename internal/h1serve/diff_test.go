@@ -133,6 +133,9 @@ func diffCases() []diffCase {
 		{name: "incomplete second head", send: one(get("/cl") + "GET /cl HTTP/1.1\r\nHo"), closeWrite: true, fast: 1, handed: 1},
 		{name: "three bytes after a request", send: one(get("/cl") + "GET"), closeWrite: true, fast: 1},
 		{name: "four bytes after a request", send: one(get("/cl") + "GET "), closeWrite: true, fast: 1, handed: 1},
+		{name: "CRLF after a POST", send: one(post("/echo", "body") + "\r\n" + get("/cl")), fast: 2},
+		{name: "CRLF after a GET", send: one(get("/cl") + "\r\n" + get("/cl")), fast: 1, handed: 1},
+		{name: "only CRLFs after a POST", send: one(post("/echo", "body") + "\r\n\r\n"), closeWrite: true, fast: 1},
 		{name: "half-closed after requests", send: one(get("/cl") + get("/small")), closeWrite: true, fast: 2},
 
 		// Requests net/http must serve, or refuse.

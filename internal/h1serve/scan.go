@@ -24,6 +24,15 @@ func headEnd(b []byte) int {
 
 var crlfcrlf = []byte("\r\n\r\n")
 
+// numLeadingCRorLF counts the CR and LF bytes at the start of v.
+func numLeadingCRorLF(v []byte) int {
+	n := 0
+	for n < len(v) && (v[n] == '\r' || v[n] == '\n') {
+		n++
+	}
+	return n
+}
+
 // hasBareLF reports whether b holds an LF not preceded by a CR.
 func hasBareLF(b []byte) bool {
 	for i := 0; ; {
