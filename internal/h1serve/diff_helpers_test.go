@@ -326,6 +326,10 @@ func diffHandler() http.Handler {
 		case "/close-body":
 			err := r.Body.Close()
 			fmt.Fprintf(w, "closed: %v\n", err)
+		case "/read-some":
+			b := make([]byte, 3)
+			n, err := io.ReadFull(r.Body, b)
+			fmt.Fprintf(w, "read %q %v\n", b[:n], err)
 		case "/ignore-body":
 			io.WriteString(w, "body not read\n")
 		case "/panic":

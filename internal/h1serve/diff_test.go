@@ -125,6 +125,8 @@ func diffCases() []diffCase {
 		{name: "small body closed unread", send: one(post("/close-body", "unread") + get("/cl")), fast: 2},
 		{name: "256 KiB body closed unread", send: one(post("/close-body", big[:256<<10]) + get("/cl")), fast: 1},
 		{name: "large body closed unread", send: one(post("/close-body", big) + get("/cl")), fast: 1},
+		{name: "partly read body", send: one(post("/read-some", "0123456789") + get("/cl")), fast: 2},
+		{name: "partly read large body", send: one(post("/read-some", big) + get("/cl")), fast: 1},
 		{name: "small unread body", send: one(post("/ignore-body", "unread") + get("/cl")), fast: 2},
 		{name: "large unread body", send: one(post("/ignore-body", big) + get("/cl")), fast: 1},
 		{name: "CONNECT with a path", send: one(req("CONNECT", "/headers")), fast: 1},
@@ -139,6 +141,9 @@ func diffCases() []diffCase {
 		{name: "half-closed after requests", send: one(get("/cl") + get("/small")), closeWrite: true, fast: 2},
 
 		// Requests net/http must serve, or refuse.
+		{name: "bad escape in target", send: one(get("/%zz") + get("/cl")), handed: 1},
+		{name: "bad escape after a fast request", send: one(get("/cl") + get("/a%zz") + get("/cl")), fast: 1, handed: 1},
+		{name: "Content-Length with leading zeros", send: one(req("POST", "/echo", "Content-Length: 0005") + "hello" + get("/cl")), fast: 2},
 		{name: "chunked POST", send: one(req("POST", "/echo", "Transfer-Encoding: chunked") + "5\r\nhello\r\n0\r\n\r\n"), handed: 1},
 		{name: "chunked POST with trailer", send: one(req("POST", "/headers", "Transfer-Encoding: chunked", "Trailer: X-T") + "3\r\nabc\r\n0\r\nX-T: v\r\n\r\n"), handed: 1},
 		{name: "Expect 100-continue", send: one(req("POST", "/echo", "Expect: 100-continue", "Content-Length: 5") + "hello"), handed: 1},
