@@ -340,6 +340,10 @@ func diffHandler() http.Handler {
 		case "/headers":
 			describeRequest(w, r)
 		default:
+			if ops, ok := strings.CutPrefix(p, "/do/"); ok {
+				runOps(w, r, ops)
+				return
+			}
 			if code, ok := strings.CutPrefix(p, "/status/"); ok {
 				n, err := strconv.Atoi(code)
 				if err != nil || n < 200 || n > 999 {
@@ -369,5 +373,86 @@ func describeRequest(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintf(w, "Body=%q err=%v\n", b, err)
 	for _, k := range slices.Sorted(maps.Keys(r.Trailer)) {
 		fmt.Fprintf(w, "Trailer %q=%q\n", k, r.Trailer[k])
+	}
+}
+
+// runOps runs a handler described by ops, one byte an action, so that the
+// fuzz test can try many handlers. The header is changed only before the
+// answer starts (changes after WriteHeader are a documented difference),
+// except for the value of a declared trailer.
+func runOps(w http.ResponseWriter, r *http.Request, ops string) {
+	h := w.Header()
+	started, trailer := false, false
+	header := func(k, v string) {
+		if !started {
+			h.Set(k, v)
+		}
+	}
+	for _, op := range []byte(ops) {
+		switch op {
+		case 'w':
+			w.Write([]byte("0123456789"))
+		case 'b':
+			w.Write(bytes.Repeat([]byte("b"), 2040))
+		case 'W':
+			w.Write(bytes.Repeat([]byte("W"), 3000))
+		case 's':
+			io.WriteString(w, "<html>str</html>")
+		case 'S':
+			io.WriteString(w, strings.Repeat("S", 3000))
+		case 'f':
+			http.NewResponseController(w).Flush()
+		case 'h':
+			w.WriteHeader(http.StatusOK)
+		case 'c':
+			w.WriteHeader(http.StatusCreated)
+		case 'n':
+			w.WriteHeader(http.StatusNoContent)
+		case 'm':
+			w.WriteHeader(http.StatusNotModified)
+		case 'e':
+			w.WriteHeader(http.StatusEarlyHints)
+		case 'L':
+			header("Content-Length", "20")
+		case 'z':
+			header("Content-Length", "0")
+		case 'I':
+			header("Content-Length", "x")
+		case 't':
+			header("Content-Type", "text/plain")
+		case 'g':
+			header("Content-Encoding", "gzip")
+		case 'x':
+			header("Connection", "close")
+		case 'i':
+			header("Transfer-Encoding", "identity")
+		case 'k':
+			header("Transfer-Encoding", "chunked")
+		case 'T':
+			if !started {
+				h.Set("Trailer", "X-T")
+				trailer = true
+			}
+		case 'v':
+			if trailer {
+				h.Set("X-T", "v")
+			}
+		case 'p':
+			header(http.TrailerPrefix+"X-P", "p")
+		case 'r':
+			io.Copy(io.Discard, r.Body)
+		case 'R':
+			io.CopyN(io.Discard, r.Body, 3)
+		case 'q':
+			r.Body.Close()
+		case 'P':
+			panic("ops")
+		case 'A':
+			panic(http.ErrAbortHandler)
+		}
+		switch op {
+		case 'w', 'b', 'W', 's', 'S', 'f', 'h', 'c', 'n', 'm':
+			started = true
+		}
 	}
 }

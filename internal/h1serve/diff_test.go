@@ -98,6 +98,7 @@ func diffCases() []diffCase {
 		{name: "prefixed trailer and flush", send: one(get("/trailer-flush")), fast: 1},
 		{name: "two early hints", send: one(get("/104-twice")), fast: 1},
 		{name: "HEAD 204", send: one(req("HEAD", "/204")), fast: 1},
+		{name: "handlers described by paths", send: one(get("/do/Ttwvf") + get("/do/bw") + req("HEAD", "/do/Sfw") + post("/do/Rqw", "0123456789")), fast: 4},
 		{name: "panic", send: one(get("/panic") + get("/cl"))},
 		{name: "abort", send: one(get("/abort") + get("/cl"))},
 		{name: "request seen by handler", send: one(get("/headers", "User-Agent: test", "Accept: */*", "X-Multi: a", "X-Multi: b")), fast: 1},
@@ -264,6 +265,11 @@ func FuzzDifferential(f *testing.F) {
 		if tc.maxHeaderBytes == 0 {
 			f.Add(strings.Join(tc.send, ""))
 		}
+	}
+	// Handlers described by their paths (see runOps).
+	for _, ops := range []string{"w", "bw", "wW", "sS", "Sfw", "Ttwvf", "Lw", "Lww", "zh", "Iw", "xw", "iw", "kW",
+		"gw", "enw", "mw", "ew", "pw", "Rw", "qw", "rwP", "wfA", "hcw", "bbf", "Twfv"} {
+		f.Add(get("/do/"+ops) + req("HEAD", "/do/"+ops) + post("/do/"+ops, "a request body"))
 	}
 	p := startPair(f, 0)
 	f.Fuzz(func(t *testing.T, in string) {
