@@ -258,8 +258,9 @@ func exchangeBoth(p *serverPair, send []string, closeWrite bool) (std, fast stri
 }
 
 // FuzzDifferential sends arbitrary bytes, half-closed, to both servers and
-// requires the same answers. An input one of the servers does not finish
-// answering within the exchange's bounds is skipped.
+// requires the same answers. An input net/http does not finish answering
+// within the exchange's bounds is skipped; one that h1serve alone does not
+// finish, twice, fails.
 func FuzzDifferential(f *testing.F) {
 	for _, tc := range diffCases() {
 		if tc.maxHeaderBytes == 0 {
@@ -276,12 +277,25 @@ func FuzzDifferential(f *testing.F) {
 		if len(in) > 64<<10 {
 			t.Skip("too long")
 		}
-		want, got, err := exchangeBoth(p, []string{in}, true)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if strings.HasSuffix(want, endOpen+"\n") || strings.HasSuffix(got, endOpen+"\n") {
-			t.Skip("a server did not finish within the bounds")
+		open := func(s string) bool { return strings.HasSuffix(s, endOpen+"\n") }
+		var want, got string
+		for try := 0; ; try++ {
+			var err error
+			want, got, err = exchangeBoth(p, []string{in}, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !open(want) && !open(got) {
+				break
+			}
+			// A server that keeps a half-closed connection open while the
+			// other closes it may be hung, or only slow: try again once.
+			if open(want) && open(got) || try == 1 && !open(got) {
+				t.Skip("a server did not finish within the bounds")
+			}
+			if try == 1 {
+				break
+			}
 		}
 		if want != got {
 			t.Errorf("answers to %q differ; %s\nnet/http:\n%sh1serve:\n%s", in, firstDiff(want, got), readable(want), readable(got))
