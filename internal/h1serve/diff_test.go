@@ -86,6 +86,8 @@ func diffCases() []diffCase {
 		{name: "handler Content-Length and Transfer-Encoding", send: one(get("/cl-te")), fast: 1},
 		{name: "handler Connection keep-alive", send: one(get("/keep-alive") + get("/cl")), fast: 2},
 		{name: "handler Connection with close among others", send: one(get("/hop") + get("/cl")), fast: 2},
+		{name: "handler keep-alive, client close", send: one(get("/keep-alive", "Connection: close") + get("/cl")), fast: 1},
+		{name: "HEAD with Connection close", send: one(req("HEAD", "/small", "Connection: close") + get("/cl")), fast: 1},
 		{name: "handler Date", send: one(get("/date")), fast: 1},
 		{name: "handler suppresses Date", send: one(get("/no-date")), fast: 1},
 		{name: "empty answer", send: one(get("/empty") + req("HEAD", "/empty")), fast: 2},
