@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -41,6 +42,7 @@ type conn struct {
 	state    atomic.Int32
 	deadline time.Time // the read deadline last set
 	head     []byte    // a copy of the request head being served
+	lastPOST bool      // the last request served was a POST
 	w        response
 
 	// The watch for a client that goes away, started by timer.
@@ -108,14 +110,25 @@ func (c *conn) serve() {
 		c.setDeadline(c.accepted.Add(d))
 	}
 	for first := true; ; first = false {
+		// As net/http, wait for the first byte of a connection's first
+		// request, but for four of any next one: a connection that ends
+		// with fewer is closed without an answer.
+		wait := 1
 		if !first {
 			c.idleDeadline()
+			wait = 4
 		}
-		if _, err := c.br.Peek(1); err != nil {
+		if _, err := c.br.Peek(wait); err != nil {
 			return
 		}
 		if !c.state.CompareAndSwap(stateIdle, stateActive) && !c.state.CompareAndSwap(stateNew, stateActive) {
 			return // closed by Shutdown
+		}
+		if c.lastPOST {
+			// As net/http, for old clients that end a POST body with
+			// an extra CRLF.
+			peek, _ := c.br.Peek(4)
+			c.br.Discard(numLeadingCRorLF(peek))
 		}
 		head, ok := c.readHead(first)
 		if !ok {
@@ -141,17 +154,18 @@ func (c *conn) serve() {
 	}
 }
 
-// rstAvoidanceDelay is how long lingerClose waits, as net/http's server.
+// rstAvoidanceDelay is how long a connection is left half-closed before it
+// is closed, when the client may still be sending a request body (net/http
+// waits as long).
 const rstAvoidanceDelay = 500 * time.Millisecond
 
-// lingerClose is net/http's closeWriteAndWait, for a connection closed with
-// a request body left unread, which the client may still be sending: closing
-// it at once would send a reset, and the client's TCP stack could drop the
-// answer before the client reads it. So the server half-closes it and waits
-// a moment before the close.
-func (c *conn) lingerClose() {
-	if cw, ok := c.c.(interface{ CloseWrite() error }); ok {
-		cw.CloseWrite()
+// closeWriteAndWait half-closes the connection and waits rstAvoidanceDelay,
+// as net/http does after an answer that leaves a request body unread:
+// closing a connection with unread data in it sends a reset, and a client
+// that gets it may lose the answer it has not read yet.
+func (c *conn) closeWriteAndWait() {
+	if tc, ok := c.c.(*net.TCPConn); ok {
+		tc.CloseWrite()
 	}
 	time.Sleep(rstAvoidanceDelay)
 }
@@ -182,8 +196,9 @@ func (c *conn) setDeadline(t time.Time) {
 
 // readHead waits until the buffer holds a whole request head and returns it
 // (still in the buffer, unread), or nil when the request is for net/http: a
-// head the fast path does not serve, or one too large for the buffer. ok is
-// false when the connection failed or timed out.
+// head the fast path does not serve, one too large for the buffer, or one
+// the client cut short (net/http answers it). ok is false when the
+// connection failed or timed out.
 func (c *conn) readHead(first bool) (head []byte, ok bool) {
 	limit := min(c.s.maxHeaderBytes(), bufSize)
 	deadlineSet := first
@@ -195,7 +210,9 @@ func (c *conn) readHead(first bool) (head []byte, ok bool) {
 			}
 			return b[:n], true
 		}
-		if len(b) >= limit {
+		if len(b) >= limit || hasBareLF(b) {
+			// A head with a bare LF, which net/http reads, may never end
+			// in CRLFCRLF: it is not plain.
 			return nil, true
 		}
 		if !deadlineSet && c.s.ReadHeaderTimeout > 0 {
@@ -204,6 +221,11 @@ func (c *conn) readHead(first bool) (head []byte, ok bool) {
 		}
 		if _, err := c.br.Peek(len(b) + 1); err != nil {
 			if errors.Is(err, bufio.ErrBufferFull) {
+				return nil, true
+			}
+			if err == io.EOF && len(b) > 0 {
+				// The client ended the connection within a head:
+				// net/http answers 400 Bad Request.
 				return nil, true
 			}
 			return nil, false
@@ -255,9 +277,10 @@ func (c *conn) serveOne(head []byte) outcome {
 		c.head = c.head[:read]
 		return handOff
 	}
+	c.lastPOST = req.Method == http.MethodPost
 	var body *requestBody
 	if req.ContentLength > 0 {
-		body = &requestBody{rc: req.Body}
+		body = &requestBody{rc: req.Body, closing: req.Close}
 		body.left.Store(req.ContentLength)
 		req.Body = body
 		// net/http reads bodies without a deadline (no ReadTimeout).
@@ -288,10 +311,12 @@ func (c *conn) serveOne(head []byte) outcome {
 	c.stopWatch()
 	cancel()
 	if body != nil {
+		if w.lingerClose {
+			// The client may still be sending the body.
+			c.closeWriteAndWait()
+			w.closeAfter = true
+		}
 		if w.closeAfter {
-			if w.bodyTooBig || body.closedEarly.Load() {
-				c.lingerClose()
-			}
 			c.c.Close() // ends a read of the body still running
 		}
 		body.end()

@@ -21,15 +21,21 @@ const maxPostHandlerRead = 256 << 10
 // handler sets one, or when the whole answer fits in the first buffer and
 // the handler returned; chunked otherwise; nothing for HEAD, 1xx, 204 and 304.
 //
-// The header is read when it is sent: at the first write past the buffer, a
-// flush, or the end of the handler (or at WriteHeader when the answer
-// declares trailers). Changes to it after WriteHeader and before then are
-// sent too, where net/http would ignore them; ReverseProxy makes none.
+// The header is read when it is sent: at the first write past the buffer (at
+// the first write when the handler set both Content-Length and
+// Content-Type), a flush, or the end of the handler. Changes to it after
+// WriteHeader and before then are sent too, where net/http, which sends a
+// copy taken at WriteHeader, would ignore them; ReverseProxy makes none. (An
+// answer that declares trailers is sent from such a copy, as their values
+// are set after WriteHeader.)
 type response struct {
 	c      *conn
 	req    *http.Request
 	body   *requestBody // nil without a body
 	header http.Header
+	// headHeader, when not nil, is the header to send in the head (a copy
+	// of header taken at WriteHeader); header then holds the trailers.
+	headHeader http.Header
 
 	status      int
 	wroteHeader bool // the status is fixed
@@ -39,7 +45,7 @@ type response struct {
 	length      int64 // the answer's Content-Length, -1 if unknown
 	written     int64 // body bytes taken from the handler
 	closeAfter  bool  // close the connection after this answer
-	bodyTooBig  bool  // closeAfter because the request body's rest was left unread
+	lingerClose bool  // half-close the connection, wait, then close it: the request body is unread
 	buf         []byte
 	trailers    []string // declared trailer names, canonical
 	handlerDone bool
@@ -49,9 +55,10 @@ type response struct {
 	lenBuf    [20]byte
 }
 
-// bufferBeforeChunking is how much of an answer of unknown length is held to
-// give it a Content-Length (as net/http's 2048-byte buffer, rounded up).
-const bufferBeforeChunking = 4096
+// bufferBeforeChunking is the size of the buffer a body is written through,
+// as in net/http: an answer of unknown length that fits in it when the
+// handler returns gets a Content-Length.
+const bufferBeforeChunking = 2048
 
 func (w *response) reset(req *http.Request, body *requestBody) {
 	clear(w.header)
@@ -91,23 +98,38 @@ func (w *response) WriteHeader(code int) {
 	w.wroteHeader = true
 	w.status = code
 	if cl := w.header.Get("Content-Length"); cl != "" {
-		v, err := strconv.ParseInt(cl, 10, 64)
-		if err == nil && v >= 0 {
+		// An invalid value is left in the header: net/http drops it
+		// from the handler's header but sends the copy it took before,
+		// so the answer is not given a Content-Length of its own (it is
+		// chunked, or, for HEAD, sent with the invalid value).
+		if v, err := strconv.ParseInt(cl, 10, 64); err == nil && v >= 0 {
 			w.length = v
-		} else {
-			w.header.Del("Content-Length")
+		} else if w.c.s.ErrorLog != nil {
+			w.c.s.ErrorLog.Printf("http: invalid Content-Length of %q", cl)
 		}
 	}
 	w.noBody = w.req.Method == http.MethodHead || !bodyAllowed(code)
 	if len(w.header["Trailer"]) > 0 {
-		// Trailer values are set in the header after the body; the head
-		// must go out before they are.
-		w.sendHead(nil)
+		// Trailer values are set in the header after the body: the head
+		// is sent from a copy of the header as it is now, as net/http
+		// sends every head.
+		w.headHeader = w.header.Clone()
 	}
 }
 
 // Write implements http.ResponseWriter.
-func (w *response) Write(p []byte) (int, error) {
+func (w *response) Write(p []byte) (int, error) { return w.write(p, false) }
+
+// WriteString implements io.StringWriter.
+func (w *response) WriteString(s string) (int, error) {
+	// Small strings (error pages) only: the conversion copies.
+	return w.write([]byte(s), true)
+}
+
+// write is Write, and WriteString when isString is set: net/http copies a
+// large string through its buffer where it sends large bytes at once, and
+// the chunks end where that makes them end.
+func (w *response) write(p []byte, isString bool) (int, error) {
 	if w.handlerDone {
 		return 0, http.ErrHijacked
 	}
@@ -124,23 +146,72 @@ func (w *response) Write(p []byte) (int, error) {
 	if w.length != -1 && w.written > w.length {
 		return 0, http.ErrContentLength
 	}
-	if w.req.Method == http.MethodHead {
-		return len(p), nil
-	}
-	if !w.headerSent {
-		if w.length == -1 && len(w.buf)+len(p) <= bufferBeforeChunking {
-			w.buf = append(w.buf, p...)
-			return len(p), nil
+	n := len(p)
+	isHEAD := w.req.Method == http.MethodHead
+	if w.headerSent && !w.chunked || !w.headerSent && w.length != -1 && !w.sniffPending() {
+		// The bytes sent do not depend on how they are buffered.
+		if !w.headerSent {
+			w.sendHead(p)
 		}
-		w.sendHead(p)
+		if isHEAD {
+			return n, nil
+		}
+		return w.writeBody(p)
 	}
-	return w.writeBody(p)
+	// net/http writes a body through a buffer of bufferBeforeChunking
+	// bytes, which sets the body sniffed for a Content-Type, whether the
+	// answer gets a Content-Length, and where the chunks end; do as it
+	// does. The body of an answer to HEAD is held and sniffed as any
+	// other, and then dropped.
+	for len(p) > bufferBeforeChunking-len(w.buf) {
+		if len(w.buf) == 0 && !isString {
+			if !w.headerSent {
+				w.sendHead(p)
+			}
+			if isHEAD {
+				return n, nil
+			}
+			m, err := w.writeBody(p)
+			return n - len(p) + m, err
+		}
+		k := bufferBeforeChunking - len(w.buf)
+		w.buf = append(w.buf, p[:k]...)
+		p = p[k:]
+		w.sendBuf()
+	}
+	w.buf = append(w.buf, p...)
+	return n, nil
 }
 
-// WriteString implements io.StringWriter.
-func (w *response) WriteString(s string) (int, error) {
-	// Small strings (error pages) only: the conversion copies.
-	return w.Write([]byte(s))
+// sniffPending reports whether the answer's Content-Type is to be sniffed
+// from its body.
+func (w *response) sniffPending() bool {
+	h := w.headerToSend()
+	_, ok := h["Content-Type"]
+	return !ok && h.Get("Content-Encoding") == "" && h.Get("Transfer-Encoding") == ""
+}
+
+// headerToSend is the header the head is to be sent with.
+func (w *response) headerToSend() http.Header {
+	if w.headHeader != nil {
+		return w.headHeader
+	}
+	return w.header
+}
+
+// sendBuf sends the body held in the buffer: with the head when it is not
+// sent yet, as one chunk when the answer is chunked.
+func (w *response) sendBuf() {
+	if !w.headerSent {
+		w.sendHead(nil)
+		return
+	}
+	if len(w.buf) > 0 {
+		if w.req.Method != http.MethodHead {
+			w.writeBody(w.buf)
+		}
+		w.buf = w.buf[:0]
+	}
 }
 
 // writeBody writes p after the head, as a chunk when chunked.
@@ -166,9 +237,7 @@ func (w *response) FlushError() error {
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}
-	if !w.headerSent {
-		w.sendHead(nil)
-	}
+	w.sendBuf()
 	return w.c.bw.Flush()
 }
 
@@ -181,7 +250,7 @@ func (w *response) Flush() { _ = w.FlushError() }
 // (chunkWriter.writeHeader), and so is the order of the headers it adds.
 func (w *response) sendHead(p []byte) {
 	w.headerSent = true
-	h := w.header
+	h := w.headerToSend()
 	first := p
 	if len(w.buf) > 0 {
 		first = w.buf
@@ -266,7 +335,9 @@ func (w *response) sendHead(p []byte) {
 	bw.WriteString("\r\n")
 	if len(w.buf) > 0 {
 		buf := w.buf
-		w.writeBody(buf)
+		if !isHEAD {
+			w.writeBody(buf)
+		}
 		w.buf = buf[:0]
 	}
 }
@@ -309,13 +380,25 @@ func (w *response) checkRequestBody() (tooBig bool) {
 	}
 	left := b.left.Load()
 	switch {
-	case left == 0:
+	case b.closed.Load():
+		// Closed by the handler: what it did not read is not read now.
+		if left > 0 && !b.eof.Load() {
+			w.closeAfter = true
+		}
+		// net/http closes the connection after a body closed early even
+		// when the body was read through (exactly maxPostHandlerRead
+		// bytes were left), without saying so.
+		w.lingerClose = b.early.Load()
+	case left == 0, b.eof.Load():
+		// Nothing more can be read; as net/http, the answer does not
+		// say that the connection closes (it does, when the next
+		// request is read).
 	case left >= maxPostHandlerRead:
 		w.closeAfter = true
-		w.bodyTooBig = true
+		w.lingerClose = true
 		return true
 	default:
-		if err := b.drain(); err != nil {
+		if _, err := io.CopyN(io.Discard, b, left); err != nil {
 			w.closeAfter = true
 		}
 	}
@@ -325,15 +408,12 @@ func (w *response) checkRequestBody() (tooBig bool) {
 // finish completes the answer after the handler returned: head, buffered
 // body, last chunk and trailers, then flushes it to the client.
 func (w *response) finish() {
-	w.handlerDone = true
 	if !w.wroteHeader {
-		w.wroteHeader = true
-		w.status = http.StatusOK
-		w.noBody = w.req.Method == http.MethodHead
+		// As a write would: the handler's Content-Length counts.
+		w.WriteHeader(http.StatusOK)
 	}
-	if !w.headerSent {
-		w.sendHead(nil)
-	}
+	w.handlerDone = true
+	w.sendBuf()
 	bw := w.c.bw
 	if w.chunked {
 		bw.WriteString("0\r\n")
@@ -419,62 +499,70 @@ func headerHasToken(h http.Header, key, token string) bool {
 
 // requestBody is a request's body on the fast path: it counts what is left
 // to read, so that the server knows whether the next request can follow.
-//
-// Close only ends the handler's reading. http.ReadRequest's own body would
-// read everything that is left on Close, however large (net/http's server
-// bounds that with a setting only it can make): what is left is the
-// server's business instead, read and dropped when small, or the
-// connection is closed.
 type requestBody struct {
-	rc          io.ReadCloser
-	left        atomic.Int64
-	closed      atomic.Bool
-	closedEarly atomic.Bool // closed with a rest too large to drain
+	rc      io.ReadCloser
+	closing bool // the request asked to close the connection
+	left    atomic.Int64
+	eof     atomic.Bool // the connection ended before the body did
+	closed  atomic.Bool // Close was called
+	early   atomic.Bool // Close left more than maxPostHandlerRead unread
 }
 
 func (b *requestBody) Read(p []byte) (int, error) {
 	if b.closed.Load() {
 		return 0, http.ErrBodyReadAfterClose
 	}
+	return b.read(p)
+}
+
+func (b *requestBody) read(p []byte) (int, error) {
 	n, err := b.rc.Read(p)
 	b.left.Add(-int64(n))
+	if err == io.ErrUnexpectedEOF {
+		b.eof.Store(true)
+	}
 	return n, err
 }
 
-// Close does what net/http's server does with a body closed early: a rest
-// the server would drain anyway is read now; a larger one is left unread,
-// and the connection closes after the answer (see checkRequestBody). The
-// body read by http.ReadRequest would read all of it, however large, and
-// wait for the client to send it.
+// Close closes the body as net/http's server closes a request's: the rest
+// is read and dropped, unless the connection is to close or the rest is
+// more than maxPostHandlerRead bytes (then the connection will close).
+// (http.ReadRequest's body would read all of it.)
 func (b *requestBody) Close() error {
-	if b.closed.Load() {
+	if b.closed.Swap(true) {
 		return nil
 	}
-	if left := b.left.Load(); left >= maxPostHandlerRead {
-		b.closedEarly.Store(true)
-	} else if left > 0 {
-		b.drain()
+	left := b.left.Load()
+	switch {
+	case left == 0, b.eof.Load(), b.closing:
+	case left > maxPostHandlerRead:
+		b.early.Store(true)
+	default:
+		n, err := io.CopyN(io.Discard, readerFunc(b.read), maxPostHandlerRead)
+		if n == maxPostHandlerRead {
+			b.early.Store(true)
+		}
+		if err != io.EOF {
+			return err
+		}
 	}
-	b.closed.Store(true)
 	return nil
-}
-
-// drain reads and drops what is left of the body.
-func (b *requestBody) drain() error {
-	n, err := io.CopyN(io.Discard, b.rc, b.left.Load())
-	b.left.Add(-n)
-	return err
 }
 
 // end makes sure no read of the body is still running (a transport may read
 // it from a goroutine of its own that outlives the handler) before the
 // connection's buffer serves the next request: the underlying body's Close
 // waits for a read in flight, and fails every later one. It must only be
-// called with the body read to its end, or with the connection closed.
+// called with the body read to its end, or with the connection closed (the
+// underlying Close reads what is left).
 func (b *requestBody) end() {
 	b.closed.Store(true)
 	b.rc.Close()
 }
+
+type readerFunc func([]byte) (int, error)
+
+func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
 
 var _ interface {
 	http.ResponseWriter

@@ -24,6 +24,29 @@ func headEnd(b []byte) int {
 
 var crlfcrlf = []byte("\r\n\r\n")
 
+// numLeadingCRorLF counts the CR and LF bytes at the start of v.
+func numLeadingCRorLF(v []byte) int {
+	n := 0
+	for n < len(v) && (v[n] == '\r' || v[n] == '\n') {
+		n++
+	}
+	return n
+}
+
+// hasBareLF reports whether b holds an LF not preceded by a CR.
+func hasBareLF(b []byte) bool {
+	for i := 0; ; {
+		j := bytes.IndexByte(b[i:], '\n')
+		if j < 0 {
+			return false
+		}
+		if i+j == 0 || b[i+j-1] != '\r' {
+			return true
+		}
+		i += j + 1
+	}
+}
+
 // plainHead reports whether head, a whole request head ending in a blank
 // line, is one the fast path serves.
 func plainHead(head []byte) bool {

@@ -14,6 +14,18 @@
 // malformed head or an oversized one is served, or refused, by net/http
 // exactly as before.
 //
+// On the fast path an answer is framed and sent byte for byte as net/http's
+// server sends it (diff_test.go checks this against a net/http server),
+// with these differences, none of which touches what ReverseProxy does:
+//   - changes a handler makes to the header after WriteHeader are sent if
+//     the head has not been sent yet (net/http sends a copy of the header
+//     taken at WriteHeader; see response);
+//   - http.ResponseController's Hijack, SetReadDeadline, SetWriteDeadline
+//     and EnableFullDuplex fail with http.ErrNotSupported, and the
+//     ResponseWriter is not an http.CloseNotifier (ReverseProxy hijacks
+//     only to switch protocols, for an Upgrade request, which net/http
+//     serves).
+//
 // On the fast path a client that goes away is noticed only once its request
 // has run for watchGrace: from then on a goroutine peeks at the connection
 // and cancels the request's context when the client closes it.
