@@ -4,8 +4,9 @@
 //
 // net/http's server spends, per request, a goroutine and a read to notice a
 // client that goes away, several moves of the read deadline, and the
-// machinery of its general-purpose response writer; on a proxy answering
-// small requests on loopback that is about a quarter of its CPU time. This
+// machinery of its general-purpose response writer: in bench/proxy.sh,
+// strangler-proxy spends about a sixth less CPU time per request on this
+// server than on net/http's alone. This
 // server reads each request with http.ReadRequest (net/http's own parser)
 // but only when the request's head passes a strict check (see plainHead);
 // the first request that does not, and the connection it came on, go to a
