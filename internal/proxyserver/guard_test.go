@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -288,5 +289,185 @@ func TestFlagsReloadConfiguresGuards(t *testing.T) {
 		if got := v.State != nil && v.State.Guard != nil; got != st.want {
 			t.Errorf("%s: got guard state %t (%+v), want %t", st.name, got, v.State, st.want)
 		}
+	}
+}
+
+// delayedServer answers every request as user-service after waiting delay,
+// before its response headers.
+func delayedServer(tb testing.TB, delay time.Duration) *httptest.Server {
+	tb.Helper()
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(delay)
+		w.Header().Set("X-Served-By", "user-service")
+		io.WriteString(w, "user-service")
+	}))
+	tb.Cleanup(s.Close)
+	return s
+}
+
+// p99Flags is a flag at 100 % whose guard judges only latency: a window of
+// 1s (ten slots of 100ms), at least 5 outcomes, and a p99 of at most 250ms.
+// The limit is far above the fast service's 5ms: on a busy machine, under
+// the race detector, a whole test process was seen to stall for 45 to 60ms,
+// and with fewer than 100 outcomes in a window a single answer above the
+// limit trips the guard.
+const p99Flags = `flags:
+  users-migration:
+    percentage: 100
+    guard: {window: 1s, min_requests: 5, max_p99: 250ms}
+`
+
+// p99Requests and p99Clients are the traffic of the p99 tests: requests
+// sent by a few concurrent clients, each as its own user.
+const (
+	p99Requests = 40
+	p99Clients  = 4
+)
+
+// sendBatch sends p99Requests GETs of /api/users through the proxy, as
+// users batch-0 to batch-39 from p99Clients clients at once, and returns how
+// many each backend (X-Served-By) answered. The clients share a transport
+// of their own whose connections are closed at the end: a connection it
+// dialled but never sent a request on would otherwise hold the proxy's
+// shutdown for 5s (the grace the listener gives a new connection, as
+// net/http does).
+func sendBatch(tb testing.TB, proxyURL string) map[string]int {
+	tb.Helper()
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr}
+	var mu sync.Mutex
+	served := make(map[string]int)
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range p99Clients {
+		wg.Go(func() {
+			for i := range next {
+				req, err := http.NewRequest(http.MethodGet, proxyURL+"/api/users", nil)
+				if err != nil {
+					tb.Error(err)
+					continue
+				}
+				req.Header.Set("X-User-ID", fmt.Sprintf("batch-%d", i))
+				resp, err := client.Do(req)
+				if err != nil {
+					tb.Error(err)
+					continue
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					tb.Errorf("batch-%d: got status %d, want 200", i, resp.StatusCode)
+				}
+				mu.Lock()
+				served[resp.Header.Get("X-Served-By")]++
+				mu.Unlock()
+			}
+		})
+	}
+	for i := range p99Requests {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return served
+}
+
+// waitGuardEvaluating waits until the flag's guard has evaluated a window:
+// from then on every outcome is recorded in the slot of its time. An outcome
+// recorded before the guard loop's first tick goes to the monitor's first
+// slot, which the loop may then treat as an older or a later one.
+func waitGuardEvaluating(tb testing.TB, adminURL string) {
+	tb.Helper()
+	waitFlag(tb, adminURL, "users-migration", nil, func(v toggles.FlagView) bool {
+		return v.State != nil && v.State.Guard != nil && v.State.Guard.LastWindow != nil
+	})
+}
+
+// flagsFileFlag parses the flags file in dir with the toggles package and
+// returns the flag users-migration as written there.
+func flagsFileFlag(tb testing.TB, dir string) toggles.Flag {
+	tb.Helper()
+	data, err := os.ReadFile(filepath.Join(dir, "flags.yaml"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	file, err := toggles.Parse(data)
+	if err != nil {
+		tb.Fatalf("flags file: %v in %q", err, data)
+	}
+	fl, ok := file.Flags["users-migration"]
+	if !ok {
+		tb.Fatalf("flags file: got no users-migration in %q", data)
+	}
+	return fl
+}
+
+// TestGuardTripsOnSlowService pins the max_p99 guard through the whole
+// proxy: a service that answers 200, but every answer after 300ms, is slower
+// than its flag's max_p99 of 250ms. Once a window holds min_requests of its
+// outcomes (all of them slow, so the p99 is above the limit whatever the
+// count) the guard trips: the flag goes to 0 %, in force and in the flags
+// file, the trip is counted, and the next requests go to the monolith.
+func TestGuardTripsOnSlowService(t *testing.T) {
+	svc := delayedServer(t, 300*time.Millisecond)
+	proxyURL, adminURL, dir := startGuarded(t, svc.URL, p99Flags)
+	waitGuardEvaluating(t, adminURL)
+
+	served := sendBatch(t, proxyURL)
+	// The service had the first requests: at least min_requests of them
+	// reached it before any window could trip.
+	if served["user-service"] < 5 {
+		t.Errorf("batch: got %v, want at least 5 answers of the service before the trip", served)
+	}
+	v := waitFlag(t, adminURL, "users-migration", nil, func(v toggles.FlagView) bool {
+		return v.Percentage == 0 && v.State != nil && v.State.Guard != nil && v.State.Guard.Tripped
+	})
+	if g := v.State.Guard; !strings.Contains(g.Reason, "p99") || !strings.Contains(g.Reason, "> 250ms") {
+		t.Errorf("guard reason: got %q, want the p99 above 250ms named", g.Reason)
+	}
+	if fl := flagsFileFlag(t, dir); fl.Percentage != 0 || fl.Guard == nil || fl.Guard.MaxP99 != 250*time.Millisecond {
+		t.Errorf("flags file after the trip: got %+v, want percentage 0 with the guard as written", fl)
+	}
+	_, metrics := adminDo(t, http.MethodGet, adminURL+"/metrics", "", "")
+	if want := `strangler_guard_trips_total{flag="users-migration"} 1` + "\n"; !strings.Contains(metrics, want) {
+		t.Errorf("/metrics: got no %q, want one trip counted", strings.TrimSpace(want))
+	}
+	for i := range 50 {
+		if got := servedBy(t, proxyURL+"/api/users", fmt.Sprintf("after-%d", i), nil); got != "monolith" {
+			t.Fatalf("after the trip, after-%d: got %s, want monolith", i, got)
+		}
+	}
+}
+
+// TestGuardHoldsOnFastService is TestGuardTripsOnSlowService's
+// counterpart: the same traffic to a service that answers after 5ms keeps
+// the flag at 100 %. It waits for a window that holds every request of the
+// batch (more than min_requests) to be evaluated, so the guard has judged
+// the whole batch when the test looks.
+func TestGuardHoldsOnFastService(t *testing.T) {
+	svc := delayedServer(t, 5*time.Millisecond)
+	proxyURL, adminURL, dir := startGuarded(t, svc.URL, p99Flags)
+	waitGuardEvaluating(t, adminURL)
+
+	if served := sendBatch(t, proxyURL); served["user-service"] != p99Requests {
+		t.Errorf("batch: got %v, want all %d answered by the service", served, p99Requests)
+	}
+	v := waitFlag(t, adminURL, "users-migration", nil, func(v toggles.FlagView) bool {
+		g := v.State.Guard // not nil: see waitGuardEvaluating
+		return g.Tripped || g.LastWindow != nil && g.LastWindow.Requests == p99Requests
+	})
+	if g := v.State.Guard; g.Tripped || v.Percentage != 100 {
+		t.Fatalf("after the batch: got percentage %v, guard %s, want 100 and holding", v.Percentage, v.State.GuardSummary)
+	}
+	if fl := flagsFileFlag(t, dir); fl.Percentage != 100 {
+		t.Errorf("flags file after the batch: got percentage %v, want 100", fl.Percentage)
+	}
+	_, metrics := adminDo(t, http.MethodGet, adminURL+"/metrics", "", "")
+	if want := `strangler_guard_trips_total{flag="users-migration"} 0` + "\n"; !strings.Contains(metrics, want) {
+		t.Errorf("/metrics: got no %q, want no trip counted", strings.TrimSpace(want))
+	}
+	if got := servedBy(t, proxyURL+"/api/users", "after-0", nil); got != "user-service" {
+		t.Errorf("after the batch: got %s, want user-service", got)
 	}
 }
