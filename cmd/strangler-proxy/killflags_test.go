@@ -245,8 +245,8 @@ func TestFlagsFileSurvivesKill9(t *testing.T) {
 	}
 	// The store names its temporary files ".flags.yaml.*.tmp"; a kill
 	// between their creation and the rename leaves them. Nothing reads
-	// them, and they are not removed at start: with replicas sharing the
-	// file, one of them may be another replica's write in progress.
+	// them; a later write removes those older than a minute (a younger one
+	// may be another replica's write in progress), so here they stay.
 	leftovers, err := filepath.Glob(filepath.Join(dir, ".flags.yaml.*.tmp"))
 	if err != nil {
 		t.Fatal(err)

@@ -9,13 +9,13 @@ import (
 	"log/slog"
 	"math"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/strangler-fig/strangler/internal/atomicfile"
 	"github.com/strangler-fig/strangler/internal/loop"
 	"github.com/strangler-fig/strangler/internal/problem"
 )
@@ -417,27 +417,11 @@ func lockFile(ctx context.Context, path string) (func(), error) {
 	}
 }
 
-// writeAtomic replaces path with data: a temporary file beside it, fsync,
-// rename.
+// writeAtomic replaces path with data, so that a crash leaves the old
+// state or the new one (see atomicfile).
 func writeAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("write ramp state: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write ramp state: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write ramp state: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write ramp state: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("write ramp state: %w", err)
+	if err := atomicfile.Write(path, data, 0o644); err != nil {
+		return fmt.Errorf("write ramp state %s: %w", path, err)
 	}
 	return nil
 }
