@@ -25,6 +25,10 @@
 # proxy's own HTTP/1.1 server loop saves.
 # Every target gets the same X-User-ID header.
 #
+# Under the table, "round by round" is the median of strangler/nginx
+# throughput ratios (and p99 differences) taken within each round, from runs
+# seconds apart: steadier than the ratio of medians when outside load swings.
+#
 # "cpu us/req" is the CPU time (user + system, all of the target's processes)
 # per request answered: less sensitive than req/s to other load on the
 # machine, which takes cores away but does not add to a process's own CPU
@@ -246,7 +250,7 @@ for round in $(seq "$ROUNDS"); do
 			p50=$(to_ms "$(awk '$1 == "50%" {print $2}' <<<"$out")")
 			p99=$(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")")
 			errs=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out" | tr '\n' ' ')
-			echo "$t $c $rps $p50 $p99 $cpu" >>"$results"
+			echo "$t $c $rps $p50 $p99 $cpu $round" >>"$results"
 			printf 'round %d  c=%-4s %-14s %10.0f req/s  p50 %7.3f ms  p99 %7.3f ms  cpu %6.1f us/req %s\n' "$round" "$c" "$t" "$rps" "$p50" "$p99" "$cpu" "$errs" >&2
 		done
 	done
@@ -271,6 +275,18 @@ for c in $CONNS; do
 		awk -v c="$c" -v t="$t" -v r="${mr[$t]}" -v a="${m50[$t]}" -v b="${m99[$t]}" -v nr="${mr[nginx]:-0}" -v nb="${m99[nginx]:-0}" -v u="${mcpu[$t]}" \
 			'BEGIN {if (nr == 0) {printf "%-5s %-14s %12.0f %9.3f %9.3f %10s %10s %11.1f\n", c, t, r, a, b, "-", "-", u; exit} printf "%-5s %-14s %12.0f %9.3f %9.3f %9.2fx %+9.3f %11.1f\n", c, t, r, a, b, r/nr, b-nb, u}'
 	done
+	if [[ -n ${mr[strangler]:-} && -n ${mr[nginx]:-} ]]; then
+		# The same ratios round by round, each from two measurements taken
+		# seconds apart: steadier than the ratio of medians when the load
+		# from outside changes between rounds.
+		per_round=$(awk -v c="$c" '$2 == c && ($1 == "strangler" || $1 == "nginx") {rps[$1, $7] = $3; p99[$1, $7] = $5; r[$7] = 1}
+			END {for (k in r) if ((("strangler", k) in rps) && (("nginx", k) in rps))
+				printf "%.4f %.3f\n", rps["strangler", k] / rps["nginx", k], p99["strangler", k] - p99["nginx", k]}' "$results")
+		n=$(wc -l <<<"$per_round")
+		q=$(cut -d' ' -f1 <<<"$per_round" | sort -g | sed -n "$(((n + 1) / 2))p")
+		d=$(cut -d' ' -f2 <<<"$per_round" | sort -g | sed -n "$(((n + 1) / 2))p")
+		awk -v c="$c" -v q="$q" -v d="$d" -v n="$n" 'BEGIN {printf "%-5s strangler/nginx round by round: median %.2fx, p99 median %+.3f ms (%d rounds)\n", c, q, d, n}'
+	fi
 	if [[ -n ${mr[strangler]:-} && -n ${mr[caddy]:-} ]]; then
 		awk -v c="$c" -v s="${mr[strangler]}" -v k="${mr[caddy]}" 'BEGIN {printf "%-5s strangler/caddy throughput: %.2fx\n", c, s/k}'
 	fi
