@@ -242,8 +242,12 @@ func isReplayable(req *http.Request) bool {
 // for open without a peek, for a request that may be retried on a new
 // connection. A conforming upstream sends nothing unasked, and one that
 // closed the connection this soon fails the request before any answer,
-// which RoundTrip then retries.
-const freshFor = time.Millisecond
+// which RoundTrip then retries. Upstreams close idle connections after
+// seconds, not milliseconds. Under load most connections come back to the
+// pool within this time, but on a busy machine often not within 1 ms (about
+// one request in three at 64 connections here), and each peek is a system
+// call.
+const freshFor = 10 * time.Millisecond
 
 // getConn returns a live pooled connection, or dials a new one.
 func (t *h1Transport) getConn(ctx context.Context, replayable bool) (*h1Conn, error) {
