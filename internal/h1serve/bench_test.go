@@ -97,3 +97,37 @@ func readAnswer(br *bufio.Reader, want int) error {
 }
 
 var errBadAnswer = &net.OpError{Op: "read", Err: net.UnknownNetworkError("answer without the expected Content-Length")}
+
+// BenchmarkParse compares parsePlain with http.ReadRequest on
+// BenchmarkServe's request head, each followed by the WithContext copy the
+// server makes.
+func BenchmarkParse(b *testing.B) {
+	head := []byte("GET /api/users/12345 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: bench\r\nX-User-ID: u-12345\r\n\r\n")
+	ctx := b.Context()
+	b.Run("ReadRequest", func(b *testing.B) {
+		src := bytes.NewReader(head)
+		br := bufio.NewReader(src)
+		for b.Loop() {
+			src.Reset(head)
+			br.Reset(src)
+			r, err := http.ReadRequest(br)
+			if err != nil {
+				b.Fatal(err)
+			}
+			parseSink = r.WithContext(ctx)
+		}
+	})
+	b.Run("parsePlain", func(b *testing.B) {
+		c := &conn{}
+		for b.Loop() {
+			var r http.Request
+			if !c.parsePlain(head, &r) {
+				b.Fatal("parsePlain did not take the head")
+			}
+			parseSink = r.WithContext(ctx)
+		}
+	})
+}
+
+// parseSink keeps BenchmarkParse's requests from being optimized away.
+var parseSink *http.Request

@@ -41,7 +41,7 @@ type conn struct {
 	accepted time.Time
 	state    atomic.Int32
 	deadline time.Time // the read deadline last set
-	head     []byte    // a copy of the request head being served
+	head     []byte    // a copy of the request head being served (see parsePlain and readRequest)
 	lastPOST bool      // the last request served was a POST
 	w        response
 
@@ -263,33 +263,40 @@ const (
 
 // serveOne reads the request whose head is head and answers it.
 func (c *conn) serveOne(head []byte) outcome {
-	c.head = append(c.head[:0], head...)
-	buffered := c.br.Buffered()
-	req, err := http.ReadRequest(c.br)
-	if err != nil || req.ProtoMajor != 1 || req.ProtoMinor != 1 {
-		// Give back the part of the head that was read. The buffer held
-		// all of it, so reading it never refilled the buffer; if it had,
-		// the bytes read could not be told apart.
-		read := buffered - c.br.Buffered()
-		if read < 0 || read > len(c.head) {
-			return closeConn
-		}
-		c.head = c.head[:read]
-		return handOff
-	}
-	c.lastPOST = req.Method == http.MethodPost
+	// parsed stays on the stack: the request the handler gets is the copy
+	// WithContext makes.
+	var parsed http.Request
 	var body *requestBody
-	if req.ContentLength > 0 {
-		body = &requestBody{rc: req.Body, closing: req.Close}
-		body.left.Store(req.ContentLength)
-		req.Body = body
+	base := &parsed
+	if c.parsePlain(head, base) {
+		c.br.Discard(len(head))
+		if base.ContentLength > 0 {
+			body = &requestBody{closing: base.Close}
+			body.own = lengthBody{r: io.LimitedReader{R: c.br, N: base.ContentLength}, closing: base.Close}
+			body.rc = &body.own
+		}
+	} else {
+		var out outcome
+		if base, out = c.readRequest(head); base == nil {
+			return out
+		}
+		if base.ContentLength > 0 {
+			body = &requestBody{rc: base.Body, closing: base.Close}
+		}
+	}
+	c.lastPOST = base.Method == http.MethodPost
+	if body != nil {
+		body.left.Store(base.ContentLength)
 		// net/http reads bodies without a deadline (no ReadTimeout).
 		c.setDeadline(time.Time{})
 	}
 	c.s.fast.Add(1) // before the answer, so that a client that has it sees the count
 	ctx, cancel := context.WithCancel(c.ctx)
-	req = req.WithContext(ctx)
+	req := base.WithContext(ctx)
 	req.RemoteAddr = c.remote
+	if body != nil {
+		req.Body = body
+	}
 	w := &c.w
 	w.reset(req, body)
 	c.startWatch(cancel, body)
@@ -298,6 +305,15 @@ func (c *conn) serveOne(head []byte) outcome {
 			if v := recover(); v != nil {
 				c.stopWatch()
 				cancel()
+				// As net/http's server after a panic: what is left of
+				// the body is read as its Close reads it (closing the
+				// connection with it unread would reset the
+				// connection under the answer), then what the answer
+				// put in the connection's buffer is sent.
+				if body != nil {
+					body.Close()
+				}
+				c.bw.Flush()
 				if body != nil {
 					c.c.Close()
 					body.end()
@@ -322,6 +338,27 @@ func (c *conn) serveOne(head []byte) outcome {
 		body.end()
 	}
 	return served
+}
+
+// readRequest reads the head with http.ReadRequest, for a head parsePlain
+// does not take. It returns nil and handOff, with the part of the head it
+// read given back, when ReadRequest refuses the head (net/http answers it).
+func (c *conn) readRequest(head []byte) (*http.Request, outcome) {
+	c.head = append(c.head[:0], head...)
+	buffered := c.br.Buffered()
+	req, err := http.ReadRequest(c.br)
+	if err != nil || req.ProtoMajor != 1 || req.ProtoMinor != 1 {
+		// Give back the part of the head that was read. The buffer held
+		// all of it, so reading it never refilled the buffer; if it had,
+		// the bytes read could not be told apart.
+		read := buffered - c.br.Buffered()
+		if read < 0 || read > len(c.head) {
+			return nil, closeConn
+		}
+		c.head = c.head[:read]
+		return nil, handOff
+	}
+	return req, served
 }
 
 // startWatch arms the watch for the request starting now.

@@ -171,9 +171,14 @@ func firstDiff(a, b string) string {
 }
 
 // diffHandler is the handler both servers run; its behaviour depends on the
-// request's path.
+// request's path, or, for any path, a Describe header asks it to describe
+// the request.
 func diffHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := r.Header["Describe"]; ok {
+			describeRequest(w, r)
+			return
+		}
 		h := w.Header()
 		switch p := r.URL.Path; p {
 		case "/cl":
@@ -365,6 +370,9 @@ func describeRequest(w http.ResponseWriter, r *http.Request) {
 	ip, _, _ := net.SplitHostPort(r.RemoteAddr)
 	fmt.Fprintf(w, "Method=%q\nRequestURI=%q\nURL=%q\nProto=%q %d.%d\nHost=%q\nRemoteIP=%q\n",
 		r.Method, r.RequestURI, r.URL.String(), r.Proto, r.ProtoMajor, r.ProtoMinor, r.Host, ip)
+	u := *r.URL
+	u.User = nil // a pointer; never set for a target in origin form
+	fmt.Fprintf(w, "URL fields=%#v\n", u)
 	fmt.Fprintf(w, "ContentLength=%d\nClose=%v\nTransferEncoding=%q\n", r.ContentLength, r.Close, r.TransferEncoding)
 	for _, k := range slices.Sorted(maps.Keys(r.Header)) {
 		fmt.Fprintf(w, "Header %q=%q\n", k, r.Header[k])

@@ -389,14 +389,16 @@ func (w *response) checkRequestBody() (tooBig bool) {
 		// when the body was read through (exactly maxPostHandlerRead
 		// bytes were left), without saying so.
 		w.lingerClose = b.early.Load()
+	case left >= maxPostHandlerRead:
+		// Even when the connection ended before the body: net/http
+		// goes by what the body's length leaves unread.
+		w.closeAfter = true
+		w.lingerClose = true
+		return true
 	case left == 0, b.eof.Load():
 		// Nothing more can be read; as net/http, the answer does not
 		// say that the connection closes (it does, when the next
 		// request is read).
-	case left >= maxPostHandlerRead:
-		w.closeAfter = true
-		w.lingerClose = true
-		return true
 	default:
 		if _, err := io.CopyN(io.Discard, b, left); err != nil {
 			w.closeAfter = true
@@ -500,8 +502,9 @@ func headerHasToken(h http.Header, key, token string) bool {
 // requestBody is a request's body on the fast path: it counts what is left
 // to read, so that the server knows whether the next request can follow.
 type requestBody struct {
-	rc      io.ReadCloser
-	closing bool // the request asked to close the connection
+	rc      io.ReadCloser // &own, or the body http.ReadRequest made
+	own     lengthBody    // the body of a request parsePlain read
+	closing bool          // the request asked to close the connection
 	left    atomic.Int64
 	eof     atomic.Bool // the connection ended before the body did
 	closed  atomic.Bool // Close was called
@@ -527,7 +530,7 @@ func (b *requestBody) read(p []byte) (int, error) {
 // Close closes the body as net/http's server closes a request's: the rest
 // is read and dropped, unless the connection is to close or the rest is
 // more than maxPostHandlerRead bytes (then the connection will close).
-// (http.ReadRequest's body would read all of it.)
+// (The underlying body's Close would read all of it.)
 func (b *requestBody) Close() error {
 	if b.closed.Swap(true) {
 		return nil

@@ -4,8 +4,11 @@ import "bytes"
 
 // The fast path takes a request only when its head is plainly well formed,
 // by rules stricter than HTTP's own, so that everything it accepts is a
-// request net/http accepts and reads the same way (it is parsed by
-// http.ReadRequest, net/http's own parser). Anything else, valid or not, goes
+// request net/http accepts and reads the same way, and simple enough that
+// parsePlain builds the request from it as http.ReadRequest, net/http's own
+// parser, would (parse_test.go checks that they agree; a target
+// url.ParseRequestURI refuses is still left to ReadRequest, which refuses
+// it too). Anything else, valid or not, goes
 // to net/http's server with the connection: an HTTP/1.0 request, an absolute
 // or "*" target, Expect, Upgrade, Transfer-Encoding, a Connection header other
 // than "keep-alive" or "close", a missing or repeated Host, a repeated
@@ -162,7 +165,7 @@ func plainHost(v []byte) bool {
 }
 
 // trimOWS removes the spaces and tabs around a header value.
-func trimOWS(b []byte) []byte {
+func trimOWS[T string | []byte](b T) T {
 	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
 		b = b[1:]
 	}
