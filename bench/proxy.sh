@@ -7,6 +7,7 @@
 #   TARGETS="strangler-flag strangler nginx" bench/proxy.sh   # some targets, in this order
 #   TARGETS="strangler strangler-std nginx" bench/proxy.sh    # with and without the HTTP/1.1 fast path
 #   BASE_REF=main TARGETS="strangler-base strangler nginx" bench/proxy.sh
+#   TARGETS="nginx relay strangler" bench/proxy.sh            # against a bare Go TCP relay
 #
 # BASE_REF names a git revision to build a second strangler-proxy from, run
 # with the "strangler" config as target "strangler-base": a before/after
@@ -23,6 +24,10 @@
 # "strangler-std" is the "strangler" config with server.http1_fast_path off
 # (net/http's server for every request): its ratio to "strangler" is what the
 # proxy's own HTTP/1.1 server loop saves.
+# "relay" is a bare TCP relay written in Go (bench/relay: bytes copied both
+# ways, no HTTP): about the most a Go proxy can reach on the machine, so the gap
+# between it and strangler is what HTTP, ReverseProxy, routing and metrics
+# cost, and the gap between it and nginx is the Go runtime's.
 # Every target gets the same X-User-ID header.
 #
 # Under the table, "round by round" is the median of strangler/nginx
@@ -69,13 +74,15 @@ caddy_port=$((PORT_BASE + 4))
 flag_port=$((PORT_BASE + 5))
 base_port=$((PORT_BASE + 6))
 std_port=$((PORT_BASE + 7))
+relay_port=$((PORT_BASE + 8))
 admin_port=$((PORT_BASE + 11))
 flag_admin_port=$((PORT_BASE + 12))
 base_admin_port=$((PORT_BASE + 13))
 std_admin_port=$((PORT_BASE + 14))
 
 echo "building" >&2
-(cd "$root" && go build -o "$tmp/backend" ./bench/backend && go build -o "$tmp/strangler-proxy" ./cmd/strangler-proxy)
+(cd "$root" && go build -o "$tmp/backend" ./bench/backend && go build -o "$tmp/relay" ./bench/relay &&
+	go build -o "$tmp/strangler-proxy" ./cmd/strangler-proxy)
 if [[ -n ${BASE_REF:-} ]]; then
 	mkdir "$tmp/base-src"
 	git -C "$root" archive "$BASE_REF" | tar -x -C "$tmp/base-src"
@@ -86,6 +93,10 @@ declare -A tpid=()
 GOMAXPROCS=$WORKERS "$tmp/backend" -addr "127.0.0.1:$backend_port" &
 pids+=($!)
 tpid[direct]=$!
+
+GOMAXPROCS=$WORKERS "$tmp/relay" -addr "127.0.0.1:$relay_port" -upstream "127.0.0.1:$backend_port" &
+pids+=($!)
+tpid[relay]=$!
 
 cat >"$tmp/strangler.yaml" <<YAML
 listen: 127.0.0.1:$strangler_port
@@ -202,7 +213,7 @@ pids+=($!)
 tpid[caddy]=$!
 
 read -r -a targets <<<"${TARGETS:-direct strangler strangler-flag nginx haproxy caddy}"
-declare -A port=([direct]=$backend_port [strangler]=$strangler_port [strangler-flag]=$flag_port [nginx]=$nginx_port [haproxy]=$haproxy_port [caddy]=$caddy_port [strangler-base]=$base_port [strangler-std]=$std_port)
+declare -A port=([direct]=$backend_port [strangler]=$strangler_port [strangler-flag]=$flag_port [nginx]=$nginx_port [haproxy]=$haproxy_port [caddy]=$caddy_port [strangler-base]=$base_port [strangler-std]=$std_port [relay]=$relay_port)
 user_header="X-User-ID: u-12345"
 path=/api/users/12345
 
