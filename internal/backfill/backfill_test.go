@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/strangler-fig/strangler/internal/mapping"
 )
@@ -302,22 +303,31 @@ func TestOptionsAreChecked(t *testing.T) {
 	}
 }
 
-func TestMaxRowsPerSecondCapsTheBatch(t *testing.T) {
+// TestMaxRowsPerSecond is the rate through a whole run: batches are capped
+// at a second's worth of rows, and 250 rows at 100 rows/s, of which the
+// first 100 ride on the bucket's burst, cannot finish in less than 1.5 s
+// however fast the machine is (only a lower bound: a loaded machine may take
+// longer).
+func TestMaxRowsPerSecond(t *testing.T) {
 	p := newPair(t, `
 		CREATE TABLE t (id int PRIMARY KEY);
-		INSERT INTO t SELECT generate_series(1, 130)`,
+		INSERT INTO t SELECT generate_series(1, 250)`,
 		`CREATE TABLE t (id int PRIMARY KEY)`)
 	tables := p.resolve(t, mapping.TableSpec{Source: "t"})
 	opts := p.opts(1000, 1)
 	opts.MaxRowsPerSecond = 100
 	var largest int64
 	opts.OnBatch = func(e BatchEvent) { largest = max(largest, e.Rows) }
+	start := time.Now()
 	sum := p.run(t, opts, tables)
+	if elapsed := time.Since(start); elapsed < 1500*time.Millisecond {
+		t.Errorf("250 rows at 100 rows/s took %v, want at least 1.5 s", elapsed)
+	}
 	if largest != 100 {
 		t.Errorf("got batches of up to %d rows, want 100 (a second's worth)", largest)
 	}
-	if sum.Rows != 130 {
-		t.Errorf("got %d rows, want 130", sum.Rows)
+	if sum.Rows != 250 {
+		t.Errorf("got %d rows, want 250", sum.Rows)
 	}
 	assertSameRows(t, p, tables[0])
 }

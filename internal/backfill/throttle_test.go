@@ -5,8 +5,6 @@ import (
 	"math"
 	"testing"
 	"time"
-
-	"github.com/strangler-fig/strangler/internal/mapping"
 )
 
 // TestBucketRate drives the bucket with a fake clock, as a worker would:
@@ -76,27 +74,4 @@ func TestBucketTakeStopsOnCancel(t *testing.T) {
 	if err := nilBucket.take(ctx, 1<<40); err != nil {
 		t.Fatalf("a nil bucket (no cap): got %v, want nil", err)
 	}
-}
-
-// TestMaxRowsPerSecondSlowsTheRun is the rate through a whole run: 250 rows
-// at 100 rows/s, of which the first 100 ride on the bucket's burst, cannot
-// finish in less than 1.5 s however fast the machine is. (Only a lower
-// bound: a loaded machine may take longer.)
-func TestMaxRowsPerSecondSlowsTheRun(t *testing.T) {
-	p := newPair(t, `
-		CREATE TABLE t (id int PRIMARY KEY);
-		INSERT INTO t SELECT generate_series(1, 250)`,
-		`CREATE TABLE t (id int PRIMARY KEY)`)
-	tables := p.resolve(t, mapping.TableSpec{Source: "t"})
-	opts := p.opts(1000, 2)
-	opts.MaxRowsPerSecond = 100
-	start := time.Now()
-	sum := p.run(t, opts, tables)
-	if elapsed := time.Since(start); elapsed < 1500*time.Millisecond {
-		t.Errorf("250 rows at 100 rows/s took %v, want at least 1.5 s", elapsed)
-	}
-	if sum.Rows != 250 {
-		t.Errorf("got %d rows, want 250", sum.Rows)
-	}
-	assertSameRows(t, p, tables[0])
 }
