@@ -191,6 +191,10 @@ func (s *Set) Configure(guards map[string]Config) {
 			continue
 		}
 		m := newMonitor(flag, cfg)
+		// Its windows start now: the outcomes recorded before the first
+		// Tick go into the slot of their time, not into one that a late
+		// first Tick would judge as recent.
+		m.advance(s.now())
 		if prev, ok := old[flag]; ok {
 			m.tripped, m.trip, m.last = prev.tripped, prev.trip, prev.last
 		}

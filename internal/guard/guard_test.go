@@ -70,7 +70,7 @@ func newHarness(tb testing.TB, guards map[string]Config) *harness {
 		tb.Fatal(err)
 	}
 	set.Configure(guards)
-	set.Tick() // starts the windows at the clock's time
+	set.Tick() // at Configure's time: moves nothing
 	h.set = set
 	return h
 }
@@ -247,6 +247,43 @@ func TestConfigure(t *testing.T) {
 // TestTripsCounterStartsAtZero pins that strangler_guard_trips_total is
 // exported for every guarded flag before its first trip: a series that
 // appears at 1 is missed by increase() and rate().
+// TestWindowsStartAtConfigure pins that outcomes recorded before the first
+// Tick count at their time: a burst of errors right after Configure, with
+// the first Tick only several windows later, has left every window by then
+// and trips nothing. Configure runs at each slot offset in turn, so that
+// its slot is, and is not, the monitor's first in its slot array.
+func TestWindowsStartAtConfigure(t *testing.T) {
+	slot := usersGuard.Window / slotsPerWindow
+	for offset := range slotsPerWindow + 1 {
+		clock, trips := newFakeClock(), &tripRecorder{}
+		set, err := New(Options{OnTrip: trips.onTrip, Now: clock.Now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		clock.Add(time.Duration(offset) * slot)
+		set.Configure(map[string]Config{"users-migration": usersGuard})
+		for range 200 {
+			set.Record("users-migration", Outcome{Error: true})
+		}
+		clock.Add(3 * usersGuard.Window)
+		set.Tick()
+		clock.Add(slot)
+		set.Tick()
+		if got := trips.count(); got != 0 {
+			t.Fatalf("offset %d: errors three windows old: got %d trips, want 0: %v", offset, got, trips.trips)
+		}
+		// Errors that are recent still trip.
+		for range 200 {
+			set.Record("users-migration", Outcome{Error: true})
+		}
+		clock.Add(slot)
+		set.Tick()
+		if got := trips.count(); got != 1 {
+			t.Fatalf("offset %d: recent errors: got %d trips, want 1", offset, got)
+		}
+	}
+}
+
 func TestTripsCounterStartsAtZero(t *testing.T) {
 	h := newHarness(t, map[string]Config{"f": usersGuard, "g": usersGuard})
 	const want = `
