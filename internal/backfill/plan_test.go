@@ -5,7 +5,6 @@ import (
 	"slices"
 	"strconv"
 	"testing"
-	"time"
 )
 
 func TestSplitInts(t *testing.T) {
@@ -73,27 +72,5 @@ func TestSpansCoverEverything(t *testing.T) {
 	}
 	if !slices.Equal(spans[1].start, spans[0].end) || !slices.Equal(spans[2].start, spans[1].end) {
 		t.Errorf("got spans that do not meet: %v %v %v", *spans[0], *spans[1], *spans[2])
-	}
-}
-
-func TestBucket(t *testing.T) {
-	now := time.Unix(0, 0)
-	b := newBucket(100, 50, func() time.Time { return now })
-	steps := []struct {
-		advance time.Duration
-		take    int64
-		want    time.Duration
-	}{
-		{0, 50, 0},                      // the burst is there at the start
-		{0, 50, 500 * time.Millisecond}, // 50 rows in debt at 100 rows/s
-		{500 * time.Millisecond, 10, 100 * time.Millisecond},
-		{10 * time.Second, 50, 0}, // idle time refills up to the burst only
-		{0, 100, time.Second},
-	}
-	for i, s := range steps {
-		now = now.Add(s.advance)
-		if got := b.delay(s.take); got != s.want {
-			t.Errorf("step %d: got delay %v, want %v", i, got, s.want)
-		}
 	}
 }

@@ -7,6 +7,29 @@ import (
 	"time"
 )
 
+// TestBucket pins the delay of single takes against a fake clock.
+func TestBucket(t *testing.T) {
+	now := time.Unix(0, 0)
+	b := newBucket(100, 50, func() time.Time { return now })
+	steps := []struct {
+		advance time.Duration
+		take    int64
+		want    time.Duration
+	}{
+		{0, 50, 0},                      // the burst is there at the start
+		{0, 50, 500 * time.Millisecond}, // 50 rows in debt at 100 rows/s
+		{500 * time.Millisecond, 10, 100 * time.Millisecond},
+		{10 * time.Second, 50, 0}, // idle time refills up to the burst only
+		{0, 100, time.Second},
+	}
+	for i, s := range steps {
+		now = now.Add(s.advance)
+		if got := b.delay(s.take); got != s.want {
+			t.Errorf("step %d: got delay %v, want %v", i, got, s.want)
+		}
+	}
+}
+
 // TestBucketRate drives the bucket with a fake clock, as a worker would:
 // copy a batch (which takes some time), pay for its rows, wait the delay.
 // Over a long run the rows per second must come out at the rate, and never
