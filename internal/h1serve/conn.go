@@ -205,7 +205,7 @@ func (c *conn) readHead(first bool) (head []byte, ok bool) {
 	for {
 		b, _ := c.br.Peek(c.br.Buffered())
 		if n := headEnd(b); n >= 0 {
-			if n > limit || !plainHead(b[:n]) {
+			if n > limit || !plainHead(b[:n], c.s.lim) {
 				return nil, true
 			}
 			return b[:n], true
@@ -285,13 +285,16 @@ func (c *conn) serveOne(head []byte) outcome {
 		}
 	}
 	c.lastPOST = base.Method == http.MethodPost
+	ctx, cancel := context.WithCancel(c.ctx)
 	if body != nil {
 		body.left.Store(base.ContentLength)
-		// net/http reads bodies without a deadline (no ReadTimeout).
-		c.setDeadline(time.Time{})
+		body.conn, body.cancel = c.c, cancel
+		body.clock = newBodyClock(c.s, time.Now())
+		// The body's reads set the deadline from now on (see timeout.go);
+		// the next wait for a head sets its own.
+		c.deadline = time.Time{}
 	}
 	c.s.fast.Add(1) // before the answer, so that a client that has it sees the count
-	ctx, cancel := context.WithCancel(c.ctx)
 	req := base.WithContext(ctx)
 	req.RemoteAddr = c.remote
 	if body != nil {
@@ -326,6 +329,10 @@ func (c *conn) serveOne(head []byte) outcome {
 	w.finish()
 	c.stopWatch()
 	cancel()
+	if body != nil && body.timedOut.Load() {
+		w.closeAfter = true
+		w.lingerClose = false
+	}
 	if body != nil {
 		if w.lingerClose {
 			// The client may still be sending the body.

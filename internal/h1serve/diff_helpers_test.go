@@ -464,3 +464,69 @@ func runOps(w http.ResponseWriter, r *http.Request, ops string) {
 		}
 	}
 }
+
+// refusalAnswer matches the gate's answer to a refused head, and the close
+// that follows it, at the end of a transcript.
+var refusalAnswer = regexp.MustCompile(`^HTTP/1\.1 (\d{3}) [A-Za-z ]+\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n\d{3} [A-Za-z ]+: ([^\n]*)\n\n\[closed\]\n$`)
+
+// gateRefusal reports whether fast, h1serve's transcript, is net/http's
+// (std) up to where h1serve refused a head, then the gate's refusal and the
+// close: the one way the two may differ (see gate.go). It returns the
+// refusal's status and reason.
+func gateRefusal(std, fast string) (status int, reason string, ok bool) {
+	for i := strings.LastIndex(fast, "HTTP/1.1 "); i >= 0; i = strings.LastIndex(fast[:i], "HTTP/1.1 ") {
+		m := refusalAnswer.FindStringSubmatch(fast[i:])
+		if m == nil || !strings.HasPrefix(std, fast[:i]) {
+			continue
+		}
+		status, _ = strconv.Atoi(m[1])
+		return status, m[2], true
+	}
+	return 0, "", false
+}
+
+// refusalJustified is an oracle for the fuzz test, independent of the
+// gate's parser: it reports whether in holds what the refusal's reason
+// names, by a rough look at its lines.
+func refusalJustified(in string, status int, reason string) bool {
+	lines := strings.Split(in, "\n")
+	fields := func(name string) int {
+		n := 0
+		for _, l := range lines {
+			if len(l) > len(name) && strings.EqualFold(l[:len(name)+1], name+":") {
+				n++
+			}
+		}
+		return n
+	}
+	longest := 0
+	for _, l := range lines {
+		longest = max(longest, len(l))
+	}
+	te, cl := fields("transfer-encoding"), fields("content-length")
+	switch {
+	case status == 414:
+		return longest > DefaultMaxURIBytes
+	case status == 431:
+		return longest > DefaultMaxHeaderLineBytes || len(lines) > DefaultMaxHeaderCount || len(in) > http.DefaultMaxHeaderBytes
+	case status == 505:
+		return regexp.MustCompile(`HTTP/[2-9]`).MatchString(in)
+	case strings.Contains(reason, "both Transfer-Encoding and Content-Length"):
+		return te > 0 && cl > 0
+	case strings.Contains(reason, "Transfer-Encoding in an HTTP/1.0"):
+		return te > 0 && strings.Contains(in, "HTTP/1.0")
+	case strings.Contains(reason, "more than one Transfer-Encoding"):
+		return te > 1
+	case strings.Contains(reason, "Transfer-Encoding other than"):
+		return te > 0
+	case strings.Contains(reason, "more than one Content-Length"):
+		return cl > 1
+	case strings.Contains(reason, "obs-fold"):
+		return strings.Contains(in, "\n ") || strings.Contains(in, "\n\t")
+	case strings.Contains(reason, "userinfo"):
+		return strings.Contains(in, "@")
+	case strings.Contains(reason, `"*" target`):
+		return strings.Contains(in, " * ")
+	}
+	return false
+}

@@ -43,6 +43,10 @@ type diffCase struct {
 	// fast is how many requests h1serve must answer itself, and handed
 	// how many connections it must give to net/http.
 	fast, handed uint64
+	// refuse, when set, is the status h1serve's gate must refuse a head
+	// with where net/http serves it (see gate.go): h1serve's answers are
+	// then net/http's up to that head, then the refusal and the close.
+	refuse int
 }
 
 func one(s string) []string { return []string{s} }
@@ -188,21 +192,21 @@ func diffCases() []diffCase {
 		{name: "HTTP/1.0", send: one("GET /cl HTTP/1.0\r\n\r\n"), handed: 1},
 		{name: "HTTP/1.0 keep-alive", send: one("GET /small HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /headers HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"), handed: 1},
 		{name: "HTTP/1.2", send: one("GET /headers HTTP/1.2\r\nHost: example.com\r\n\r\n"), handed: 1},
-		{name: "HTTP/2 preface", send: one("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), handed: 1},
+		{name: "HTTP/2 preface", send: one("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), handed: 1, refuse: 505},
 		{name: "absolute-form target", send: one("GET http://example.org/headers?x=1 HTTP/1.1\r\nHost: example.com\r\n\r\n"), handed: 1},
 		{name: "OPTIONS *", send: one("OPTIONS * HTTP/1.1\r\nHost: example.com\r\n\r\n"), handed: 1},
 		{name: "missing Host", send: one("GET /headers HTTP/1.1\r\n\r\n"), handed: 1},
 		{name: "two Hosts", send: one(get("/headers", "Host: example.org")), handed: 1},
 		{name: "empty Host", send: one("GET /headers HTTP/1.1\r\nHost:\r\n\r\n"), handed: 1},
 		{name: "Host with a slash", send: one("GET /headers HTTP/1.1\r\nHost: a/b\r\n\r\n"), handed: 1},
-		{name: "two equal Content-Lengths", send: one(req("POST", "/echo", "Content-Length: 5", "Content-Length: 5") + "hello"), handed: 1},
-		{name: "two different Content-Lengths", send: one(req("POST", "/echo", "Content-Length: 5", "Content-Length: 6") + "hello!"), handed: 1},
+		{name: "two equal Content-Lengths", send: one(req("POST", "/echo", "Content-Length: 5", "Content-Length: 5") + "hello"), handed: 1, refuse: 400},
+		{name: "two different Content-Lengths", send: one(req("POST", "/echo", "Content-Length: 5", "Content-Length: 6") + "hello!"), handed: 1, refuse: 400},
 		{name: "Content-Length with plus", send: one(req("POST", "/echo", "Content-Length: +5") + "hello"), handed: 1},
 		{name: "Content-Length with inner space", send: one(req("POST", "/echo", "Content-Length: 5 5") + "hello"), handed: 1},
 		{name: "negative Content-Length", send: one(req("POST", "/echo", "Content-Length: -1") + "hello"), handed: 1},
 		{name: "huge Content-Length", send: one(req("POST", "/echo", "Content-Length: 99999999999999999999") + "hello"), handed: 1},
-		{name: "Transfer-Encoding and Content-Length", send: one(req("POST", "/echo", "Content-Length: 4", "Transfer-Encoding: chunked") + "5\r\nhello\r\n0\r\n\r\n" + get("/cl")), handed: 1},
-		{name: "obs-fold", send: one(get("/headers", "X-Fold: a", " b")), handed: 1},
+		{name: "Transfer-Encoding and Content-Length", send: one(req("POST", "/echo", "Content-Length: 4", "Transfer-Encoding: chunked") + "5\r\nhello\r\n0\r\n\r\n" + get("/cl")), handed: 1, refuse: 400},
+		{name: "obs-fold", send: one(get("/headers", "X-Fold: a", " b")), handed: 1, refuse: 400},
 		{name: "bare LF", send: one("GET /headers HTTP/1.1\nHost: example.com\n\n"), handed: 1},
 		{name: "head ending in a bare LF", send: one("GET /headers HTTP/1.1\r\nHost: example.com\r\n\n"), handed: 1},
 		{name: "bare LF in one line", send: one("GET /headers HTTP/1.1\r\nHost: example.com\nX-A: b\r\n\r\n"), handed: 1},
@@ -218,10 +222,28 @@ func diffCases() []diffCase {
 		{name: "Upgrade", send: one(get("/headers", "Connection: Upgrade", "Upgrade: websocket")), handed: 1},
 		{name: "Connection with two tokens", send: one(get("/headers", "Connection: keep-alive, close")), handed: 1},
 		{name: "5 KiB header", send: one(get("/headers", fiveKiB) + get("/cl")), handed: 1},
-		{name: "3 KiB header over MaxHeaderBytes", send: one(get("/cl", threeKiB)), maxHeaderBytes: 2048, handed: 1},
-		{name: "8 KiB header over MaxHeaderBytes", send: one(get("/cl", eightKiB)), maxHeaderBytes: 2048, handed: 1},
+		{name: "3 KiB header over MaxHeaderBytes", send: one(get("/cl", threeKiB)), maxHeaderBytes: 2048, handed: 1, refuse: 431},
+		{name: "8 KiB header over MaxHeaderBytes", send: one(get("/cl", eightKiB)), maxHeaderBytes: 2048, handed: 1, refuse: 431},
 		{name: "fast then Expect then plain", send: one(get("/cl") + req("POST", "/echo", "Expect: 100-continue", "Content-Length: 2") + "hi" + get("/small")), fast: 1, handed: 1},
 		{name: "fast then HTTP/1.0", send: []string{get("/cl"), "GET /small HTTP/1.0\r\n\r\n"}, fast: 1, handed: 1},
+		// Heads the gate refuses (issue 16), where net/http serves them.
+		{name: "Transfer-Encoding with two spaces", send: one(req("POST", "/echo", "Transfer-Encoding:  chunked") + "5\r\nhello\r\n0\r\n\r\n" + get("/cl")), handed: 1, refuse: 400},
+		{name: "Transfer-Encoding with a tab after", send: one(req("POST", "/echo", "Transfer-Encoding: chunked\t") + "5\r\nhello\r\n0\r\n\r\n" + get("/cl")), handed: 1, refuse: 400},
+		{name: "Transfer-Encoding in capitals", send: one(req("POST", "/echo", "Transfer-Encoding: CHUNKED") + "5\r\nhello\r\n0\r\n\r\n" + get("/cl")), handed: 1, refuse: 400},
+		{name: "obs-folded Transfer-Encoding", send: one(req("POST", "/echo", "Transfer-Encoding:", " chunked") + "5\r\nhello\r\n0\r\n\r\n" + get("/cl")), handed: 1, refuse: 400},
+		{name: "two Transfer-Encoding lines", send: one(req("POST", "/echo", "Transfer-Encoding: chunked", "Transfer-Encoding: chunked") + "5\r\nhello\r\n0\r\n\r\n"), handed: 1, refuse: 400},
+		{name: "Transfer-Encoding in HTTP/1.0", send: one("POST /echo HTTP/1.0\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\nhello"), handed: 1, refuse: 400},
+		{name: "userinfo in an absolute target", send: one("GET http://user:pw@example.org/headers HTTP/1.1\r\nHost: example.org\r\n\r\n"), handed: 1, refuse: 400},
+		{name: "HTTP/3 version", send: one("GET /headers HTTP/3.0\r\nHost: example.com\r\n\r\n"), handed: 1, refuse: 505},
+		{name: "101 header lines", send: one(get("/headers", strings.Repeat("X-Many: 1\r\n", 100)+"X-Many: 1")), handed: 1, refuse: 431},
+		{name: "100 header lines", send: one(req("GET", "/cl", strings.Repeat("X-Many: 1\r\n", 98)+"X-Many: 1")), fast: 1},
+		{name: "9 KiB target", send: one(get("/cl?" + strings.Repeat("q", 9<<10))), handed: 1, refuse: 414},
+		{name: "9 KiB header line", send: one(get("/cl", "X-Big: "+strings.Repeat("b", 9<<10))), handed: 1, refuse: 431},
+		{name: "fast then Transfer-Encoding and Content-Length", send: one(get("/cl") + req("POST", "/echo", "Content-Length: 4", "Transfer-Encoding: chunked") + "5\r\nhello\r\n0\r\n\r\n" + get("/cl")), fast: 1, handed: 1, refuse: 400},
+		{name: "chunked then Transfer-Encoding and Content-Length", send: one(req("POST", "/echo", "Transfer-Encoding: chunked") + "3\r\nabc\r\n0\r\n\r\n" + req("POST", "/echo", "Content-Length: 4", "Transfer-Encoding: chunked") + "5\r\nhello\r\n0\r\n\r\n"), handed: 1, refuse: 400},
+		{name: "Expect then obs-fold", send: one(req("POST", "/echo", "Expect: 100-continue", "Content-Length: 5") + "hello" + get("/cl", "X-A: a", "\tb")), handed: 1, refuse: 400},
+		{name: "chunked body that looks like a bad head", send: one(req("POST", "/echo", "Transfer-Encoding: chunked") + "2e;x=y\r\nGET / HTTP/2.0\r\nContent-Length: 1\r\nTransfer-Encoding: a\r\n\r\n\r\n0\r\nX-T: 1\r\n\r\n" + get("/cl")), handed: 1},
+		{name: "body that looks like a bad head", send: one(req("POST", "/echo", "Expect: 100-continue", "Content-Length: 22") + "GET / HTTP/2.0\r\n \r\n\r\n" + get("/small")), handed: 1},
 		{name: "fast then chunked then fast", send: []string{post("/echo", "abc"), req("POST", "/echo", "Transfer-Encoding: chunked") + "3\r\nabc\r\n0\r\n\r\n", get("/cl")}, fast: 1, handed: 1},
 	}
 }
@@ -260,7 +282,11 @@ func TestDifferential(t *testing.T) {
 			if r.err != nil {
 				t.Fatal(r.err)
 			}
-			if r.std != r.fast {
+			if tc.refuse != 0 {
+				if status, _, ok := gateRefusal(r.std, r.fast); !ok || status != tc.refuse {
+					t.Errorf("h1serve did not refuse with %d where net/http serves; net/http:\n%sh1serve:\n%s", tc.refuse, readable(r.std), readable(r.fast))
+				}
+			} else if r.std != r.fast {
 				t.Errorf("answers differ; %s\nnet/http:\n%sh1serve:\n%s", firstDiff(r.std, r.fast), readable(r.std), readable(r.fast))
 			}
 			if r.fastN != tc.fast || r.hands != tc.handed {
@@ -333,6 +359,17 @@ func FuzzDifferential(f *testing.F) {
 			if try == 1 {
 				break
 			}
+		}
+		if want == got {
+			return
+		}
+		// Where the gate refuses a head net/http serves, the reason must
+		// be in the input (by a check of its own, see refusalJustified).
+		if status, reason, ok := gateRefusal(want, got); ok {
+			if !refusalJustified(in, status, reason) {
+				t.Errorf("h1serve refused %q with %d (%s), which it does not hold", in, status, reason)
+			}
+			return
 		}
 		if want != got {
 			t.Errorf("answers to %q differ; %s\nnet/http:\n%sh1serve:\n%s", in, firstDiff(want, got), readable(want), readable(got))

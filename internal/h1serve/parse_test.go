@@ -57,7 +57,7 @@ var plainHeads = []string{
 // builds from the same head, field for field.
 func TestParsePlain(t *testing.T) {
 	for _, head := range plainHeads {
-		if !plainHead([]byte(head)) {
+		if !plainHead([]byte(head), Limits{}.withDefaults()) {
 			t.Errorf("%q: not a plain head", head)
 			continue
 		}
@@ -170,7 +170,7 @@ func FuzzParsePlain(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, in string) {
 		n := headEnd([]byte(in))
-		if n < 0 || !plainHead([]byte(in[:n])) {
+		if n < 0 || !plainHead([]byte(in[:n]), Limits{}.withDefaults()) {
 			t.Skip("not a plain head")
 		}
 		checkParsePlain(t, in[:n])

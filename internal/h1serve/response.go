@@ -2,8 +2,10 @@ package h1serve
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -49,6 +51,8 @@ type response struct {
 	buf         []byte
 	trailers    []string // declared trailer names, canonical
 	handlerDone bool
+	timeoutSent bool // answerTimeout answered in the handler's place
+	dropping    bool // and the handler's writes are dropped
 
 	statusBuf [3]byte
 	dateBuf   [len(http.TimeFormat)]byte
@@ -71,7 +75,7 @@ func (w *response) Header() http.Header { return w.header }
 
 // WriteHeader implements http.ResponseWriter.
 func (w *response) WriteHeader(code int) {
-	if w.handlerDone {
+	if w.handlerDone || w.dropping {
 		return
 	}
 	if code < 100 || code > 999 {
@@ -87,6 +91,10 @@ func (w *response) WriteHeader(code int) {
 		_ = w.header.WriteSubset(bw, excludedNoBody)
 		bw.WriteString("\r\n")
 		bw.Flush()
+		return
+	}
+	if !w.wroteHeader && !w.timeoutSent && w.body != nil && w.body.timedOut.Load() {
+		w.answerTimeout()
 		return
 	}
 	if w.wroteHeader {
@@ -117,6 +125,20 @@ func (w *response) WriteHeader(code int) {
 	}
 }
 
+// answerTimeout answers 408 in place of the handler's answer, whose head
+// was not sent, once the request body timed out (see timeout.go), and
+// closes the connection after it.
+func (w *response) answerTimeout() {
+	w.timeoutSent = true
+	clear(w.header)
+	w.header.Set("Content-Type", "text/plain; charset=utf-8")
+	w.header.Set("Connection", "close")
+	w.closeAfter = true
+	w.WriteHeader(http.StatusRequestTimeout)
+	w.write([]byte(timeoutAnswer), false)
+	w.dropping = true
+}
+
 // Write implements http.ResponseWriter.
 func (w *response) Write(p []byte) (int, error) { return w.write(p, false) }
 
@@ -132,6 +154,9 @@ func (w *response) WriteString(s string) (int, error) {
 func (w *response) write(p []byte, isString bool) (int, error) {
 	if w.handlerDone {
 		return 0, http.ErrHijacked
+	}
+	if w.dropping {
+		return len(p), nil
 	}
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
@@ -506,9 +531,17 @@ type requestBody struct {
 	own     lengthBody    // the body of a request parsePlain read
 	closing bool          // the request asked to close the connection
 	left    atomic.Int64
-	eof     atomic.Bool // the connection ended before the body did
-	closed  atomic.Bool // Close was called
-	early   atomic.Bool // Close left more than maxPostHandlerRead unread
+
+	// The body timeouts (see timeout.go). Reads of a body are not
+	// concurrent: clock needs no lock.
+	conn     net.Conn
+	cancel   context.CancelFunc
+	clock    bodyClock
+	timedOut atomic.Bool
+
+	eof    atomic.Bool // the connection ended before the body did
+	closed atomic.Bool // Close was called
+	early  atomic.Bool // Close left more than maxPostHandlerRead unread
 }
 
 func (b *requestBody) Read(p []byte) (int, error) {
@@ -519,12 +552,26 @@ func (b *requestBody) Read(p []byte) (int, error) {
 }
 
 func (b *requestBody) read(p []byte) (int, error) {
+	if b.timedOut.Load() {
+		return 0, &BodyReadError{Timeout: true}
+	}
+	if b.left.Load() > 0 {
+		if d, ok := b.clock.next(time.Now()); ok {
+			b.conn.SetReadDeadline(d)
+		}
+	}
 	n, err := b.rc.Read(p)
 	b.left.Add(-int64(n))
-	if err == io.ErrUnexpectedEOF {
+	switch {
+	case err == nil, err == io.EOF:
+		return n, err
+	case err == io.ErrUnexpectedEOF:
 		b.eof.Store(true)
+	case isTimeout(err):
+		b.timedOut.Store(true)
+		b.cancel()
 	}
-	return n, err
+	return n, clientError(err)
 }
 
 // Close closes the body as net/http's server closes a request's: the rest

@@ -51,13 +51,14 @@ func hasBareLF(b []byte) bool {
 }
 
 // plainHead reports whether head, a whole request head ending in a blank
-// line, is one the fast path serves.
-func plainHead(head []byte) bool {
+// line, is one the fast path serves. A head beyond lim (which has its
+// defaults) is not: the gate refuses it (see gate.go).
+func plainHead(head []byte, lim Limits) bool {
 	line, rest, ok := cutLine(head)
-	if !ok || !plainRequestLine(line) {
+	if !ok || !plainRequestLine(line) || len(line) > lim.MaxURIBytes {
 		return false
 	}
-	hosts, lengths := 0, 0
+	hosts, lengths, fields := 0, 0, 0
 	for {
 		line, rest, ok = cutLine(rest)
 		if !ok {
@@ -65,6 +66,9 @@ func plainHead(head []byte) bool {
 		}
 		if len(line) == 0 {
 			return len(rest) == 0 && hosts == 1 && lengths <= 1
+		}
+		if fields++; fields > lim.MaxHeaderCount || len(line) > lim.MaxHeaderLineBytes {
+			return false
 		}
 		colon := bytes.IndexByte(line, ':')
 		if colon <= 0 {

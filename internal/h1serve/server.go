@@ -62,6 +62,19 @@ type Server struct {
 	// ErrorLog receives the server's errors (a handler's panic); nil
 	// means the log package's standard logger.
 	ErrorLog *log.Logger
+	// Limits bounds request heads on both paths (see gate.go); zero
+	// fields take their defaults.
+	Limits Limits
+	// BodyReadTimeout bounds each wait for more of a request body; zero
+	// means DefaultBodyReadTimeout, a negative value none (see
+	// timeout.go).
+	BodyReadTimeout time.Duration
+	// RequestTimeout bounds the time from a request's head to the end of
+	// its body; zero means DefaultRequestTimeout, a negative value none.
+	RequestTimeout time.Duration
+	// DisableFastPath hands every connection to net/http's server (still
+	// behind the gate and the body timeouts).
+	DisableFastPath bool
 
 	initOnce sync.Once
 	std      *http.Server
@@ -74,6 +87,7 @@ type Server struct {
 	shutting atomic.Bool
 
 	fast, handed atomic.Uint64
+	lim          Limits // Limits with its defaults
 }
 
 // Stats counts the requests taken on the fast path (read, and answered or
@@ -85,8 +99,12 @@ func (s *Server) Stats() (fastRequests, handedConns uint64) {
 func (s *Server) init() {
 	s.initOnce.Do(func() {
 		s.conns = make(map[*conn]struct{})
+		s.lim = s.Limits.withDefaults()
 		s.std = &http.Server{
-			Handler:           s.Handler,
+			Handler: http.HandlerFunc(s.stdServe),
+			ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+				return context.WithValue(ctx, gateConnKey{}, c)
+			},
 			ReadHeaderTimeout: s.ReadHeaderTimeout,
 			IdleTimeout:       s.IdleTimeout,
 			MaxHeaderBytes:    s.MaxHeaderBytes,
@@ -141,7 +159,7 @@ func (s *Server) Serve(ln net.Listener) error {
 			return err
 		}
 		delay = 0
-		if !fastPathSupported(c) {
+		if s.DisableFastPath || !fastPathSupported(c) {
 			s.handOff(c, nil)
 			continue
 		}
@@ -174,6 +192,7 @@ func (s *Server) handOff(c net.Conn, pre []byte) {
 	if len(pre) > 0 {
 		c = &prefixConn{Conn: c, pre: pre}
 	}
+	c = &gateConn{Conn: c, g: newGate(s.lim, s.maxHeaderBytes())}
 	select {
 	case s.handoff.ch <- c:
 	case <-s.handoff.done:
