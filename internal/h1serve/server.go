@@ -14,7 +14,7 @@
 // net/http server with the same handler and limits, with the bytes already
 // read. So an Expect: 100-continue, an Upgrade, a chunked body, HTTP/1.0, a
 // malformed head or an oversized one is served, or refused, by net/http
-// exactly as before.
+// as before, unless the gate refuses it first.
 //
 // On the fast path an answer is framed and sent byte for byte as net/http's
 // server sends it (diff_test.go checks this against a net/http server),
@@ -27,6 +27,13 @@
 //     ResponseWriter is not an http.CloseNotifier (ReverseProxy hijacks
 //     only to switch protocols, for an Upgrade request, which net/http
 //     serves).
+//
+// Both paths hold requests to the same rules, stricter than net/http's
+// alone (issue 16): a handed connection is read by net/http through a gate
+// that follows it request by request and refuses, before net/http sees
+// them, heads that invite request smuggling or pass the limits (see
+// gate.go; the fast path takes none of them), and request bodies are read
+// with an idle and a total timeout (see timeout.go).
 //
 // On the fast path a client that goes away is noticed only once its request
 // has run for watchGrace: from then on a goroutine peeks at the connection
