@@ -188,6 +188,11 @@ func (s *Server) stdServe(w http.ResponseWriter, r *http.Request) {
 		r2.Body = sb
 	}
 	s.Handler.ServeHTTP(sw, r2)
+	if !sw.wroteHeader && sw.body != nil && sw.body.timedOut.Load() {
+		// The handler wrote nothing (a proxy takes the canceled context
+		// for a client gone): net/http would send 200.
+		sw.WriteHeader(http.StatusRequestTimeout)
+	}
 }
 
 // stdBody is a request body on net/http's path, read with the body

@@ -11,11 +11,15 @@ import (
 
 // proxyLike reads the whole body, as a proxy buffering it would, and
 // answers 502 when that fails (as ReverseProxy's default error handler
-// does); errs receives the read's error.
-func proxyLike(errs chan<- error) http.Handler {
+// does), or nothing when the request's context was canceled (as a proxy
+// does for a client gone); errs receives the read's error.
+func proxyLike(errs chan<- error, silentOnCancel bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, err := io.ReadAll(r.Body)
 		errs <- err
+		if silentOnCancel && r.Context().Err() != nil {
+			return
+		}
 		if err != nil {
 			w.WriteHeader(http.StatusBadGateway)
 			io.WriteString(w, "upstream failed")
@@ -33,20 +37,30 @@ func proxyLike(errs chan<- error) http.Handler {
 // 502) and the connection closes; on the fast path and on net/http's.
 func TestStalledBodyTimesOut(t *testing.T) {
 	t.Parallel()
-	for _, tc := range []struct {
+	type tcase struct {
 		name   string
 		head   string
 		fast   uint64
 		handed uint64
-	}{
-		{"fast path", "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n", 1, 0},
-		{"net/http path", "POST /up HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 10\r\n\r\n", 0, 1},
-		{"net/http chunked", "POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\na\r\n", 0, 1},
-	} {
+		noFast bool
+		silent bool
+	}
+	cases := []tcase{
+		{"fast path", "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n", 1, 0, false, false},
+		{"fast path disabled", "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n", 0, 1, true, false},
+		{"net/http path", "POST /up HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 10\r\n\r\n", 0, 1, false, false},
+		{"net/http chunked", "POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\na\r\n", 0, 1, false, false},
+	}
+	for _, tc := range cases[:len(cases):len(cases)] {
+		tc.name += ", handler silent once canceled"
+		tc.silent = true
+		cases = append(cases, tc)
+	}
+	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			errs := make(chan error, 1)
-			s := &Server{Handler: proxyLike(errs), BodyReadTimeout: 200 * time.Millisecond}
+			s := &Server{Handler: proxyLike(errs, tc.silent), BodyReadTimeout: 200 * time.Millisecond, DisableFastPath: tc.noFast}
 			cc := dial(t, serve(t, s))
 			cc.send(t, tc.head+"ab")
 			resp := cc.expect(t, "stalled body", http.StatusRequestTimeout, timeoutAnswer)
@@ -73,7 +87,7 @@ func TestStalledBodyTimesOut(t *testing.T) {
 func TestTrickledBodyHitsRequestTimeout(t *testing.T) {
 	t.Parallel()
 	errs := make(chan error, 1)
-	s := &Server{Handler: proxyLike(errs), BodyReadTimeout: time.Minute, RequestTimeout: 300 * time.Millisecond}
+	s := &Server{Handler: proxyLike(errs, false), BodyReadTimeout: time.Minute, RequestTimeout: 300 * time.Millisecond}
 	cc := dial(t, serve(t, s))
 	cc.send(t, "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
 	stop := make(chan struct{})
@@ -106,7 +120,7 @@ func TestCutShortBodyIsClientFault(t *testing.T) {
 		"POST /up HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 100\r\n\r\n",
 	} {
 		errs := make(chan error, 1)
-		s := &Server{Handler: proxyLike(errs)}
+		s := &Server{Handler: proxyLike(errs, false)}
 		cc := dial(t, serve(t, s))
 		cc.send(t, head+strings.Repeat("a", 10))
 		cc.Conn.(interface{ CloseWrite() error }).CloseWrite()
