@@ -79,8 +79,21 @@ type ServerConfig struct {
 	ReadHeaderTimeout Duration `yaml:"read_header_timeout"`
 	// IdleTimeout closes keep-alive connections idle this long.
 	IdleTimeout Duration `yaml:"idle_timeout"`
-	// MaxHeaderBytes bounds the size of a request's headers.
+	// MaxHeaderBytes bounds the size of a request's head, request line
+	// included (431 beyond).
 	MaxHeaderBytes Size `yaml:"max_header_bytes"`
+	// MaxURIBytes bounds a request line's target (414 beyond).
+	MaxURIBytes Size `yaml:"max_uri_bytes"`
+	// MaxHeaderLineBytes bounds one header line (431 beyond).
+	MaxHeaderLineBytes Size `yaml:"max_header_line_bytes"`
+	// MaxHeaderCount bounds the number of header lines (431 beyond).
+	MaxHeaderCount int `yaml:"max_header_count"`
+	// BodyReadTimeout bounds each wait for more of a request body (408,
+	// or the connection closed, when it passes).
+	BodyReadTimeout Duration `yaml:"body_read_timeout"`
+	// RequestTimeout bounds the time from a request's head to the end of
+	// its body, however steadily it trickles in.
+	RequestTimeout Duration `yaml:"request_timeout"`
 	// HTTP1FastPath serves plain HTTP/1.1 requests with the proxy's own
 	// lean server loop, and everything else with net/http's server (see
 	// internal/h1serve); false serves everything with net/http's server.
@@ -201,10 +214,15 @@ func Default() *Config {
 		AccessLog:       true,
 		MaxReplayBody:   1 << 20,
 		Server: ServerConfig{
-			ReadHeaderTimeout: Duration(10 * time.Second),
-			IdleTimeout:       Duration(120 * time.Second),
-			MaxHeaderBytes:    1 << 20,
-			HTTP1FastPath:     true,
+			ReadHeaderTimeout:  Duration(10 * time.Second),
+			IdleTimeout:        Duration(120 * time.Second),
+			MaxHeaderBytes:     32 << 10,
+			MaxURIBytes:        8 << 10,
+			MaxHeaderLineBytes: 8 << 10,
+			MaxHeaderCount:     100,
+			BodyReadTimeout:    Duration(60 * time.Second),
+			RequestTimeout:     Duration(5 * time.Minute),
+			HTTP1FastPath:      true,
 		},
 		Admin:     AdminConfig{Listen: "127.0.0.1:9901"},
 		Monolith:  UpstreamConfig{Timeout: Duration(30 * time.Second)},

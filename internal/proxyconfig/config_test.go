@@ -53,6 +53,12 @@ func TestParseDefaults(t *testing.T) {
 		{"shutdown_timeout", cfg.ShutdownTimeout.D(), 30 * time.Second},
 		{"access_log", cfg.AccessLog, true},
 		{"max_replay_body", cfg.MaxReplayBody, Size(1 << 20)},
+		{"server.max_header_bytes", cfg.Server.MaxHeaderBytes, Size(32 << 10)},
+		{"server.max_uri_bytes", cfg.Server.MaxURIBytes, Size(8 << 10)},
+		{"server.max_header_line_bytes", cfg.Server.MaxHeaderLineBytes, Size(8 << 10)},
+		{"server.max_header_count", cfg.Server.MaxHeaderCount, 100},
+		{"server.body_read_timeout", cfg.Server.BodyReadTimeout.D(), 60 * time.Second},
+		{"server.request_timeout", cfg.Server.RequestTimeout.D(), 5 * time.Minute},
 		{"admin.listen", cfg.Admin.Listen, "127.0.0.1:9901"},
 		{"monolith.timeout", cfg.Monolith.Timeout.D(), 30 * time.Second},
 		{"services.users.timeout", s.Timeout.D(), 2 * time.Second},
@@ -120,6 +126,24 @@ var invalidCases = []struct {
 		name: "unknown key with its line",
 		src:  validYAML + "lisen: 127.0.0.1:1\n",
 		want: []string{"line 12: lisen: unknown key"},
+	},
+	{
+		name: "server limits out of range",
+		src: validYAML + `server:
+  max_header_bytes: 4KiB
+  max_uri_bytes: 8KiB
+  max_header_line_bytes: 100
+  max_header_count: 0
+  body_read_timeout: 0s
+  request_timeout: -1s
+`,
+		want: []string{
+			"line 14: server.max_uri_bytes: must be at least 256 bytes and at most server.max_header_bytes",
+			"line 15: server.max_header_line_bytes: must be at least 256 bytes and at most server.max_header_bytes",
+			"line 16: server.max_header_count: must be at least 1",
+			"line 17: server.body_read_timeout: must be a positive duration",
+			"line 18: server.request_timeout: must be a positive duration",
+		},
 	},
 	{
 		name: "unknown nested key",

@@ -76,6 +76,17 @@ func (c *Config) Validate() error {
 	if c.Server.MaxHeaderBytes < 1024 {
 		v.add("server.max_header_bytes", "must be at least 1KiB")
 	}
+	if c.Server.MaxURIBytes < 256 || c.Server.MaxURIBytes > c.Server.MaxHeaderBytes {
+		v.add("server.max_uri_bytes", "must be at least 256 bytes and at most server.max_header_bytes")
+	}
+	if c.Server.MaxHeaderLineBytes < 256 || c.Server.MaxHeaderLineBytes > c.Server.MaxHeaderBytes {
+		v.add("server.max_header_line_bytes", "must be at least 256 bytes and at most server.max_header_bytes")
+	}
+	if c.Server.MaxHeaderCount < 1 {
+		v.add("server.max_header_count", "must be at least 1")
+	}
+	v.positive("server.body_read_timeout", c.Server.BodyReadTimeout)
+	v.positive("server.request_timeout", c.Server.RequestTimeout)
 	v.hostPort("admin.listen", c.Admin.Listen)
 	if c.Admin.TokenEnv != "" && !envName.MatchString(c.Admin.TokenEnv) {
 		v.add("admin.token_env", fmt.Sprintf("%q is not an environment variable name", c.Admin.TokenEnv))
