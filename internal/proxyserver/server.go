@@ -293,23 +293,23 @@ func (s *Server) Run(ctx context.Context, reload <-chan struct{}) error {
 	}
 	s.addr, s.adminAdr = ln.Addr(), aln.Addr()
 	errLog := slog.NewLogLogger(s.opts.Logger.Handler(), slog.LevelWarn)
-	var srv proxyListener
-	if cfg.Server.HTTP1FastPath {
-		srv = &h1serve.Server{
-			Handler:           s.proxy,
-			ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout.D(),
-			IdleTimeout:       cfg.Server.IdleTimeout.D(),
-			MaxHeaderBytes:    int(cfg.Server.MaxHeaderBytes),
-			ErrorLog:          errLog,
-		}
-	} else {
-		srv = &http.Server{
-			Handler:           s.proxy,
-			ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout.D(),
-			IdleTimeout:       cfg.Server.IdleTimeout.D(),
-			MaxHeaderBytes:    int(cfg.Server.MaxHeaderBytes),
-			ErrorLog:          errLog,
-		}
+	// h1serve serves both settings of http1_fast_path: without it every
+	// connection goes to its net/http server, still behind the limits and
+	// the body timeouts (issue 16).
+	srv := &h1serve.Server{
+		Handler:           s.proxy,
+		ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout.D(),
+		IdleTimeout:       cfg.Server.IdleTimeout.D(),
+		MaxHeaderBytes:    int(cfg.Server.MaxHeaderBytes),
+		ErrorLog:          errLog,
+		Limits: h1serve.Limits{
+			MaxURIBytes:        int(cfg.Server.MaxURIBytes),
+			MaxHeaderLineBytes: int(cfg.Server.MaxHeaderLineBytes),
+			MaxHeaderCount:     cfg.Server.MaxHeaderCount,
+		},
+		BodyReadTimeout: cfg.Server.BodyReadTimeout.D(),
+		RequestTimeout:  cfg.Server.RequestTimeout.D(),
+		DisableFastPath: !cfg.Server.HTTP1FastPath,
 	}
 	asrv := &http.Server{
 		Handler:           s.admin,
@@ -365,14 +365,6 @@ func (s *Server) Run(ctx context.Context, reload <-chan struct{}) error {
 		s.opts.Logger.Info("shut down cleanly")
 	}
 	return nil
-}
-
-// proxyListener is the proxy listener's server: net/http's, or h1serve's
-// with net/http's behind it.
-type proxyListener interface {
-	Serve(net.Listener) error
-	Shutdown(context.Context) error
-	Close() error
 }
 
 // closeFlags stops the flags watcher, if there is one.
