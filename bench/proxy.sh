@@ -6,13 +6,14 @@
 #   ROUNDS=5 DURATION=3 CONNS="16 64 256" WORKERS=2 bench/proxy.sh
 #   TARGETS="strangler-flag strangler nginx" bench/proxy.sh   # some targets, in this order
 #   TARGETS="strangler strangler-std nginx" bench/proxy.sh    # with and without the HTTP/1.1 fast path
-#   BASE_REF=main TARGETS="strangler-base strangler nginx" bench/proxy.sh
+#   BASE_REF=main TARGETS="nginx strangler-base strangler" ROUNDS=3 DURATION=4 CONNS="16 64" bench/proxy.sh
 #   TARGETS="nginx relay strangler" bench/proxy.sh            # against a bare Go TCP relay
 #
 # BASE_REF names a git revision to build a second strangler-proxy from, run
 # with the "strangler" config as target "strangler-base": a before/after
 # comparison in one run, under the same load from everything else on the
-# machine.
+# machine, shown as each one's ratio to nginx (round by round) and as
+# strangler/strangler-base.
 #
 # Every proxy gets the same parallelism: WORKERS nginx worker processes,
 # WORKERS HAProxy threads, GOMAXPROCS=WORKERS for Caddy, strangler-proxy and
@@ -57,8 +58,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
+read -r -a targets <<<"${TARGETS:-direct strangler strangler-flag nginx haproxy caddy}"
+
+# Only the tools the targets need are installed.
 missing=()
 for tool in wrk nginx haproxy caddy; do
+	[[ $tool == wrk || " ${targets[*]} " == *" $tool "* ]] || continue
 	command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 if ((${#missing[@]})); then
@@ -175,9 +180,11 @@ http {
 	}
 }
 NGINX
-nginx -c "$tmp/nginx.conf" -p "$tmp" &
-pids+=($!)
-tpid[nginx]=$!
+if command -v nginx >/dev/null 2>&1; then
+	nginx -c "$tmp/nginx.conf" -p "$tmp" &
+	pids+=($!)
+	tpid[nginx]=$!
+fi
 
 cat >"$tmp/haproxy.cfg" <<HAPROXY
 global
@@ -195,9 +202,11 @@ frontend bench
 backend app
 	server app1 127.0.0.1:$backend_port
 HAPROXY
-haproxy -f "$tmp/haproxy.cfg" -db >/dev/null 2>"$tmp/haproxy.log" &
-pids+=($!)
-tpid[haproxy]=$!
+if command -v haproxy >/dev/null 2>&1; then
+	haproxy -f "$tmp/haproxy.cfg" -db >/dev/null 2>"$tmp/haproxy.log" &
+	pids+=($!)
+	tpid[haproxy]=$!
+fi
 
 cat >"$tmp/Caddyfile" <<CADDY
 {
@@ -208,11 +217,12 @@ http://127.0.0.1:$caddy_port {
 	reverse_proxy 127.0.0.1:$backend_port
 }
 CADDY
-HOME=$tmp XDG_DATA_HOME=$tmp XDG_CONFIG_HOME=$tmp GOMAXPROCS=$WORKERS caddy run --config "$tmp/Caddyfile" --adapter caddyfile >/dev/null 2>"$tmp/caddy.log" &
-pids+=($!)
-tpid[caddy]=$!
+if command -v caddy >/dev/null 2>&1; then
+	HOME=$tmp XDG_DATA_HOME=$tmp XDG_CONFIG_HOME=$tmp GOMAXPROCS=$WORKERS caddy run --config "$tmp/Caddyfile" --adapter caddyfile >/dev/null 2>"$tmp/caddy.log" &
+	pids+=($!)
+	tpid[caddy]=$!
+fi
 
-read -r -a targets <<<"${TARGETS:-direct strangler strangler-flag nginx haproxy caddy}"
 declare -A port=([direct]=$backend_port [strangler]=$strangler_port [strangler-flag]=$flag_port [nginx]=$nginx_port [haproxy]=$haproxy_port [caddy]=$caddy_port [strangler-base]=$base_port [strangler-std]=$std_port [relay]=$relay_port)
 user_header="X-User-ID: u-12345"
 path=/api/users/12345
@@ -286,18 +296,20 @@ for c in $CONNS; do
 		awk -v c="$c" -v t="$t" -v r="${mr[$t]}" -v a="${m50[$t]}" -v b="${m99[$t]}" -v nr="${mr[nginx]:-0}" -v nb="${m99[nginx]:-0}" -v u="${mcpu[$t]}" \
 			'BEGIN {if (nr == 0) {printf "%-5s %-14s %12.0f %9.3f %9.3f %10s %10s %11.1f\n", c, t, r, a, b, "-", "-", u; exit} printf "%-5s %-14s %12.0f %9.3f %9.3f %9.2fx %+9.3f %11.1f\n", c, t, r, a, b, r/nr, b-nb, u}'
 	done
-	if [[ -n ${mr[strangler]:-} && -n ${mr[nginx]:-} ]]; then
-		# The same ratios round by round, each from two measurements taken
-		# seconds apart: steadier than the ratio of medians when the load
-		# from outside changes between rounds.
-		per_round=$(awk -v c="$c" '$2 == c && ($1 == "strangler" || $1 == "nginx") {rps[$1, $7] = $3; p99[$1, $7] = $5; r[$7] = 1}
-			END {for (k in r) if ((("strangler", k) in rps) && (("nginx", k) in rps))
-				printf "%.4f %.3f\n", rps["strangler", k] / rps["nginx", k], p99["strangler", k] - p99["nginx", k]}' "$results")
+	# The same ratios round by round, each from two measurements taken
+	# seconds apart: steadier than the ratio of medians when the load from
+	# outside changes between rounds. With BASE_REF, strangler-base's is the
+	# "before" to strangler's "after", from the same rounds.
+	for t in strangler strangler-base; do
+		[[ -n ${mr[$t]:-} && -n ${mr[nginx]:-} ]] || continue
+		per_round=$(awk -v c="$c" -v t="$t" '$2 == c && ($1 == t || $1 == "nginx") {rps[$1, $7] = $3; p99[$1, $7] = $5; r[$7] = 1}
+			END {for (k in r) if (((t, k) in rps) && (("nginx", k) in rps))
+				printf "%.4f %.3f\n", rps[t, k] / rps["nginx", k], p99[t, k] - p99["nginx", k]}' "$results")
 		n=$(wc -l <<<"$per_round")
 		q=$(cut -d' ' -f1 <<<"$per_round" | sort -g | sed -n "$(((n + 1) / 2))p")
 		d=$(cut -d' ' -f2 <<<"$per_round" | sort -g | sed -n "$(((n + 1) / 2))p")
-		awk -v c="$c" -v q="$q" -v d="$d" -v n="$n" 'BEGIN {printf "%-5s strangler/nginx round by round: median %.2fx, p99 median %+.3f ms (%d rounds)\n", c, q, d, n}'
-	fi
+		awk -v c="$c" -v t="$t" -v q="$q" -v d="$d" -v n="$n" 'BEGIN {printf "%-5s %s/nginx round by round: median %.2fx, p99 median %+.3f ms (%d rounds)\n", c, t, q, d, n}'
+	done
 	if [[ -n ${mr[strangler]:-} && -n ${mr[caddy]:-} ]]; then
 		awk -v c="$c" -v s="${mr[strangler]}" -v k="${mr[caddy]}" 'BEGIN {printf "%-5s strangler/caddy throughput: %.2fx\n", c, s/k}'
 	fi
