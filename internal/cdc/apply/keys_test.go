@@ -398,3 +398,26 @@ func TestRunTwoWayChecksKeysFirst(t *testing.T) {
 		t.Errorf("got %d slots (err %v), want none created", slots, err)
 	}
 }
+
+// A set-up interrupted after its sequence changes and before its record
+// (a crash, a lost target) is finished by the next start: the sequences
+// are already in range, so only the record is written.
+func TestEnsureDisjointKeysInterruptedSetUp(t *testing.T) {
+	p := newPair(t, "CREATE TABLE t (id bigserial PRIMARY KEY, v text)", "CREATE TABLE t (id bigserial PRIMARY KEY, v text)")
+	execAll(t, p.src.Pool, `INSERT INTO t (v) VALUES ('a'), ('b')`)
+	if _, _, err := ensureKeys(t, p, mapping.TableSpec{Source: "t"}); err != nil {
+		t.Fatalf("set up: %v", err)
+	}
+	nextval(t, p.dst.Pool, `INSERT INTO t (v) VALUES ('service')`)
+	execAll(t, p.dst.Pool, `DELETE FROM datasync.key_ranges`)
+	rep, _, err := ensureKeys(t, p, mapping.TableSpec{Source: "t"})
+	if err != nil {
+		t.Fatalf("second set-up: %v", err)
+	}
+	if len(rep.Changes) != 1 || !strings.HasPrefix(rep.Changes[0].SQL, "INSERT INTO datasync.key_ranges") {
+		t.Errorf("got changes %+v, want only the record", rep.Changes)
+	}
+	if got := nextval(t, p.dst.Pool, `INSERT INTO t (v) VALUES ('service')`); got != b8+1 {
+		t.Errorf("target's next id: got %d, want %d", got, b8+1)
+	}
+}
