@@ -1,7 +1,6 @@
 package apply
 
 import (
-	"context"
 	"errors"
 	"log/slog"
 	"slices"
@@ -12,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/strangler-fig/strangler/internal/mapping"
+	"github.com/strangler-fig/strangler/internal/pgtest"
 )
 
 const (
@@ -384,18 +384,30 @@ func TestKeyHeadroom(t *testing.T) {
 // A two-way Run refuses before it creates anything when the keys could
 // collide; a one-way Run does not look at sequences.
 func TestRunTwoWayChecksKeysFirst(t *testing.T) {
-	p := newPair(t, "CREATE TABLE t (id bigserial PRIMARY KEY, v text)", "CREATE TABLE t (id bigserial PRIMARY KEY, v text)")
+	// A cluster of the test's own, with what two-way sync needs.
+	c := pgtest.NewCluster(t)
+	admin := c.NewDB(t)
+	execAll(t, admin.Pool, `ALTER SYSTEM SET track_commit_timestamp = on`)
+	admin.Pool.Close()
+	if err := c.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	p := pair{src: c.NewDB(t), dst: c.NewDB(t)}
+	execAll(t, p.src.Pool, "CREATE TABLE t (id bigserial PRIMARY KEY, v text)")
+	execAll(t, p.dst.Pool, "CREATE TABLE t (id bigserial PRIMARY KEY, v text)")
 	execAll(t, p.src.Pool, `INSERT INTO t (v) VALUES ('a')`)
 	execAll(t, p.dst.Pool, `INSERT INTO t VALUES (2, 'service')`)
 	cfg := p.config("keys", mapping.TableSpec{Source: "t"})
 	cfg.TwoWay = true
-	err := Run(context.Background(), cfg)
+	// Without the check, the sync would copy and return once caught up.
+	cfg.UntilCaughtUp = true
+	err := Run(testCtx(t), cfg)
 	if !errors.Is(err, ErrKeyCollision) {
 		t.Fatalf("got %v, want ErrKeyCollision", err)
 	}
 	var slots int
-	if err := p.src.Pool.QueryRow(testCtx(t), `SELECT count(*) FROM pg_replication_slots WHERE database = current_database()`).Scan(&slots); err != nil || slots != 0 {
-		t.Errorf("got %d slots (err %v), want none created", slots, err)
+	if err := p.src.Pool.QueryRow(testCtx(t), `SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'datasync_keys'`).Scan(&slots); err != nil || slots != 0 {
+		t.Errorf("got %d slots datasync_keys (err %v), want none created", slots, err)
 	}
 }
 
