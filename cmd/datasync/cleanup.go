@@ -24,10 +24,16 @@ func NewCmdCleanup(io *cli.IO, runF func(context.Context, *CleanupOptions) error
 	opts := &CleanupOptions{IO: io}
 	cmd := &cobra.Command{
 		Use:   "cleanup",
-		Short: "Drop a sync's slot, publication and checkpoints",
+		Short: "Drop a sync's slots, publications, origins and checkpoints",
 		Long: `cleanup drops what sync --name NAME created: the replication slot and publication
-datasync_NAME on the source, and its rows in the target's datasync schema. The target's
-tables and rows stay. A running sync must be stopped first. Run it after cutover, or
+datasync_NAME on the source, and its rows in the target's datasync schema. For a two-way
+sync also the slot and publication datasync_NAME_to_source on the target, the replication
+origins datasync_NAME_to_target and datasync_NAME_to_source, and the reverse direction's
+checkpoint in the source's datasync schema. Whatever does not exist is skipped, so it can
+be run again. It prints one line per object dropped.
+
+The tables and rows stay, and so do the sequence ranges two-way sync set up (they keep
+the sides' ids apart). A running sync must be stopped first. Run it after cutover, or
 to start a sync over from a fresh copy. Backfill checkpoints stay (backfill --restart
 forgets them). Exit 2 on any error.`,
 		Example: `  # Drop the sync called users, databases from the config file
@@ -67,9 +73,15 @@ func cleanupRun(ctx context.Context, opts *CleanupOptions) error {
 	}
 	defer src.Close()
 	defer dst.Close()
-	if err := apply.Cleanup(ctx, src, dst, opts.Name); err != nil {
+	rep, err := apply.DropSync(ctx, src, dst, opts.Name)
+	for _, d := range rep.Dropped {
+		fmt.Fprintf(opts.IO.Out, "dropped %s\n", d)
+	}
+	if err != nil {
 		return err
 	}
-	fmt.Fprintf(opts.IO.Out, "dropped slot and publication %s and the checkpoints of sync %s\n", apply.SlotName(opts.Name), opts.Name)
+	if len(rep.Dropped) == 0 {
+		fmt.Fprintf(opts.IO.Out, "nothing to drop: no slot, publication, origin or checkpoint of sync %s\n", opts.Name)
+	}
 	return nil
 }

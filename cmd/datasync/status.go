@@ -40,6 +40,11 @@ progress of every backfill from the target's datasync.backfill_progress: rows co
 ranges done, done or in progress, last update, and an estimate of the total rows (the
 source's planner statistics until the table is done).
 
+For a two-way sync it also shows the reverse direction's slot and publication
+datasync_NAME_to_source on the target, the replication origins datasync_NAME_to_target
+and datasync_NAME_to_source with how far each has applied, and the key headroom: for
+each sequence whose range was split, how many values are left before its range ends.
+
 Either may be missing: after a backfill alone it says there is no sync of that name. With
 --table, or tables in --config, only those target tables are listed.`,
 		Example: `  # Everything the target knows of, as text
@@ -133,7 +138,7 @@ func statusRun(ctx context.Context, opts *StatusOptions) error {
 	if err != nil {
 		return err
 	}
-	rep := statusReport{Status: st, SyncFound: st.SlotExists || st.AppliedLSN != "" || len(st.Tables) > 0}
+	rep := statusReport{Status: st, SyncFound: st.SlotExists || st.PublicationExists || st.AppliedLSN != "" || len(st.Tables) > 0 || st.TwoWay}
 	if len(targets) > 0 {
 		st.Tables = slices.DeleteFunc(st.Tables, func(t apply.TableStatus) bool {
 			return !slices.ContainsFunc(targets, func(id mapping.Ident) bool { return id.String() == t.Target })
@@ -165,6 +170,7 @@ func printStatus(out io.Writer, rep *statusReport) error {
 		}
 		fmt.Fprintf(w, "sync\t%s\n", st.Name)
 		fmt.Fprintf(w, "slot\t%s (%s)\n", st.Slot, slot)
+		fmt.Fprintf(w, "publication\t%s (%s)\n", st.Publication, existsText(st.PublicationExists))
 		fmt.Fprintf(w, "lag\t%d bytes, %.1f s\n", st.LagBytes, st.LagSeconds)
 		fmt.Fprintf(w, "source lsn\t%s\n", st.SourceLSN)
 		fmt.Fprintf(w, "confirmed lsn\t%s\n", orDash(st.ConfirmedFlushLSN))
@@ -175,9 +181,13 @@ func printStatus(out io.Writer, rep *statusReport) error {
 		for _, t := range st.Tables {
 			fmt.Fprintf(w, "table %s\tcopied %d rows at %s (%s)\n", t.Target, t.CopiedRows, t.CopiedLSN, t.CopiedAt.UTC().Format(stamp))
 		}
+		if st.TwoWay {
+			printTwoWay(w, st)
+		}
 	} else {
 		fmt.Fprintf(w, "sync\tno sync named %s (no slot %s on the source, no checkpoints in the target)\n", st.Name, st.Slot)
 	}
+	printHeadroom(w, st.KeyHeadroom)
 	if len(rep.Backfill) == 0 {
 		fmt.Fprintf(w, "backfill\tnone: no backfill checkpoints in the target\n")
 	}
@@ -197,6 +207,51 @@ func printStatus(out io.Writer, rep *statusReport) error {
 		fmt.Fprintf(w, "%s\t%s: %s, %d/%d ranges done, updated %s\n", label, state, rows, p.RangesDone, p.Ranges, p.UpdatedAt.UTC().Format(stamp))
 	}
 	return w.Flush()
+}
+
+// printTwoWay prints the reverse direction, the origins and the key
+// headroom of a two-way sync.
+func printTwoWay(w io.Writer, st *apply.Status) {
+	r := st.Reverse
+	slot := "missing"
+	if r.SlotExists {
+		slot = "inactive"
+		if r.SlotActive {
+			slot = "active"
+		}
+		slot += ", wal_status " + r.WALStatus
+	}
+	fmt.Fprintf(w, "reverse slot\t%s on the target (%s)\n", r.Slot, slot)
+	fmt.Fprintf(w, "reverse publication\t%s on the target (%s)\n", r.Publication, existsText(r.PublicationExists))
+	if r.SlotExists {
+		fmt.Fprintf(w, "reverse lag\t%d bytes (target lsn %s, confirmed %s)\n", r.LagBytes, r.TargetLSN, orDash(r.ConfirmedFlushLSN))
+	}
+	for _, o := range st.Origins {
+		switch {
+		case !o.Exists:
+			fmt.Fprintf(w, "origin %s\tmissing in the %s's cluster\n", o.Name, o.Database)
+		case o.RemoteLSN != "":
+			fmt.Fprintf(w, "origin %s\tin the %s's cluster: applied up to %s of the other side's WAL (local %s)\n", o.Name, o.Database, o.RemoteLSN, orDash(o.LocalLSN))
+		default:
+			fmt.Fprintf(w, "origin %s\tin the %s's cluster: nothing applied yet\n", o.Name, o.Database)
+		}
+	}
+}
+
+// printHeadroom prints, per sequence split into ranges for two-way sync,
+// the values left before its range ends.
+func printHeadroom(w io.Writer, hs []apply.SequenceHeadroom) {
+	for _, h := range hs {
+		fmt.Fprintf(w, "key headroom %s.%s (%s)\t%d values left: %s hands out %d next, its range ends at %d\n",
+			h.Table, h.Column, h.Database, h.Left, h.Sequence, h.Next, h.Max)
+	}
+}
+
+func existsText(ok bool) string {
+	if ok {
+		return "exists"
+	}
+	return "missing"
 }
 
 func orDash(s string) string {

@@ -4,10 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"log/slog"
+	"regexp"
 	"strings"
 	"testing"
 
 	"github.com/strangler-fig/strangler/internal/backfill"
+	"github.com/strangler-fig/strangler/internal/cdc/apply"
 	"github.com/strangler-fig/strangler/internal/mapping"
 	"github.com/strangler-fig/strangler/internal/pgtest"
 )
@@ -170,4 +174,152 @@ func TestSyncNameChecked(t *testing.T) {
 			t.Errorf("%s --name Users-Sync: got exit %d, stderr %q; want exit 2 naming --name", cmd, r.code, r.errOut)
 		}
 	}
+}
+
+// A two-way sync's objects, made by hand on both sides as two-way sync
+// makes them: status lists each (text and JSON), cleanup drops them all,
+// a second cleanup finds nothing, and status then says so.
+func TestStatusCleanupTwoWay(t *testing.T) {
+	src, dst := pgtest.NewDB(t), pgtest.NewDB(t)
+	const name = "tw_hand"
+	ddl := `CREATE TABLE users (id bigserial PRIMARY KEY, email text);`
+	state := `CREATE SCHEMA datasync; CREATE TABLE datasync.sync_state (name text PRIMARY KEY, applied_lsn pg_lsn NOT NULL,
+		last_commit_time timestamptz, updated_at timestamptz NOT NULL DEFAULT now());
+		CREATE TABLE datasync.sync_tables (name text, target_table text, copied_lsn pg_lsn NOT NULL, copied_rows bigint NOT NULL,
+		copied_at timestamptz NOT NULL DEFAULT now(), mapping text, PRIMARY KEY (name, target_table));`
+	execSQL(t, src.Pool, ddl+state+`INSERT INTO users (email) VALUES ('a'), ('b');
+		CREATE PUBLICATION datasync_tw_hand FOR TABLE users;
+		INSERT INTO datasync.sync_state (name, applied_lsn) VALUES ('tw_hand_to_source', '0/10')`)
+	execSQL(t, src.Pool, `SELECT pg_create_logical_replication_slot('datasync_tw_hand', 'pgoutput')`)
+	execSQL(t, src.Pool, `SELECT pg_replication_origin_create('datasync_tw_hand_to_source')`)
+	execSQL(t, dst.Pool, ddl+state+`INSERT INTO users (id, email) VALUES (1, 'a'), (2, 'b');
+		CREATE PUBLICATION datasync_tw_hand_to_source FOR TABLE users;
+		INSERT INTO datasync.sync_state (name, applied_lsn) VALUES ('tw_hand', '0/20')`)
+	execSQL(t, dst.Pool, `SELECT pg_create_logical_replication_slot('datasync_tw_hand_to_source', 'pgoutput')`)
+	execSQL(t, dst.Pool, `SELECT pg_replication_origin_create('datasync_tw_hand_to_target')`)
+	execSQL(t, dst.Pool, `SELECT pg_replication_origin_advance('datasync_tw_hand_to_target', '0/1234')`)
+	// Origins belong to the cluster, which the test's databases share
+	// with other tests: they go even when the test fails half way.
+	t.Cleanup(func() {
+		for _, o := range []string{"datasync_tw_hand_to_source", "datasync_tw_hand_to_target"} {
+			_, _ = dst.Pool.Exec(context.Background(), `SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname = $1`, o)
+		}
+	})
+	ctx := context.Background()
+	tables, err := mapping.ResolveAll(ctx, src.Pool, dst.Pool, []mapping.TableSpec{{Source: "users"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := apply.EnsureDisjointKeys(ctx, src.Pool, dst.Pool, tables, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
+		t.Fatal(err)
+	}
+	conn := []string{"--source", src.URL, "--target", dst.URL, "--name", name}
+	cmd := func(t *testing.T, args ...string) string {
+		t.Helper()
+		code, out, errOut := runCmd(t, append(args, conn...)...)
+		if code != 0 {
+			t.Fatalf("%v: got exit %d, want 0; stderr:\n%s", args, code, errOut)
+		}
+		return out
+	}
+
+	out := squeeze(cmd(t, "status"))
+	for _, want := range []string{
+		"slot datasync_tw_hand (inactive, wal_status reserved)",
+		"publication datasync_tw_hand (exists)",
+		"reverse slot datasync_tw_hand_to_source on the target (inactive, wal_status reserved)",
+		"reverse publication datasync_tw_hand_to_source on the target (exists)",
+		"reverse lag ",
+		"origin datasync_tw_hand_to_target in the target's cluster: applied up to 0/1234 of the other side's WAL",
+		"origin datasync_tw_hand_to_source in the source's cluster: nothing applied yet",
+		"key headroom public.users.id (source) 4611686018427387901 values left: public.users_id_seq hands out 3 next, its range ends at 4611686018427387903",
+		"key headroom public.users.id (target) 4611686018427387904 values left: public.users_id_seq hands out 4611686018427387904 next, its range ends at 9223372036854775807",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status: got\n%s\nwant it to contain %q", out, want)
+		}
+	}
+
+	var js struct {
+		SyncFound         bool `json:"sync_found"`
+		TwoWay            bool `json:"two_way"`
+		PublicationExists bool `json:"publication_exists"`
+		Reverse           struct {
+			Slot              string `json:"slot"`
+			SlotExists        bool   `json:"slot_exists"`
+			Publication       string `json:"publication"`
+			PublicationExists bool   `json:"publication_exists"`
+		} `json:"reverse"`
+		Origins []struct {
+			Name      string `json:"name"`
+			Database  string `json:"database"`
+			Exists    bool   `json:"exists"`
+			RemoteLSN string `json:"remote_lsn"`
+		} `json:"origins"`
+		KeyHeadroom []struct {
+			Database string `json:"database"`
+			Left     int64  `json:"left"`
+		} `json:"key_headroom"`
+	}
+	if err := json.Unmarshal([]byte(cmd(t, "status", "--json")), &js); err != nil {
+		t.Fatal(err)
+	}
+	if !js.SyncFound || !js.TwoWay || !js.PublicationExists || !js.Reverse.SlotExists || !js.Reverse.PublicationExists ||
+		js.Reverse.Slot != "datasync_tw_hand_to_source" || js.Reverse.Publication != "datasync_tw_hand_to_source" {
+		t.Errorf("status --json: got %+v, want a two-way sync with both slots and publications", js)
+	}
+	if len(js.Origins) != 2 || js.Origins[0].Name != "datasync_tw_hand_to_target" || !js.Origins[0].Exists || js.Origins[0].Database != "target" ||
+		js.Origins[0].RemoteLSN != "0/1234" || js.Origins[1].Name != "datasync_tw_hand_to_source" || !js.Origins[1].Exists || js.Origins[1].Database != "source" {
+		t.Errorf("origins: got %+v, want both, to_target applied up to 0/1234", js.Origins)
+	}
+	if len(js.KeyHeadroom) != 2 || js.KeyHeadroom[1].Left != 1<<62 {
+		t.Errorf("key headroom: got %+v, want the source's and the target's, 2^62 left on the target", js.KeyHeadroom)
+	}
+
+	out = cmd(t, "cleanup")
+	for _, want := range []string{
+		"dropped replication slot datasync_tw_hand on the source\n",
+		"dropped replication slot datasync_tw_hand_to_source on the target\n",
+		"dropped publication datasync_tw_hand on the source\n",
+		"dropped publication datasync_tw_hand_to_source on the target\n",
+		"dropped replication origin datasync_tw_hand_to_target in the target's cluster\n",
+		"dropped replication origin datasync_tw_hand_to_source in the target's cluster\n", // one cluster in this test
+		"dropped checkpoints of tw_hand in the target's datasync schema\n",
+		"dropped checkpoints of tw_hand_to_source in the source's datasync schema\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("cleanup: got\n%s\nwant it to contain %q", out, want)
+		}
+	}
+	for _, c := range []struct {
+		db    *pgtest.DB
+		query string
+	}{
+		{src, `SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'datasync_tw_hand%'`},
+		{src, `SELECT count(*) FROM pg_publication WHERE pubname LIKE 'datasync_tw_hand%'`},
+		{dst, `SELECT count(*) FROM pg_publication WHERE pubname LIKE 'datasync_tw_hand%'`},
+		{src, `SELECT count(*) FROM pg_replication_origin WHERE roname LIKE 'datasync_tw_hand%'`},
+		{src, `SELECT count(*) FROM datasync.sync_state`},
+		{dst, `SELECT count(*) FROM datasync.sync_state`},
+	} {
+		var n int
+		if err := c.db.Pool.QueryRow(ctx, c.query).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n != 0 {
+			t.Errorf("%s after cleanup: got %d, want 0", c.query, n)
+		}
+	}
+	if out := cmd(t, "cleanup"); !strings.Contains(out, "nothing to drop") {
+		t.Errorf("second cleanup: got %q, want nothing to drop", out)
+	}
+	if out := squeeze(cmd(t, "status")); !strings.Contains(out, "no sync named tw_hand") || strings.Contains(out, "origin") ||
+		!strings.Contains(out, "key headroom public.users.id (target)") {
+		t.Errorf("status after cleanup: got\n%s\nwant no sync, no origin, and the key ranges that stay", out)
+	}
+}
+
+// squeeze collapses the runs of spaces tabwriter pads columns with.
+func squeeze(s string) string {
+	return regexp.MustCompile(` {2,}`).ReplaceAllString(s, " ")
 }

@@ -46,7 +46,7 @@ func TestSyncStatusCleanupCommands(t *testing.T) {
 		{name: "sync until caught up", args: []string{"sync", "--name", "cmd", "--table", "users", "--until-caught-up"}, wantCode: 0},
 		{name: "status", args: []string{"status", "--name", "cmd"}, wantCode: 0, wantOut: "copied 2 rows"},
 		{name: "cleanup needs a name", args: []string{"cleanup"}, wantCode: 2, wantErrOut: "--name is required"},
-		{name: "cleanup", args: []string{"cleanup", "--name", "cmd"}, wantCode: 0, wantOut: "dropped slot and publication datasync_cmd"},
+		{name: "cleanup", args: []string{"cleanup", "--name", "cmd"}, wantCode: 0, wantOut: "dropped replication slot datasync_cmd on the source\ndropped publication datasync_cmd on the source\ndropped checkpoints of cmd in the target's datasync schema"},
 		{name: "status after cleanup", args: []string{"status", "--name", "cmd"}, wantCode: 0, wantOut: "no sync named cmd"},
 	}
 	for _, tc := range tests {

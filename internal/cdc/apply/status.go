@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/strangler-fig/strangler/internal/mapping"
@@ -43,6 +44,143 @@ type Status struct {
 	LastCommitTime *time.Time `json:"last_commit_time,omitempty"`
 	// Tables lists the copied tables.
 	Tables []TableStatus `json:"tables"`
+	// Publication is the source's publication; PublicationExists whether
+	// it exists.
+	Publication       string `json:"publication"`
+	PublicationExists bool   `json:"publication_exists"`
+	// TwoWay reports that something of a two-way sync exists: the reverse
+	// slot or publication, a replication origin.
+	TwoWay bool `json:"two_way"`
+	// Reverse is the target-to-source direction of a two-way sync: its
+	// slot and publication on the target.
+	Reverse ReverseStatus `json:"reverse"`
+	// Origins are the two replication origins of a two-way sync, each
+	// looked up in the database its changes are applied to.
+	Origins []OriginStatus `json:"origins"`
+	// KeyHeadroom is, per sequence behind a key split into ranges, how
+	// many values are left in its side's range (see EnsureDisjointKeys).
+	// The ranges belong to the target's tables, not to one sync: they are
+	// listed whatever the sync's name, and stay after cleanup.
+	KeyHeadroom []SequenceHeadroom `json:"key_headroom"`
+}
+
+// ReverseStatus is the target-to-source direction of a two-way sync.
+type ReverseStatus struct {
+	// Slot is the slot on the target; SlotExists whether it exists,
+	// SlotActive whether a sync streams from it.
+	Slot       string `json:"slot"`
+	SlotExists bool   `json:"slot_exists"`
+	SlotActive bool   `json:"slot_active"`
+	// WALStatus is the slot's pg_replication_slots.wal_status.
+	WALStatus string `json:"wal_status,omitempty"`
+	// TargetLSN is the target's current WAL position.
+	TargetLSN string `json:"target_lsn"`
+	// ConfirmedFlushLSN is what the slot has been told is applied to the
+	// source; LagBytes the target's WAL beyond it.
+	ConfirmedFlushLSN string `json:"confirmed_flush_lsn,omitempty"`
+	LagBytes          int64  `json:"lag_bytes"`
+	// Publication is the target's publication; PublicationExists whether
+	// it exists.
+	Publication       string `json:"publication"`
+	PublicationExists bool   `json:"publication_exists"`
+}
+
+// OriginStatus is one replication origin of a two-way sync.
+type OriginStatus struct {
+	// Name is the origin's name.
+	Name string `json:"name"`
+	// Database is the database whose cluster it is looked up in: "target"
+	// for the changes applied to the target, "source" for the others.
+	Database string `json:"database"`
+	// Exists reports whether the cluster has it.
+	Exists bool `json:"exists"`
+	// RemoteLSN is how far in the other side's WAL the changes applied
+	// under the origin go, and LocalLSN where their commit is in this
+	// side's WAL (pg_replication_origin_status), when known.
+	RemoteLSN string `json:"remote_lsn,omitempty"`
+	LocalLSN  string `json:"local_lsn,omitempty"`
+}
+
+// syncObjects names what the sync called name creates. The names are
+// those of two-way sync: the reverse direction's slot, publication and
+// checkpoint are named NAME_to_source (its slot and publication on the
+// target, its checkpoint in the source's datasync.sync_state), its
+// origins datasync_NAME_to_target (in the target's cluster) and
+// datasync_NAME_to_source (in the source's).
+type syncObjects struct {
+	slot, publication               string // on the source
+	reverseSlot, reversePublication string // on the target
+	reverseCheckpoint               string // row of the source's datasync.sync_state
+	originToTarget, originToSource  string
+}
+
+func objectsOf(name string) syncObjects {
+	return syncObjects{
+		slot: SlotName(name), publication: PublicationName(name),
+		reverseSlot: SlotName(name + "_to_source"), reversePublication: PublicationName(name + "_to_source"),
+		reverseCheckpoint: name + "_to_source",
+		originToTarget:    "datasync_" + name + "_to_target", originToSource: "datasync_" + name + "_to_source",
+	}
+}
+
+// slotInfo is a slot as pg_replication_slots shows it.
+type slotInfo struct {
+	exists, active                bool
+	walStatus, confirmed, current string
+	lagBytes                      int64
+}
+
+func readSlot(ctx context.Context, pool *pgxpool.Pool, slot string) (slotInfo, error) {
+	var si slotInfo
+	var confirmed, walStatus *string
+	var active *bool
+	err := pool.QueryRow(ctx, `SELECT pg_current_wal_insert_lsn()::text, s.confirmed_flush_lsn::text, s.wal_status, s.active,
+			coalesce(pg_wal_lsn_diff(pg_current_wal_insert_lsn(), s.confirmed_flush_lsn), 0)::bigint
+		FROM (SELECT 1) one LEFT JOIN pg_replication_slots s ON s.slot_name = $1`, slot).
+		Scan(&si.current, &confirmed, &walStatus, &active, &si.lagBytes)
+	if err != nil {
+		return si, err
+	}
+	si.exists = active != nil
+	if si.exists {
+		si.active = *active
+		si.confirmed = deref(confirmed)
+		si.walStatus = deref(walStatus)
+	}
+	return si, nil
+}
+
+func publicationExists(ctx context.Context, pool *pgxpool.Pool, pub string) (bool, error) {
+	var ok bool
+	err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)`, pub).Scan(&ok)
+	return ok, err
+}
+
+// readOrigin looks an origin up, with its progress when the server lets
+// this user read pg_replication_origin_status.
+func readOrigin(ctx context.Context, pool *pgxpool.Pool, db, name string) (OriginStatus, error) {
+	o := OriginStatus{Name: name, Database: db}
+	var id *int64
+	if err := pool.QueryRow(ctx, `SELECT roident::int8 FROM (SELECT 1) one LEFT JOIN pg_replication_origin ON roname = $1`, name).Scan(&id); err != nil {
+		return o, fmt.Errorf("status: look up replication origin %s in the %s: %w", name, db, err)
+	}
+	if id == nil {
+		return o, nil
+	}
+	o.Exists = true
+	var remote, local *string
+	err := pool.QueryRow(ctx, `SELECT remote_lsn::text, local_lsn::text FROM pg_replication_origin_status WHERE local_id::int8 = $1`, *id).Scan(&remote, &local)
+	var pgErr *pgconn.PgError
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+	case errors.As(err, &pgErr) && pgErr.Code == "42501":
+		// Progress is for superusers and roles granted the view.
+	case err != nil:
+		return o, fmt.Errorf("status: read progress of replication origin %s in the %s: %w", name, db, err)
+	default:
+		o.RemoteLSN, o.LocalLSN = deref(remote), deref(local)
+	}
+	return o, nil
 }
 
 // TableStatus is the initial copy of one table.
@@ -59,21 +197,20 @@ type TableStatus struct {
 
 // GetStatus reads the status of the sync called name.
 func GetStatus(ctx context.Context, src, dst *pgxpool.Pool, name string) (*Status, error) {
-	st := &Status{Name: name, Slot: SlotName(name), Tables: []TableStatus{}}
-	var confirmed, walStatus *string
-	var active *bool
-	err := src.QueryRow(ctx, `SELECT pg_current_wal_insert_lsn()::text, s.confirmed_flush_lsn::text, s.wal_status, s.active,
-			coalesce(pg_wal_lsn_diff(pg_current_wal_insert_lsn(), s.confirmed_flush_lsn), 0)::bigint
-		FROM (SELECT 1) one LEFT JOIN pg_replication_slots s ON s.slot_name = $1`, st.Slot).
-		Scan(&st.SourceLSN, &confirmed, &walStatus, &active, &st.LagBytes)
+	obj := objectsOf(name)
+	st := &Status{Name: name, Slot: obj.slot, Tables: []TableStatus{}, Publication: obj.publication,
+		Reverse: ReverseStatus{Slot: obj.reverseSlot, Publication: obj.reversePublication}}
+	si, err := readSlot(ctx, src, st.Slot)
 	if err != nil {
 		return nil, fmt.Errorf("status: read slot: %w", err)
 	}
-	st.SlotExists = active != nil
-	if st.SlotExists {
-		st.SlotActive = *active
-		st.ConfirmedFlushLSN = deref(confirmed)
-		st.WALStatus = deref(walStatus)
+	st.SourceLSN, st.LagBytes = si.current, si.lagBytes
+	st.SlotExists, st.SlotActive, st.ConfirmedFlushLSN, st.WALStatus = si.exists, si.active, si.confirmed, si.walStatus
+	if st.PublicationExists, err = publicationExists(ctx, src, st.Publication); err != nil {
+		return nil, fmt.Errorf("status: read source publications: %w", err)
+	}
+	if err := readTwoWay(ctx, src, dst, obj, st); err != nil {
+		return nil, err
 	}
 	var schema bool
 	if err := dst.QueryRow(ctx, `SELECT to_regclass('datasync.sync_state') IS NOT NULL`).Scan(&schema); err != nil {
@@ -113,6 +250,39 @@ func GetStatus(ctx context.Context, src, dst *pgxpool.Pool, name string) (*Statu
 	return st, nil
 }
 
+// readTwoWay fills in the objects of a two-way sync: the reverse slot and
+// publication on the target, the origins, the key headroom.
+func readTwoWay(ctx context.Context, src, dst *pgxpool.Pool, obj syncObjects, st *Status) error {
+	r := &st.Reverse
+	si, err := readSlot(ctx, dst, r.Slot)
+	if err != nil {
+		return fmt.Errorf("status: read the target's slot %s: %w", r.Slot, err)
+	}
+	r.TargetLSN, r.SlotExists, r.SlotActive, r.WALStatus, r.ConfirmedFlushLSN, r.LagBytes =
+		si.current, si.exists, si.active, si.walStatus, si.confirmed, si.lagBytes
+	if r.PublicationExists, err = publicationExists(ctx, dst, r.Publication); err != nil {
+		return fmt.Errorf("status: read target publications: %w", err)
+	}
+	st.Origins = []OriginStatus{}
+	for _, o := range []struct {
+		db   string
+		pool *pgxpool.Pool
+		name string
+	}{{"target", dst, obj.originToTarget}, {"source", src, obj.originToSource}} {
+		os, err := readOrigin(ctx, o.pool, o.db, o.name)
+		if err != nil {
+			return err
+		}
+		st.Origins = append(st.Origins, os)
+		st.TwoWay = st.TwoWay || os.Exists
+	}
+	if st.KeyHeadroom, err = KeyHeadroom(ctx, src, dst); err != nil {
+		return fmt.Errorf("status: %w", err)
+	}
+	st.TwoWay = st.TwoWay || r.SlotExists || r.PublicationExists
+	return nil
+}
+
 func deref(s *string) string {
 	if s == nil {
 		return ""
@@ -120,53 +290,179 @@ func deref(s *string) string {
 	return *s
 }
 
-// ErrSyncRunning is returned by Cleanup while a sync uses the slot.
+// ErrSyncRunning is returned by Cleanup while a sync uses the slot or an
+// origin.
 var ErrSyncRunning = errors.New("sync is running")
 
-// Cleanup drops what the sync called name created: its slot and
-// publication on the source, its checkpoints in the target. The target
-// tables and their rows stay. It fails while a sync is connected.
+// CleanupReport lists what Cleanup dropped, one line each.
+type CleanupReport struct {
+	Dropped []string `json:"dropped"`
+}
+
+// Cleanup drops what the sync called name created, as DropSync does, and
+// returns only the error.
 func Cleanup(ctx context.Context, src, dst *pgxpool.Pool, name string) error {
-	slot := SlotName(name)
-	// A sync that just stopped leaves its server process for a moment.
+	_, err := DropSync(ctx, src, dst, name)
+	return err
+}
+
+// DropSync drops what the sync called name created, one-way or two-way:
+// the slots and publications on both sides, the replication origins in
+// both clusters, and the checkpoints (the target's for the forward
+// direction, the source's for the reverse one). What never existed is
+// skipped. The tables and their rows stay, and so do the ranges of
+// sequences split for two-way sync, with their record in
+// datasync.key_ranges: they keep the sides' ids apart and cost nothing.
+// It fails while a sync is connected.
+func DropSync(ctx context.Context, src, dst *pgxpool.Pool, name string) (*CleanupReport, error) {
+	obj := objectsOf(name)
+	rep := &CleanupReport{Dropped: []string{}}
+	for _, sl := range []struct {
+		db   string
+		pool *pgxpool.Pool
+		slot string
+	}{{"source", src, obj.slot}, {"target", dst, obj.reverseSlot}} {
+		dropped, err := dropSlot(ctx, sl.pool, sl.db, sl.slot)
+		if err != nil {
+			return rep, err
+		}
+		if dropped {
+			rep.Dropped = append(rep.Dropped, fmt.Sprintf("replication slot %s on the %s", sl.slot, sl.db))
+		}
+	}
+	for _, pb := range []struct {
+		db   string
+		pool *pgxpool.Pool
+		pub  string
+	}{{"source", src, obj.publication}, {"target", dst, obj.reversePublication}} {
+		ok, err := publicationExists(ctx, pb.pool, pb.pub)
+		if err != nil {
+			return rep, fmt.Errorf("cleanup: read %s publications: %w", pb.db, err)
+		}
+		if !ok {
+			continue
+		}
+		if _, err := pb.pool.Exec(ctx, "DROP PUBLICATION IF EXISTS "+mapping.QuoteIdent(pb.pub)); err != nil {
+			return rep, fmt.Errorf("cleanup: drop publication %s on the %s: %w", pb.pub, pb.db, err)
+		}
+		rep.Dropped = append(rep.Dropped, fmt.Sprintf("publication %s on the %s", pb.pub, pb.db))
+	}
+	// Each origin is looked for in both clusters: they are one cluster
+	// when both databases are on the same server.
+	for _, db := range []struct {
+		name string
+		pool *pgxpool.Pool
+	}{{"target", dst}, {"source", src}} {
+		for _, origin := range []string{obj.originToTarget, obj.originToSource} {
+			dropped, err := dropOrigin(ctx, db.pool, db.name, origin)
+			if err != nil {
+				return rep, err
+			}
+			if dropped {
+				rep.Dropped = append(rep.Dropped, fmt.Sprintf("replication origin %s in the %s's cluster", origin, db.name))
+			}
+		}
+	}
+	for _, cp := range []struct {
+		db   string
+		pool *pgxpool.Pool
+		name string
+	}{{"target", dst, name}, {"source", src, obj.reverseCheckpoint}} {
+		n, err := deleteCheckpoints(ctx, cp.pool, cp.name)
+		if err != nil {
+			return rep, fmt.Errorf("cleanup: %s: %w", cp.db, err)
+		}
+		if n > 0 {
+			rep.Dropped = append(rep.Dropped, fmt.Sprintf("checkpoints of %s in the %s's datasync schema", cp.name, cp.db))
+		}
+	}
+	return rep, nil
+}
+
+// dropSlot drops a slot if it exists, waiting a moment for the server
+// process of a sync that just stopped to let go of it.
+func dropSlot(ctx context.Context, pool *pgxpool.Pool, db, slot string) (bool, error) {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		var pid *int32
-		err := src.QueryRow(ctx, `SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&pid)
+		err := pool.QueryRow(ctx, `SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&pid)
 		switch {
 		case errors.Is(err, pgx.ErrNoRows):
+			return false, nil
 		case err != nil:
-			return fmt.Errorf("cleanup: look up slot %s: %w", slot, err)
+			return false, fmt.Errorf("cleanup: look up slot %s on the %s: %w", slot, db, err)
 		case pid != nil && time.Now().Before(deadline):
 			select {
 			case <-ctx.Done():
-				return fmt.Errorf("cleanup: %w", ctx.Err())
+				return false, fmt.Errorf("cleanup: %w", ctx.Err())
 			case <-time.After(100 * time.Millisecond):
 			}
 			continue
 		case pid != nil:
-			return fmt.Errorf("cleanup: slot %s is in use by process %d: stop the sync first: %w", slot, *pid, ErrSyncRunning)
-		default:
-			if _, err := src.Exec(ctx, `SELECT pg_drop_replication_slot($1)`, slot); err != nil {
-				return fmt.Errorf("cleanup: drop slot %s: %w", slot, err)
+			return false, fmt.Errorf("cleanup: slot %s on the %s is in use by process %d: stop the sync first: %w", slot, db, *pid, ErrSyncRunning)
+		}
+		if _, err := pool.Exec(ctx, `SELECT pg_drop_replication_slot($1)`, slot); err != nil {
+			return false, fmt.Errorf("cleanup: drop slot %s on the %s: %w", slot, db, err)
+		}
+		return true, nil
+	}
+}
+
+// dropOrigin drops a replication origin if the cluster has it, waiting a
+// moment for a session that just stopped to let go of it.
+func dropOrigin(ctx context.Context, pool *pgxpool.Pool, db, origin string) (bool, error) {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var exists bool
+		if err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = $1)`, origin).Scan(&exists); err != nil {
+			return false, fmt.Errorf("cleanup: look up replication origin %s in the %s's cluster: %w", origin, db, err)
+		}
+		if !exists {
+			return false, nil
+		}
+		_, err := pool.Exec(ctx, `SELECT pg_replication_origin_drop($1)`, origin)
+		var pgErr *pgconn.PgError
+		switch {
+		case err == nil:
+			return true, nil
+		case errors.As(err, &pgErr) && pgErr.Code == "42704":
+			return false, nil // dropped meanwhile
+		case errors.As(err, &pgErr) && pgErr.Code == "55006" && time.Now().Before(deadline):
+			select {
+			case <-ctx.Done():
+				return false, fmt.Errorf("cleanup: %w", ctx.Err())
+			case <-time.After(100 * time.Millisecond):
 			}
-		}
-		break
-	}
-	if _, err := src.Exec(ctx, "DROP PUBLICATION IF EXISTS "+mapping.QuoteIdent(PublicationName(name))); err != nil {
-		return fmt.Errorf("cleanup: drop publication: %w", err)
-	}
-	var schema bool
-	if err := dst.QueryRow(ctx, `SELECT to_regclass('datasync.sync_state') IS NOT NULL`).Scan(&schema); err != nil {
-		return fmt.Errorf("cleanup: read target: %w", err)
-	}
-	if schema {
-		if _, err := dst.Exec(ctx, `DELETE FROM datasync.sync_state WHERE name = $1`, name); err != nil {
-			return fmt.Errorf("cleanup: delete checkpoint: %w", err)
-		}
-		if _, err := dst.Exec(ctx, `DELETE FROM datasync.sync_tables WHERE name = $1`, name); err != nil {
-			return fmt.Errorf("cleanup: delete copy records: %w", err)
+		case errors.As(err, &pgErr) && pgErr.Code == "55006":
+			return false, fmt.Errorf("cleanup: replication origin %s in the %s's cluster is in use: stop the sync first: %w", origin, db, ErrSyncRunning)
+		default:
+			return false, fmt.Errorf("cleanup: drop replication origin %s in the %s's cluster: %w", origin, db, err)
 		}
 	}
-	return nil
+}
+
+// deleteCheckpoints deletes the rows of the sync (or direction) called
+// name from a database's datasync.sync_state and sync_tables, where they
+// exist.
+func deleteCheckpoints(ctx context.Context, pool *pgxpool.Pool, name string) (int64, error) {
+	var state, tables bool
+	if err := pool.QueryRow(ctx, `SELECT to_regclass('datasync.sync_state') IS NOT NULL, to_regclass('datasync.sync_tables') IS NOT NULL`).Scan(&state, &tables); err != nil {
+		return 0, fmt.Errorf("read the datasync schema: %w", err)
+	}
+	var n int64
+	if state {
+		tag, err := pool.Exec(ctx, `DELETE FROM datasync.sync_state WHERE name = $1`, name)
+		if err != nil {
+			return n, fmt.Errorf("delete checkpoint: %w", err)
+		}
+		n += tag.RowsAffected()
+	}
+	if tables {
+		tag, err := pool.Exec(ctx, `DELETE FROM datasync.sync_tables WHERE name = $1`, name)
+		if err != nil {
+			return n, fmt.Errorf("delete copy records: %w", err)
+		}
+		n += tag.RowsAffected()
+	}
+	return n, nil
 }

@@ -49,6 +49,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Metrics, when not nil, are updated as changes are applied.
 	Metrics *Metrics
+	// TwoWay syncs both ways (issue 13): among other things, the sides'
+	// sequence-backed keys are made disjoint before anything is written.
+	TwoWay bool
 }
 
 // ErrSlotLost is returned when the target has a checkpoint but the source
@@ -162,6 +165,11 @@ func run(ctx context.Context, cfg Config) error {
 	identity, err := Preflight(ctx, s.src, s.tables)
 	if err != nil {
 		return err
+	}
+	if cfg.TwoWay {
+		if _, err := EnsureDisjointKeys(ctx, s.src, s.dst, s.tables, s.log); err != nil {
+			return err
+		}
 	}
 	for _, t := range s.tables {
 		s.byName[t.Source.String()] = t
