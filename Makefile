@@ -4,7 +4,7 @@ BIN       := bin
 PKGS      := ./...
 TEST_FLAGS ?= -race -timeout 30m
 
-.PHONY: all build test lint fmt-check vet demo bench postgres clean
+.PHONY: all build test lint fmt-check vet demo bench postgres ops-tools clean
 
 all: build
 
@@ -12,7 +12,7 @@ build:
 	$(GO) build -o $(BIN)/ ./cmd/... ./example-monolith ./example-services/...
 
 # Every test, against real PostgreSQL clusters the tests start themselves.
-test: postgres fmt-check vet
+test: postgres ops-tools fmt-check vet
 	$(GO) test $(TEST_FLAGS) $(PKGS)
 
 lint: fmt-check vet
@@ -28,6 +28,12 @@ vet:
 # Installs PostgreSQL from Debian's packages when its server programs are missing.
 postgres:
 	@scripts/ensure-postgres.sh >/dev/null
+
+# Installs Chromium (the status page's browser test) and promtool (the alert
+# rules' check) from Debian's packages when missing; their tests skip, saying
+# why, where that is not possible.
+ops-tools:
+	@scripts/ensure-ops-tools.sh
 
 demo: postgres build
 	scripts/demo.sh
