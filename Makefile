@@ -4,7 +4,7 @@ BIN       := bin
 PKGS      := ./...
 TEST_FLAGS ?= -race -timeout 30m
 
-.PHONY: all build test lint fmt-check vet demo bench postgres peers fuzz-short fuzz-long clean
+.PHONY: all build test lint fmt-check vet demo bench postgres peers ops-tools fuzz-short fuzz-long clean
 
 all: build
 
@@ -13,7 +13,7 @@ build:
 
 # Every test, against real PostgreSQL clusters the tests start themselves,
 # then a short run of the HTTP parsers' fuzz targets.
-test: postgres peers fmt-check vet
+test: postgres peers ops-tools fmt-check vet
 	$(GO) test $(TEST_FLAGS) $(PKGS)
 	@$(MAKE) --no-print-directory fuzz-short
 
@@ -53,6 +53,12 @@ postgres:
 # Installs nginx and HAProxy, which some proxy tests compare with, when missing.
 peers:
 	@scripts/ensure-peers.sh
+
+# Installs Chromium (the status page's browser test) and promtool (the alert
+# rules' check) from Debian's packages when missing; their tests skip, saying
+# why, where that is not possible.
+ops-tools:
+	@scripts/ensure-ops-tools.sh
 
 demo: postgres build
 	scripts/demo.sh

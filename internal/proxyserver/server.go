@@ -22,6 +22,7 @@ import (
 	"github.com/strangler-fig/strangler/internal/h1serve"
 	"github.com/strangler-fig/strangler/internal/proxyconfig"
 	"github.com/strangler-fig/strangler/internal/routing"
+	"github.com/strangler-fig/strangler/internal/statuspage"
 )
 
 // Options configure a Server. ConfigPath and Logger are required.
@@ -143,6 +144,12 @@ func New(opts Options) (*Server, error) {
 	if s.flags != nil {
 		s.flags.mount(s)
 	}
+	page, err := statuspage.New(statuspage.Options{Admin: s.admin, Gatherer: opts.Registry, Logger: opts.Logger})
+	if err != nil {
+		s.closeFlags()
+		return nil, fmt.Errorf("new server: %w", err)
+	}
+	page.Mount(s.admin.Handle)
 	s.admin.HandleWrite("POST /admin/reload", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := s.Reload(); err != nil {
 			s.logRejected(err)
