@@ -232,8 +232,8 @@ func TestStatusCleanupTwoWay(t *testing.T) {
 		"reverse lag ",
 		"origin datasync_tw_hand_to_target in the target's cluster: applied up to 0/1234 of the other side's WAL",
 		"origin datasync_tw_hand_to_source in the source's cluster: nothing applied yet",
-		"key headroom public.users.id (source) 4611686018427387901 values left: public.users_id_seq hands out 3 next, its range ends at 4611686018427387903",
-		"key headroom public.users.id (target) 4611686018427387904 values left: public.users_id_seq hands out 4611686018427387904 next, its range ends at 9223372036854775807",
+		"key headroom public.users.id (source) 4503599627370493 values left: public.users_id_seq hands out 3 next, its range ends at 4503599627370495",
+		"key headroom public.users.id (target) 9218868437227405312 values left: public.users_id_seq hands out 4503599627370496 next, its range ends at 9223372036854775807",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status: got\n%s\nwant it to contain %q", out, want)
@@ -272,8 +272,8 @@ func TestStatusCleanupTwoWay(t *testing.T) {
 		js.Origins[0].RemoteLSN != "0/1234" || js.Origins[1].Name != "datasync_tw_hand_to_source" || !js.Origins[1].Exists || js.Origins[1].Database != "source" {
 		t.Errorf("origins: got %+v, want both, to_target applied up to 0/1234", js.Origins)
 	}
-	if len(js.KeyHeadroom) != 2 || js.KeyHeadroom[1].Left != 1<<62 {
-		t.Errorf("key headroom: got %+v, want the source's and the target's, 2^62 left on the target", js.KeyHeadroom)
+	if len(js.KeyHeadroom) != 2 || js.KeyHeadroom[1].Left != 1<<63-1-1<<52+1 {
+		t.Errorf("key headroom: got %+v, want the source's and the target's, 2^63 - 2^52 left on the target", js.KeyHeadroom)
 	}
 
 	out = cmd(t, "cleanup")

@@ -11,8 +11,9 @@ package apply
 //	source (monolith)  [its MINVALUE, B-1]    ALTER SEQUENCE … MAXVALUE B-1
 //	target (service)   [B, type maximum]      ALTER SEQUENCE … MINVALUE B START WITH B RESTART WITH R
 //
-// with B = 2^(bits-2) for the narrowest integer type among both key columns
-// and both sequences: 2^62 for bigint, 2^30 for integer, 2^14 for
+// with B for the narrowest integer type among both key columns and both
+// sequences: 2^52 for bigint (so that ids stay exact as JSON numbers read by
+// JavaScript, which rounds past 2^53 - 1), 2^30 for integer, 2^14 for
 // smallint. The monolith's sequence keeps its position and increments; it
 // only gets an upper bound it is far from. The service's sequence jumps to
 // R, the first value from B on that no row on either side holds. Ranges
@@ -201,7 +202,7 @@ func EnsureDisjointKeys(ctx context.Context, src, dst *pgxpool.Pool, tables []*m
 		}
 		boundary, setUp := recorded[t.Target.Quoted()]
 		if !setUp {
-			boundary = int64(1) << (minBits(sides) - 2)
+			boundary = rangeBoundary(minBits(sides))
 		}
 		ks.Boundary = boundary
 		rep.Tables = append(rep.Tables, ks)
@@ -393,6 +394,18 @@ func minBits(sides [2]*keySide) int {
 }
 
 func typeMax(bits int) int64 { return int64(1)<<(bits-1) - 1 }
+
+// rangeBoundary is where the target's range begins for a key of the given
+// width: 2^(bits-2), except for bigint, where it is 2^52 so that every id
+// the monolith can hand out, and the service's first 2^52, stay below 2^53:
+// ids are JSON numbers in most APIs, and JavaScript reads an integer past
+// 2^53 - 1 rounded.
+func rangeBoundary(bits int) int64 {
+	if bits == 64 {
+		return 1 << 52
+	}
+	return int64(1) << (bits - 2)
+}
 
 var seqBits = map[string]int{"smallint": 16, "integer": 32, "bigint": 64}
 

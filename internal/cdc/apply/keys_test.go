@@ -15,7 +15,7 @@ import (
 )
 
 const (
-	b8 = int64(1) << 62 // the boundary of bigint keys
+	b8 = int64(1) << 52 // the boundary of bigint keys
 	b4 = int64(1) << 30 // of integer keys
 	b2 = int64(1) << 14 // of smallint keys
 )
@@ -205,11 +205,11 @@ func TestEnsureDisjointKeysExistingValues(t *testing.T) {
 		wantErr    []string // empty: no error
 		wantDstNxt int64
 	}{
-		{name: "target keys above the boundary", dstSQL: []string{`INSERT INTO t VALUES (4611686018427387910, 'x')`}, wantDstNxt: b8 + 7},
-		{name: "source keys above the boundary", srcSQL: []string{`INSERT INTO t VALUES (4611686018427387910, 'x')`},
-			wantErr: []string{"public.t", "4611686018427387910", "cross the boundary"}},
-		{name: "source sequence past the boundary", srcSQL: []string{`SELECT setval('t_id_seq', 4611686018427387999)`},
-			wantErr: []string{"t_id_seq", "4611686018427388000", "cross the boundary"}},
+		{name: "target keys above the boundary", dstSQL: []string{`INSERT INTO t VALUES (4503599627370502, 'x')`}, wantDstNxt: b8 + 7},
+		{name: "source keys above the boundary", srcSQL: []string{`INSERT INTO t VALUES (4503599627370502, 'x')`},
+			wantErr: []string{"public.t", "4503599627370502", "cross the boundary"}},
+		{name: "source sequence past the boundary", srcSQL: []string{`SELECT setval('t_id_seq', 4503599627370591)`},
+			wantErr: []string{"t_id_seq", "4503599627370592", "cross the boundary"}},
 		{name: "target holds keys the source will hand out", dstSQL: []string{`INSERT INTO t VALUES (5, 'service'), (6, 'service')`},
 			wantErr: []string{"the target's public.t already holds key 6", "public.t_id_seq", "hands out 4 next", "setval('public.t_id_seq', 6)"}},
 		{name: "descending source sequence", srcSQL: []string{`CREATE SEQUENCE down INCREMENT -1 MINVALUE -100 MAXVALUE -1 OWNED BY t.id`,
@@ -267,13 +267,13 @@ func TestEnsureDisjointKeysCollisionMadePossible(t *testing.T) {
 		want   []string
 	}{
 		{name: "source maxvalue removed", db: "source", breakQ: `ALTER SEQUENCE t_id_seq NO MAXVALUE`,
-			want: []string{"public.t_id_seq", "MAXVALUE 9223372036854775807", "ALTER SEQUENCE public.t_id_seq MAXVALUE 4611686018427387903"}},
+			want: []string{"public.t_id_seq", "MAXVALUE 9223372036854775807", "ALTER SEQUENCE public.t_id_seq MAXVALUE 4503599627370495"}},
 		{name: "target sequence reset", db: "target", breakQ: `ALTER SEQUENCE t_id_seq MINVALUE 1 START 1 RESTART 1`,
-			want: []string{"public.t_id_seq", "MINVALUE 1", "ALTER SEQUENCE public.t_id_seq MINVALUE 4611686018427387904 START WITH 4611686018427387904 RESTART WITH 4611686018427387905"}},
+			want: []string{"public.t_id_seq", "MINVALUE 1", "ALTER SEQUENCE public.t_id_seq MINVALUE 4503599627370496 START WITH 4503599627370496 RESTART WITH 4503599627370497"}},
 		{name: "source sequence set back", db: "source", breakQ: `SELECT setval('t_id_seq', 1)`,
 			want: []string{"public.t_id_seq", "hands out 2 next", "holds key 3", "SELECT setval('public.t_id_seq', 3)"}},
-		{name: "target sequence set back within its range", db: "target", breakQ: `SELECT setval('t_id_seq', 4611686018427387904, false)`,
-			want: []string{"public.t_id_seq", "holds key 4611686018427387904", "SELECT setval('public.t_id_seq', 4611686018427387904)"}},
+		{name: "target sequence set back within its range", db: "target", breakQ: `SELECT setval('t_id_seq', 4503599627370496, false)`,
+			want: []string{"public.t_id_seq", "holds key 4503599627370496", "SELECT setval('public.t_id_seq', 4503599627370496)"}},
 		{name: "source key in the target's range", db: "source", breakQ: `INSERT INTO t VALUES (4611686018427387950, 'app')`,
 			want: []string{"the source's public.t already holds key 4611686018427387950", "SELECT setval('public.t_id_seq', 4611686018427387950)"}},
 		{name: "target key in the source's range", db: "target", breakQ: `INSERT INTO t VALUES (100, 'app')`,
