@@ -214,6 +214,16 @@ routes:
 		},
 	},
 	{
+		name: "identity header with '_'",
+		src: `monolith: {url: http://127.0.0.1:8000}
+identity:
+  - header: X_User_ID
+`,
+		want: []string{
+			"line 3: identity[0].header: \"X_User_ID\" has '_', and request headers with '_' are dropped",
+		},
+	},
+	{
 		name: "zero timeouts and breaker",
 		src: `monolith: {url: http://127.0.0.1:8000, timeout: 0s}
 services:

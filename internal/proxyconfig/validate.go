@@ -132,6 +132,15 @@ func (c *Config) Validate() error {
 		if n != 1 {
 			v.add(p, "set exactly one of header, cookie or jwt")
 		}
+		if !c.Server.UnderscoresInHeaders {
+			// The proxy drops such headers before an upstream sees them.
+			if strings.Contains(id.Header, "_") {
+				v.add(p+".header", fmt.Sprintf("%q has '_', and request headers with '_' are dropped: use '-' or set server.underscores_in_headers: true", id.Header))
+			}
+			if id.JWT != nil && strings.Contains(id.JWT.Header, "_") {
+				v.add(p+".jwt.header", fmt.Sprintf("%q has '_', and request headers with '_' are dropped: use '-' or set server.underscores_in_headers: true", id.JWT.Header))
+			}
+		}
 		if j := id.JWT; j != nil {
 			switch {
 			case (j.HS256SecretEnv == "") == (j.RS256PublicKeyFile == ""):

@@ -86,8 +86,10 @@ func (p *policy) check(r *http.Request) *refusal {
 	if r.URL.RawPath != "" && !p.unescapeSlashes && hasEscapedSlash(r.URL.RawPath) {
 		return &refusal{http.StatusBadRequest, "escaped slash in the path (server.escaped_slashes: reject)"}
 	}
-	if r.URL.RawPath != "" && hasEscapedBackslash(r.URL.RawPath) {
-		return &refusal{http.StatusBadRequest, "escaped backslash in the path"}
+	// Decoded: "%5C" is how a URL writes a backslash, so it sets no
+	// RawPath.
+	if strings.IndexByte(r.URL.Path, '\\') >= 0 {
+		return &refusal{http.StatusBadRequest, "backslash in the path"}
 	}
 	return nil
 }
@@ -96,25 +98,16 @@ func (p *policy) check(r *http.Request) *refusal {
 // Such a path is matched against routes decoded ("/api%2fusers" is
 // "/api/users") while an upstream gets it as written and may read it as one
 // segment, or decode it differently (Envoy's
-// path_with_escaped_slashes_action).
-func hasEscapedSlash(raw string) bool { return hasEscape(raw, 'F') }
-
-// hasEscapedBackslash reports whether an escaped path holds %5C, which some
-// upstreams read as a slash. It is refused whatever the slash policy: a
-// decoded backslash has no URL form to forward.
-func hasEscapedBackslash(raw string) bool { return hasEscape(raw, 'C') }
-
-func hasEscape(raw string, last byte) bool {
+// path_with_escaped_slashes_action). A backslash (%5C), which some
+// upstreams read as a slash, is refused whatever the policy: it has no
+// decoded URL form to forward.
+func hasEscapedSlash(raw string) bool {
 	for {
 		i := strings.IndexByte(raw, '%')
 		if i < 0 || i+2 >= len(raw) {
 			return false
 		}
-		first := byte('2')
-		if last == 'C' {
-			first = '5'
-		}
-		if raw[i+1] == first && raw[i+2]&^0x20 == last {
+		if raw[i+1] == '2' && raw[i+2]|0x20 == 'f' {
 			return true
 		}
 		raw = raw[i+1:]
