@@ -5,7 +5,6 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"sync"
 	"sync/atomic"
 
 	"github.com/strangler-fig/strangler/internal/proxyconfig"
@@ -180,30 +179,26 @@ var errBodyTooLarge = errors.New("request body larger than max_body")
 // client hung up) or too large is the client's fault, never a failure of
 // the upstream it was being sent to (issue 16, finding 2). It is read by
 // the transport's writer, which may be another goroutine; fault is read
-// after the transport returned.
+// after the transport returned. It lives in the exchange, so it costs no
+// allocation of its own.
 type requestBody struct {
-	r     io.ReadCloser
-	limit int64 // 0: none
-	n     int64
-
-	mu     sync.Mutex
-	status int // 400 or 413 once a read failed
-	err    error
-	read   atomic.Bool // any byte read
+	r      io.ReadCloser
+	limit  int64 // 0: none
+	n      int64
+	status atomic.Int32 // 400 or 413 once a read failed
 }
 
 func (b *requestBody) Read(p []byte) (int, error) {
 	n, err := b.r.Read(p)
 	if n > 0 {
-		b.read.Store(true)
 		b.n += int64(n)
 		if b.limit > 0 && b.n > b.limit {
-			b.fail(http.StatusRequestEntityTooLarge, errBodyTooLarge)
+			b.status.CompareAndSwap(0, http.StatusRequestEntityTooLarge)
 			return 0, errBodyTooLarge
 		}
 	}
 	if err != nil && err != io.EOF {
-		b.fail(http.StatusBadRequest, err)
+		b.status.CompareAndSwap(0, http.StatusBadRequest)
 	}
 	return n, err
 }
@@ -212,20 +207,5 @@ func (b *requestBody) Read(p []byte) (int, error) {
 // connection error the monolith may still read it.
 func (b *requestBody) Close() error { return nil }
 
-func (b *requestBody) fail(status int, err error) {
-	b.mu.Lock()
-	if b.status == 0 {
-		b.status, b.err = status, err
-	}
-	b.mu.Unlock()
-}
-
 // fault returns the status a failed read calls for, 0 if none failed.
-func (b *requestBody) fault() (int, error) {
-	if b.r == nil {
-		return 0, nil
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.status, b.err
-}
+func (b *requestBody) fault() int { return int(b.status.Load()) }

@@ -679,7 +679,7 @@ func mayBeEventStream(vv []string) bool {
 // max_body) is the client's fault: 400 or 413, never 502.
 func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
 	ex := exchangeOf(r.Context())
-	if status, berr := ex.body.fault(); status != 0 {
+	if status := ex.body.fault(); status != 0 {
 		// Answered even when the connection's end was seen (the server
 		// cancels the context then): a client that only closed its
 		// sending half still reads, and must not get the server's empty
@@ -688,7 +688,7 @@ func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) 
 		if r.Context().Err() != nil {
 			ex.status = 499
 		}
-		p.opts.Logger.Debug("request body refused", "request_id", ex.reqID, "status", status, "err", berr)
+		p.opts.Logger.Debug("request body refused", "request_id", ex.reqID, "status", status, "err", err)
 		w.Header().Set("Connection", "close")
 		w.WriteHeader(status)
 		return

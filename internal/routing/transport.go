@@ -83,7 +83,7 @@ func (ex *exchange) tryService(out *http.Request) (*http.Response, error) {
 
 	resp, err := svc.rt.RoundTrip(out)
 	if err != nil {
-		if status, _ := ex.body.fault(); status != 0 || out.Context().Err() != nil {
+		if ex.body.fault() != 0 || out.Context().Err() != nil {
 			// The client went away, or sent a body that could not be read
 			// whole: neither a service failure nor a reason to bother the
 			// monolith.
