@@ -2,9 +2,11 @@ package routing
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -224,6 +226,24 @@ routes:
 	for _, b := range svc.bodies {
 		if len(b) > 1024 && len(b) != 6000 {
 			t.Errorf("service got a body of %d bytes", len(b))
+		}
+	}
+}
+
+// TestBodyErrorStatus pins the answer to each kind of body read failure.
+func TestBodyErrorStatus(t *testing.T) {
+	cases := []struct {
+		name string
+		err  error
+		want int
+	}{
+		{"cut short", io.ErrUnexpectedEOF, 400},
+		{"malformed", errors.New("invalid byte in chunk length"), 400},
+		{"read timeout", fmt.Errorf("read body: %w", os.ErrDeadlineExceeded), 408},
+	}
+	for _, c := range cases {
+		if got := bodyErrorStatus(c.err); got != c.want {
+			t.Errorf("%s: got %d, want %d", c.name, got, c.want)
 		}
 	}
 }

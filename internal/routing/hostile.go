@@ -3,7 +3,9 @@ package routing
 import (
 	"errors"
 	"io"
+	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync/atomic"
 
@@ -185,7 +187,7 @@ type requestBody struct {
 	r      io.ReadCloser
 	limit  int64 // 0: none
 	n      int64
-	status atomic.Int32 // 400 or 413 once a read failed
+	status atomic.Int32 // 400, 408 or 413 once a read failed
 }
 
 func (b *requestBody) Read(p []byte) (int, error) {
@@ -198,9 +200,20 @@ func (b *requestBody) Read(p []byte) (int, error) {
 		}
 	}
 	if err != nil && err != io.EOF {
-		b.status.CompareAndSwap(0, http.StatusBadRequest)
+		b.status.CompareAndSwap(0, int32(bodyErrorStatus(err)))
 	}
 	return n, err
+}
+
+// bodyErrorStatus is the answer to a request whose body failed to read
+// with err: 408 when the server's read timed out (the client is too slow),
+// 400 otherwise (malformed, or the connection ended first).
+func bodyErrorStatus(err error) int {
+	var ne net.Error
+	if errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout() {
+		return http.StatusRequestTimeout
+	}
+	return http.StatusBadRequest
 }
 
 // Close does nothing: the server owns the body and closes it, and after a
