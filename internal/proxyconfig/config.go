@@ -48,6 +48,11 @@ type Config struct {
 	// MaxReplayBody is the largest request body buffered so that it can be
 	// replayed to the monolith (extension; default 1 MiB).
 	MaxReplayBody Size `yaml:"max_replay_body"`
+	// MaxBody is the largest request body accepted, for requests that
+	// match no route and routes without a max_body of their own: a larger
+	// one is answered 413 and never reaches an upstream in full; 0 means
+	// no limit (extension; default DefaultMaxBody).
+	MaxBody Size `yaml:"max_body"`
 	// Server holds the proxy listener's limits (extension).
 	Server ServerConfig `yaml:"server"`
 	// Admin is the admin listener.
@@ -99,7 +104,26 @@ type ServerConfig struct {
 	// internal/h1serve); false serves everything with net/http's server.
 	// It is read at start-up: a reload does not change it.
 	HTTP1FastPath bool `yaml:"http1_fast_path"`
+
+	// Request policies applied by the proxy's handler (package routing).
+
+	// EscapedSlashes says what to do with a path holding an escaped slash
+	// or backslash (%2F, %5C), which a route is matched against decoded
+	// while the upstream gets it as written: EscapedSlashesReject (the
+	// default) answers 400, EscapedSlashesUnescape forwards the decoded
+	// path, the one the route was chosen on.
+	EscapedSlashes string `yaml:"escaped_slashes"`
+	// UnderscoresInHeaders keeps request headers with '_' in their name;
+	// by default they are dropped, because CGI, WSGI and PHP backends read
+	// X_User_ID as X-User-ID (nginx's underscores_in_headers).
+	UnderscoresInHeaders bool `yaml:"underscores_in_headers"`
 }
+
+// Escaped slash policies, as in server.escaped_slashes.
+const (
+	EscapedSlashesReject   = "reject"
+	EscapedSlashesUnescape = "unescape_and_forward"
+)
 
 // AdminConfig is the admin listener.
 type AdminConfig struct {
@@ -195,6 +219,9 @@ type RouteConfig struct {
 	// Shadow sends copies of monolith-bound requests to the service and
 	// compares the answers (see package shadow).
 	Shadow *shadow.Config `yaml:"shadow"`
+	// MaxBody is the largest request body the route accepts, 0 for no
+	// limit (extension); nil takes the top-level max_body.
+	MaxBody *Size `yaml:"max_body"`
 }
 
 // Defaults not visible in Default's return value because they apply per
@@ -206,6 +233,11 @@ const (
 	DefaultOpenFor             = 30 * time.Second
 )
 
+// DefaultMaxBody is max_body's default: above nginx's 1 MiB
+// client_max_body_size, for API requests that carry batches, and far below
+// what an upload route needs, which sets its own.
+const DefaultMaxBody = 4 << 20
+
 // Default returns a configuration with every default filled in.
 func Default() *Config {
 	return &Config{
@@ -213,6 +245,7 @@ func Default() *Config {
 		ShutdownTimeout: Duration(30 * time.Second),
 		AccessLog:       true,
 		MaxReplayBody:   1 << 20,
+		MaxBody:         DefaultMaxBody,
 		Server: ServerConfig{
 			ReadHeaderTimeout:  Duration(10 * time.Second),
 			IdleTimeout:        Duration(120 * time.Second),
@@ -223,6 +256,7 @@ func Default() *Config {
 			BodyReadTimeout:    Duration(60 * time.Second),
 			RequestTimeout:     Duration(5 * time.Minute),
 			HTTP1FastPath:      true,
+			EscapedSlashes:     EscapedSlashesReject,
 		},
 		Admin:     AdminConfig{Listen: "127.0.0.1:9901"},
 		Monolith:  UpstreamConfig{Timeout: Duration(30 * time.Second)},

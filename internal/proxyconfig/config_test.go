@@ -68,6 +68,10 @@ func TestParseDefaults(t *testing.T) {
 		{"routes[0].fallback", strings.Join(cfg.Routes[0].Fallback, ","), strings.Join(AllReasons(), ",")},
 		{"anonymous", cfg.Anonymous, AnonymousMonolith},
 		{"line of routes[0].service", cfg.Line("routes[0].service"), 11},
+		{"max_body", cfg.MaxBody, Size(DefaultMaxBody)},
+		{"routes[0].max_body", *cfg.Routes[0].MaxBody, Size(DefaultMaxBody)},
+		{"server.escaped_slashes", cfg.Server.EscapedSlashes, EscapedSlashesReject},
+		{"server.underscores_in_headers", cfg.Server.UnderscoresInHeaders, false},
 	}
 	for _, c := range checks {
 		t.Run(c.name, func(t *testing.T) {
@@ -220,6 +224,30 @@ routes:
 		},
 	},
 	{
+		name: "request policies",
+		src: `monolith: {url: http://127.0.0.1:8000}
+server: {escaped_slashes: decode}
+services:
+  users: {url: http://127.0.0.1:8001}
+routes:
+  - {prefix: /api/users, service: users, max_body: lots}
+`,
+		want: []string{
+			"line 2: server.escaped_slashes: \"decode\" is not a policy: use reject or unescape_and_forward",
+			"line 6: routes[0].max_body:",
+		},
+	},
+	{
+		name: "identity header with '_'",
+		src: `monolith: {url: http://127.0.0.1:8000}
+identity:
+  - header: X_User_ID
+`,
+		want: []string{
+			"line 3: identity[0].header: \"X_User_ID\" has '_', and request headers with '_' are dropped",
+		},
+	},
+	{
 		name: "zero timeouts and breaker",
 		src: `monolith: {url: http://127.0.0.1:8000, timeout: 0s}
 services:
@@ -342,4 +370,26 @@ func FuzzDecode(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestRouteMaxBody pins that a route without max_body takes the top-level
+// one, and that 0 (no limit) is kept as written.
+func TestRouteMaxBody(t *testing.T) {
+	cfg, verr := parse(t, `monolith: {url: http://127.0.0.1:8000}
+max_body: 1MiB
+services:
+  users: {url: http://127.0.0.1:8001}
+routes:
+  - {prefix: /api/users, service: users}
+  - {prefix: /api/uploads, service: users, max_body: 0}
+  - {prefix: /api/batch, service: users, max_body: 16MiB}
+`)
+	if verr != nil {
+		t.Fatalf("Parse: got %v, want no error", verr)
+	}
+	for i, want := range []Size{1 << 20, 0, 16 << 20} {
+		if got := *cfg.Routes[i].MaxBody; got != want {
+			t.Errorf("routes[%d].max_body: got %d, want %d", i, got, want)
+		}
+	}
 }

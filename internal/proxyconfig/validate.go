@@ -56,6 +56,10 @@ func (c *Config) applyDefaults() {
 		for k, m := range r.Methods {
 			r.Methods[k] = strings.ToUpper(m)
 		}
+		if r.MaxBody == nil {
+			mb := c.MaxBody
+			r.MaxBody = &mb
+		}
 	}
 }
 
@@ -70,6 +74,14 @@ func (c *Config) Validate() error {
 	v.nonNegative("shutdown_timeout", c.ShutdownTimeout)
 	if c.MaxReplayBody < 0 {
 		v.add("max_replay_body", "must not be negative")
+	}
+	if c.MaxBody < 0 {
+		v.add("max_body", "must not be negative (0 means no limit)")
+	}
+	switch c.Server.EscapedSlashes {
+	case EscapedSlashesReject, EscapedSlashesUnescape:
+	default:
+		v.add("server.escaped_slashes", fmt.Sprintf("%q is not a policy: use %s or %s", c.Server.EscapedSlashes, EscapedSlashesReject, EscapedSlashesUnescape))
 	}
 	v.positive("server.read_header_timeout", c.Server.ReadHeaderTimeout)
 	v.positive("server.idle_timeout", c.Server.IdleTimeout)
@@ -130,6 +142,15 @@ func (c *Config) Validate() error {
 		}
 		if n != 1 {
 			v.add(p, "set exactly one of header, cookie or jwt")
+		}
+		if !c.Server.UnderscoresInHeaders {
+			// The proxy drops such headers before an upstream sees them.
+			if strings.Contains(id.Header, "_") {
+				v.add(p+".header", fmt.Sprintf("%q has '_', and request headers with '_' are dropped: use '-' or set server.underscores_in_headers: true", id.Header))
+			}
+			if id.JWT != nil && strings.Contains(id.JWT.Header, "_") {
+				v.add(p+".jwt.header", fmt.Sprintf("%q has '_', and request headers with '_' are dropped: use '-' or set server.underscores_in_headers: true", id.JWT.Header))
+			}
 		}
 		if j := id.JWT; j != nil {
 			switch {

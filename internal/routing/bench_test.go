@@ -1,6 +1,7 @@
 package routing
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -8,7 +9,9 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -98,4 +101,54 @@ func BenchmarkPlainReverseProxy(b *testing.B) {
 		Transport: &http.Transport{MaxIdleConnsPerHost: 1024},
 	}
 	serveLoop(b, rp, "/api/users/12345?x=1")
+}
+
+// BenchmarkScreen is what issue 16's request checks add to every request:
+// the screen before routing and the header work of rewrite.
+func BenchmarkScreen(b *testing.B) {
+	cfg := mustConfig(b, `monolith: {url: http://127.0.0.1:1}
+identity: [{header: X-User-ID}]
+services:
+  users: {url: http://127.0.0.1:2}
+routes: [{prefix: /api/users, service: users}]
+`)
+	p, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registry: prometheus.NewRegistry()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(p.Close)
+	st := p.state.Load()
+	req := httptest.NewRequest("GET", "/api/users/12345?x=1", nil)
+	req.Header.Set("X-User-ID", "u-1")
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("User-Agent", "bench")
+	out := req.Header.Clone()
+	ex := &exchange{st: st, route: st.table.Match(req.URL.Path)}
+	b.ReportAllocs()
+	for b.Loop() {
+		if p.screen(req, ex) != nil {
+			b.Fatal("refused")
+		}
+		dropUnderscores(out)
+	}
+}
+
+// BenchmarkPeek is the liveness peek every reuse of a pooled upstream
+// connection now pays.
+func BenchmarkPeek(b *testing.B) {
+	s := jsonBackend(b)
+	t := newH1Transport(&http.Transport{}, strings.TrimPrefix(s.URL, "http://"), strings.TrimPrefix(s.URL, "http://"), time.Second)
+	b.Cleanup(t.close)
+	pc, err := t.getConn(context.Background())
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		pc.begin(ctx, time.Now()) // as getConn: the peek fails on a past deadline
+		if !pc.alive() {
+			b.Fatal("dead")
+		}
+	}
 }

@@ -42,6 +42,21 @@
 // goes away is noticed within that time; faster exchanges, nearly all of
 // them, skip the cost of the watch.
 //
+// Pooled upstream connections are peeked at (a non-blocking MSG_PEEK) before
+// every reuse, and one with bytes left over after an answer is closed: bytes
+// an upstream sends unasked are never read as the next client's answer.
+//
+// Requests are screened before routing (hostile.go, issue 16): a repeated
+// identity header, an escaped slash (server.escaped_slashes), a backslash, a
+// ';' path parameter that changes the route, or a Content-Length above the
+// route's max_body is answered 400 or 413 and reaches no upstream. A request
+// body that fails to read (malformed, cut short, above max_body while it
+// streams) is answered 400 or 413. Such refusals are the client's fault: they
+// count against no breaker, fallback or guard, and the Observer never sees
+// them. On the way out, headers with '_' in their name are dropped (unless
+// server.underscores_in_headers), and identity headers named in Connection
+// are kept.
+//
 // Metrics (registered in the registry passed in): strangler_requests_total
 // {route, backend, code}, strangler_request_duration_seconds {route, backend},
 // strangler_fallbacks_total {route, reason}, strangler_breaker_state {service}

@@ -207,7 +207,7 @@ func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	ctx := req.Context()
 	for attempt := 0; ; attempt++ {
-		pc, err := t.getConn(ctx, isReplayable(req))
+		pc, err := t.getConn(ctx)
 		if err != nil {
 			return nil, err
 		}
@@ -238,19 +238,14 @@ func isReplayable(req *http.Request) bool {
 	return ok
 }
 
-// freshFor is how long after its last answer a pooled connection is taken
-// for open without a peek, for a request that may be retried on a new
-// connection. A conforming upstream sends nothing unasked, and one that
-// closed the connection this soon fails the request before any answer,
-// which RoundTrip then retries. Upstreams close idle connections after
-// seconds, not milliseconds. Under load most connections come back to the
-// pool within this time, but on a busy machine often not within 1 ms (about
-// one request in three at 64 connections here), and each peek is a system
-// call.
-const freshFor = 10 * time.Millisecond
-
 // getConn returns a live pooled connection, or dials a new one.
-func (t *h1Transport) getConn(ctx context.Context, replayable bool) (*h1Conn, error) {
+//
+// Every pooled connection is peeked at before it is reused, however recently
+// it came back (issue 16, finding 1): an upstream that wrote anything after
+// its answer (a body on a HEAD answer, more than its Content-Length, a
+// second answer) would otherwise have those bytes read as the answer to the
+// next client's request. One non-blocking recv per reuse is the price.
+func (t *h1Transport) getConn(ctx context.Context) (*h1Conn, error) {
 	now := time.Now()
 	t.mu.Lock()
 	for len(t.idle) > 0 {
@@ -271,7 +266,7 @@ func (t *h1Transport) getConn(ctx context.Context, replayable bool) (*h1Conn, er
 		t.mu.Unlock()
 		// The deadline first: the peek fails on a past one.
 		pc.begin(ctx, now)
-		if replayable && now.Sub(pc.lastUsed) < freshFor || pc.alive() {
+		if pc.alive() {
 			pc.reused = true
 			return pc, nil
 		}
@@ -297,7 +292,9 @@ func (t *h1Transport) getConn(ctx context.Context, replayable bool) (*h1Conn, er
 func (t *h1Transport) putConn(pc *h1Conn) {
 	pc.lastUsed = time.Now()
 	t.mu.Lock()
-	// Bytes after the answer's end are nothing a request asked for.
+	// Bytes after the answer's end are nothing a request asked for: the
+	// upstream's framing and ours disagree, and the connection cannot be
+	// trusted with another request.
 	if t.closed || len(t.idle) >= t.maxIdle || pc.br.Buffered() > 0 {
 		t.mu.Unlock()
 		pc.conn.Close()

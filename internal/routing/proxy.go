@@ -89,6 +89,7 @@ type state struct {
 	unrouted  *routeMetrics
 	maxReplay int64
 	accessLog bool
+	policy    policy
 }
 
 // New returns a Proxy with the configuration cfg applied.
@@ -147,6 +148,7 @@ func (p *Proxy) Apply(cfg *proxyconfig.Config) error {
 		unrouted:  p.metrics.route(UnroutedLabel),
 		maxReplay: int64(cfg.MaxReplayBody),
 		accessLog: cfg.AccessLog && p.opts.AccessLog != nil,
+		policy:    newPolicy(cfg),
 	}
 	var fresh []*upstream
 	monoSettings := fmt.Sprintf("%+v", cfg.Monolith)
@@ -335,6 +337,8 @@ type exchange struct {
 	decision Decision
 	reqID    string
 	capture  *shadow.Capture // set when the answer is to be shadowed
+	body     requestBody     // the request body as the upstream reads it
+	refused  bool            // answered by the proxy: the client's fault
 
 	// Written by the transport, read after ReverseProxy.ServeHTTP returns.
 	backend Backend
@@ -372,6 +376,14 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ex.reqID = ex.newRequestID()
 	}
 	ex.route = st.table.Match(MatchPath(r.URL.Path))
+	ex.body.limit = st.policy.maxBody
+	if ex.route != nil {
+		ex.body.limit = ex.route.maxBody
+	}
+	if rf := p.screen(r, ex); rf != nil {
+		p.refuse(w, r, ex, start, rf)
+		return
+	}
 	switch {
 	case ex.route == nil:
 		ex.decision = Decision{Backend: BackendMonolith, Reason: DecisionNoRoute}
@@ -397,6 +409,36 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// request must be counted and logged too.
 	defer p.record(r, ex, start)
 	p.rp.ServeHTTP(w, r.WithContext(ex))
+}
+
+// screen returns why the proxy must refuse r before routing it, or nil.
+func (p *Proxy) screen(r *http.Request, ex *exchange) *refusal {
+	if rf := ex.st.policy.check(r); rf != nil {
+		return rf
+	}
+	if rf := checkParams(ex.st.table, r.URL.Path, ex.route); rf != nil {
+		return rf
+	}
+	// Known too large before a byte of it is read: nothing is sent
+	// upstream. A chunked body is counted as it streams (requestBody).
+	if ex.body.limit > 0 && r.ContentLength > ex.body.limit {
+		return &refusal{http.StatusRequestEntityTooLarge, "Content-Length above max_body"}
+	}
+	return nil
+}
+
+// refuse answers a request the proxy will not pass on. It is counted in
+// the route's metrics and logged, but no upstream, breaker or guard sees
+// it: the fault is the client's.
+func (p *Proxy) refuse(w http.ResponseWriter, r *http.Request, ex *exchange, start time.Time, rf *refusal) {
+	ex.refused, ex.status = true, rf.status
+	if rf.status == http.StatusRequestEntityTooLarge {
+		// The body stays unread: do not wait for it on this connection.
+		w.Header().Set("Connection", "close")
+	}
+	w.WriteHeader(rf.status)
+	p.opts.Logger.Debug("request refused", "request_id", ex.reqID, "status", rf.status, "why", rf.why)
+	p.record(r, ex, start)
 }
 
 // MatchPath is the path routes are matched against: the request's path,
@@ -429,7 +471,7 @@ func (p *Proxy) record(r *http.Request, ex *exchange, start time.Time) {
 	if st.accessLog {
 		p.logRequest(r, ex, rm.label, elapsed)
 	}
-	if p.opts.Observer != nil && ex.route != nil {
+	if p.opts.Observer != nil && ex.route != nil && !ex.refused {
 		p.opts.Observer.Observe(r, ex.route, Result{
 			Decision: ex.decision, Backend: ex.backend, Status: ex.status,
 			Fallback: ex.reason, Failure: ex.failure, Duration: elapsed,
@@ -473,6 +515,21 @@ func (ex *exchange) newRequestID() string {
 func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	ex := exchangeOf(pr.In.Context())
 	out := pr.Out
+	pol := &ex.st.policy
+	if b := out.Body; b != nil && b != http.NoBody {
+		ex.body.r = b
+		out.Body = &ex.body
+	}
+	if _, ok := pr.In.Header["Connection"]; ok {
+		pol.restoreIdentity(pr.In.Header, out.Header)
+	}
+	if !pol.keepUnderscores {
+		dropUnderscores(out.Header)
+	}
+	if pol.unescapeSlashes && out.URL.RawPath != "" && hasEscapedSlash(out.URL.RawPath) {
+		// Forward the path the route was chosen on.
+		out.URL.RawPath = ""
+	}
 	ex.setForwarded(pr.In, out.Header)
 	if _, ok := out.Header["X-Request-Id"]; !ok {
 		ex.hdr[3] = ex.reqID
@@ -618,8 +675,24 @@ func mayBeEventStream(vv []string) bool {
 
 // errorHandler answers when no backend gave an answer: 504 after a timeout,
 // 502 otherwise. A client that went away gets nothing and is logged as 499.
+// A request body that could not be read whole (malformed, cut short, above
+// max_body) is the client's fault: 400 or 413, never 502.
 func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
 	ex := exchangeOf(r.Context())
+	if status := ex.body.fault(); status != 0 {
+		// Answered even when the connection's end was seen (the server
+		// cancels the context then): a client that only closed its
+		// sending half still reads, and must not get the server's empty
+		// 200. Logged as 499 in that case, the client may be gone.
+		ex.refused, ex.status = true, status
+		if r.Context().Err() != nil {
+			ex.status = 499
+		}
+		p.opts.Logger.Debug("request body refused", "request_id", ex.reqID, "status", status, "err", err)
+		w.Header().Set("Connection", "close")
+		w.WriteHeader(status)
+		return
+	}
 	switch {
 	case r.Context().Err() != nil:
 		ex.status = 499

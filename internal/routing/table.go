@@ -74,7 +74,8 @@ type Route struct {
 	svc       *upstream
 	metrics   *routeMetrics
 	unsafeRep bool
-	shadowed  bool // has a shadow config with a percentage above 0
+	shadowed  bool  // has a shadow config with a percentage above 0
+	maxBody   int64 // max_body; 0 for no limit
 }
 
 // AllowsMethod reports whether a request with this method may go to the
@@ -108,6 +109,9 @@ func newRoute(rc proxyconfig.RouteConfig) *Route {
 	}
 	for _, s := range rc.Fallback {
 		r.fallback[parseReason(s)] = true
+	}
+	if rc.MaxBody != nil {
+		r.maxBody = int64(*rc.MaxBody)
 	}
 	r.fallback[ReasonNone] = false
 	return r

@@ -58,6 +58,8 @@ func (ex *exchange) tryService(out *http.Request) (*http.Response, error) {
 		if afterSend {
 			buf, whole, err := readUpTo(out.Body, ex.st.maxReplay)
 			if err != nil {
+				// Only the client's body can fail here, and nothing was
+				// sent: errorHandler answers 400, 413 or 499.
 				done(errClientGone)
 				return nil, err
 			}
@@ -81,9 +83,10 @@ func (ex *exchange) tryService(out *http.Request) (*http.Response, error) {
 
 	resp, err := svc.rt.RoundTrip(out)
 	if err != nil {
-		if out.Context().Err() != nil {
-			// The client went away: neither a service failure nor a reason
-			// to bother the monolith.
+		if ex.body.fault() != 0 || out.Context().Err() != nil {
+			// The client went away, or sent a body that could not be read
+			// whole: neither a service failure nor a reason to bother the
+			// monolith.
 			done(errClientGone)
 			return nil, err
 		}

@@ -257,7 +257,7 @@ func readRSAPublicKey(file, baseDir string) (*rsa.PublicKey, error) {
 }
 
 // Resolve finds the request's user id: the first source that yields one
-// wins. A token that fails verification yields nothing (it is reported
+// wins. A header source repeated in the request yields nothing. A token that fails verification yields nothing (it is reported
 // through OnJWTFailure) and the next source is tried. Without an id, in
 // sticky_cookie mode, the visitor's cookie is used, or a new random id is
 // minted: call Identity.SetCookie on the response.
@@ -297,10 +297,14 @@ func (r *Resolver) Resolve(req *http.Request) Identity {
 	}}
 }
 
-// headerValue is h.Get for a name already in canonical form, without
-// canonicalising it again on every request.
+// headerValue is the value of a header that appears once, for a name
+// already in canonical form; "" when it is absent or repeated. A repeated
+// identity header is no identity: which of its values an application reads
+// is its own choice, and the rollout must not decide on another one than it
+// does (issue 16; strangler-proxy refuses such requests with 400 before
+// they get here).
 func headerValue(h http.Header, canonical string) string {
-	if v := h[canonical]; len(v) > 0 {
+	if v := h[canonical]; len(v) == 1 {
 		return v[0]
 	}
 	return ""

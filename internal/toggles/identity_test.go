@@ -77,17 +77,25 @@ func TestResolveSources(t *testing.T) {
 		{"garbage", "Bearer not.a.token", "", "", "", "", JWTMalformed},
 		{"no token: header", "", "u-hdr", "u-ck", "u-hdr", SourceHeader, ""},
 		{"nothing", "", "", "", "", "", ""},
+		// Issue 16: an application may read either of two X-User-ID.
+		{"two X-User-ID: none believed", "", "u-hdr,u-other", "u-ck", "u-ck", SourceCookie, ""},
+		{"two tokens: none believed", "Bearer " + signHS(t, jwt.SigningMethodHS256, []byte(testSecret), valid) + ",Bearer x", "u-hdr", "", "u-hdr", SourceHeader, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var failures []string
 			r := newTestResolver(t, sources, AnonymousMonolith, &failures)
 			req := httptest.NewRequest(http.MethodGet, "/api/users", nil)
-			if tt.auth != "" {
-				req.Header.Set("Authorization", tt.auth)
+			// A comma separates the values of a header sent twice.
+			for _, v := range strings.Split(tt.auth, ",") {
+				if v != "" {
+					req.Header.Add("Authorization", v)
+				}
 			}
-			if tt.header != "" {
-				req.Header.Set("X-User-ID", tt.header)
+			for _, v := range strings.Split(tt.header, ",") {
+				if v != "" {
+					req.Header.Add("X-User-ID", v)
+				}
 			}
 			if tt.cookie != "" {
 				req.AddCookie(&http.Cookie{Name: "uid", Value: tt.cookie})
