@@ -81,6 +81,9 @@ func (s *syncer) copyTables(ctx context.Context, snapshot string, lsn cdc.LSN, t
 // top of this file.
 func (s *syncer) copyTable(ctx context.Context, src, dst *pgxpool.Pool, t *mapping.Table, snapshot string, lsn cdc.LSN) (int64, error) {
 	op := fmt.Sprintf("copy %s to %s", t.Source, t.Target)
+	if err := s.noteBackfill(ctx, dst, t); err != nil {
+		return 0, fmt.Errorf("%s: %w", op, err)
+	}
 	if _, err := dst.Exec(ctx, "DELETE FROM "+t.Target.Quoted()); err != nil {
 		return 0, fmt.Errorf("%s: empty the target table: %w", op, err)
 	}
@@ -127,6 +130,30 @@ func (s *syncer) copyTable(ctx context.Context, src, dst *pgxpool.Pool, t *mappi
 		return 0, fmt.Errorf("%s: record copy: %w", op, err)
 	}
 	return rows, nil
+}
+
+// noteBackfill says why a finished datasync backfill of the table is
+// copied again. Its rows were read batch by batch, each at its own moment,
+// before this snapshot: a change committed between a row's read and the
+// snapshot is in neither the rows nor the stream. Streaming from a position
+// before the backfill would not mend that soundly either: the changes
+// between that position and each row's read would be applied again over
+// rows that already hold them, and an update that changes a key while
+// leaving a TOASTed column unchanged, applied again, can move another row
+// that took that key since. Only a copy read whole from the slot's own
+// snapshot has a position that can be proven: the sync's copy.
+func (s *syncer) noteBackfill(ctx context.Context, dst *pgxpool.Pool, t *mapping.Table) error {
+	runs, err := backfill.ReadProgress(ctx, nil, dst, []mapping.Ident{t.Target})
+	if err != nil {
+		return err
+	}
+	for _, r := range runs {
+		if r.Name == backfill.DefaultName && r.Done {
+			s.log.Info("a finished datasync backfill of this table is in the target, but it was not read from the slot's snapshot: copying from the snapshot",
+				"target", t.Target.String(), "backfill_rows", r.RowsCopied)
+		}
+	}
+	return nil
 }
 
 // copyPool connects to one side for the copy, with room for workers plus

@@ -168,5 +168,10 @@ func Cleanup(ctx context.Context, src, dst *pgxpool.Pool, name string) error {
 			return fmt.Errorf("cleanup: delete copy records: %w", err)
 		}
 	}
+	// The checkpoints of a first copy cut short.
+	if _, err := dst.Exec(ctx, `DO $$BEGIN IF to_regclass('datasync.backfill_progress') IS NOT NULL THEN
+		DELETE FROM datasync.backfill_progress WHERE name = `+mapping.QuoteLiteral(copyName(name))+`; END IF; END$$`); err != nil {
+		return fmt.Errorf("cleanup: delete first-copy checkpoints: %w", err)
+	}
 	return nil
 }
