@@ -115,3 +115,18 @@ func waitBatches(tb testing.TB, dst *pgxpool.Pool, name, table string, p *proc) 
 	}
 	tb.Fatalf("no batch of %s committed within 60s; output:\n%s", table, p.out.String())
 }
+
+// TestSyncCopyFlagsChecked refuses a first copy's --workers or --batch-size
+// below 1 with exit 2 naming the flag, before connecting anywhere.
+func TestSyncCopyFlagsChecked(t *testing.T) {
+	env := map[string]string{"DATASYNC_SOURCE": "postgres://127.0.0.1:1/none", "DATASYNC_TARGET": "postgres://127.0.0.1:1/none"}
+	for _, tc := range []struct{ flag, value, want string }{
+		{"--workers", "0", "--workers 0: want 1 or more"},
+		{"--batch-size", "-5", "--batch-size -5: want 1 or more"},
+	} {
+		r := runDatasync(t, env, "sync", "--table", "users", tc.flag, tc.value)
+		if r.code != 2 || !strings.Contains(r.errOut, tc.want) {
+			t.Errorf("sync %s %s: got exit %d, stderr %q; want exit 2 with %q", tc.flag, tc.value, r.code, r.errOut, tc.want)
+		}
+	}
+}
