@@ -92,3 +92,25 @@ func TestFirstCopyDoesNotTrustUnprovenBackfill(t *testing.T) {
 		t.Errorf("log: want the finished backfill noted and the table copied; got:\n%s", logs.String())
 	}
 }
+
+// TestCleanupDropsFirstCopyCheckpoints: cleanup forgets the checkpoints a
+// first copy cut short left under sync:NAME, and no other backfill's.
+func TestCleanupDropsFirstCopyCheckpoints(t *testing.T) {
+	p := newPair(t, usersSchema+`INSERT INTO users VALUES (1, 'a', 'A', 'x', 1);`, usersSchema)
+	tables, err := mapping.ResolveAll(testCtx(t), p.src.Pool, p.dst.Pool, []mapping.TableSpec{{Source: "users"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{copyName("cl"), backfill.DefaultName} {
+		if _, err := backfill.Run(testCtx(t), backfill.Options{Source: p.src.Pool, Target: p.dst.Pool, Name: name, Restart: true}, tables); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := Cleanup(testCtx(t), p.src.Pool, p.dst.Pool, "cl"); err != nil {
+		t.Fatal(err)
+	}
+	got := dump(t, p.dst.Pool, `SELECT name FROM `+backfill.CheckpointTable+` ORDER BY name`)
+	if want := dump(t, p.dst.Pool, `SELECT 'backfill'::text`); got != want {
+		t.Errorf("checkpoints after cleanup: got\n%s\nwant\n%s", got, want)
+	}
+}
