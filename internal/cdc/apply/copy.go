@@ -23,8 +23,8 @@ import (
 // Committing batch by batch keeps the gap-free handoff described on Run:
 //
 //   - Before the first batch, the target table is emptied (in a transaction
-//     of its own), so a row deleted from the source before the snapshot
-//     cannot survive in the target.
+//     of its own; see emptyTable), so a row deleted from the source before
+//     the snapshot cannot survive in the target.
 //   - The table is recorded as copied (datasync.sync_tables, with the
 //     consistent point) only after its last batch, in one transaction that
 //     also creates the sync's checkpoint if there is none and drops the
@@ -84,7 +84,7 @@ func (s *syncer) copyTable(ctx context.Context, src, dst *pgxpool.Pool, t *mappi
 	if err := s.noteBackfill(ctx, dst, t); err != nil {
 		return 0, fmt.Errorf("%s: %w", op, err)
 	}
-	if _, err := dst.Exec(ctx, "DELETE FROM "+t.Target.Quoted()); err != nil {
+	if err := emptyTable(ctx, dst, t.Target); err != nil {
 		return 0, fmt.Errorf("%s: empty the target table: %w", op, err)
 	}
 	sum, err := backfill.Run(ctx, backfill.Options{
@@ -154,6 +154,34 @@ func (s *syncer) noteBackfill(ctx context.Context, dst *pgxpool.Pool, t *mapping
 		}
 	}
 	return nil
+}
+
+// emptyTable deletes the rows of a target table before its copy. A table
+// with rows (an earlier backfill, a copy cut short) is truncated, which
+// takes no time whatever its size, unless that fails: a foreign key of
+// another table refers to it, or a reader holds a lock on it for more than
+// the lock timeout; then its rows are deleted.
+func emptyTable(ctx context.Context, dst *pgxpool.Pool, table mapping.Ident) error {
+	var rows bool
+	if err := dst.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM "+table.Quoted()+")").Scan(&rows); err != nil {
+		return err
+	}
+	if !rows {
+		return nil
+	}
+	tx, err := dst.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	if _, err := tx.Exec(ctx, "SET LOCAL lock_timeout = '2s'; TRUNCATE "+table.Quoted()); err == nil {
+		return tx.Commit(ctx)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		return err
+	}
+	_, err = dst.Exec(ctx, "DELETE FROM "+table.Quoted())
+	return err
 }
 
 // copyPool connects to one side for the copy, with room for workers plus

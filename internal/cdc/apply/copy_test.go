@@ -114,3 +114,20 @@ func TestCleanupDropsFirstCopyCheckpoints(t *testing.T) {
 		t.Errorf("checkpoints after cleanup: got\n%s\nwant\n%s", got, want)
 	}
 }
+
+// TestFirstCopyEmptiesReferencedTarget copies into a target table that
+// holds rows and that another table's foreign key refers to: it cannot be
+// truncated, so its rows are deleted, and the copy goes on.
+func TestFirstCopyEmptiesReferencedTarget(t *testing.T) {
+	p := newPair(t, usersSchema+`INSERT INTO users VALUES (1, 'a', 'A', 'x', 1), (2, 'b', 'B', 'y', 2);`,
+		usersSchema+`INSERT INTO users VALUES (2, 'old', 'O', NULL, 0), (3, 'gone', 'G', NULL, 0);
+			CREATE TABLE orders (id int PRIMARY KEY, user_id bigint REFERENCES users (id));`)
+	cfg := p.config("referenced", mapping.TableSpec{Source: "users"})
+	cfg.UntilCaughtUp = true
+	if err := Run(testCtx(t), cfg); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if got, want := dump(t, p.dst.Pool, usersQuery), dump(t, p.src.Pool, usersQuery); got != want {
+		t.Fatalf("target: got\n%s\nwant\n%s", got, want)
+	}
+}
