@@ -13,9 +13,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
+	"github.com/strangler-fig/strangler/internal/backfill"
 	"github.com/strangler-fig/strangler/internal/cdc/apply"
 	"github.com/strangler-fig/strangler/internal/cli"
 	"github.com/strangler-fig/strangler/internal/mapping"
+	"github.com/strangler-fig/strangler/internal/progress"
 )
 
 // SyncOptions are the flags of datasync sync.
@@ -29,6 +31,8 @@ type SyncOptions struct {
 	MaxLagBytes   int64
 	BatchChanges  int
 	MaxTxChanges  int
+	Workers       int
+	BatchSize     int
 }
 
 // NewCmdSync builds datasync sync. runF replaces syncRun in tests.
@@ -41,7 +45,9 @@ func NewCmdSync(io *cli.IO, runF func(context.Context, *SyncOptions) error) *cob
 
 On its first run it checks the source (wal_level=logical, a replica identity that carries each
 table's key), creates the publication and the replication slot datasync_NAME, copies every
-table from the slot's snapshot, then applies the change stream in source commit order. Each
+table from the slot's snapshot (binary COPY in batches, --workers key ranges at once, progress
+on stderr; a copy cut short is done again by the next run), then applies the change stream in
+source commit order. Each
 target transaction stores the applied position in datasync.sync_state, so a restart resumes
 where the last one stopped, with no loss and no change applied twice.
 
@@ -62,6 +68,12 @@ including a source table whose columns no longer fit the mapping.`,
 			if err := checkSyncName(opts.Name); err != nil {
 				return err
 			}
+			if opts.Workers < 1 {
+				return fmt.Errorf("--workers %d: want 1 or more", opts.Workers)
+			}
+			if opts.BatchSize < 1 {
+				return fmt.Errorf("--batch-size %d: want 1 or more", opts.BatchSize)
+			}
 			if runF != nil {
 				return runF(cmd.Context(), opts)
 			}
@@ -75,6 +87,8 @@ including a source table whose columns no longer fit the mapping.`,
 	cmd.Flags().Int64Var(&opts.MaxLagBytes, "max-lag-bytes", 0, "log a warning while the lag exceeds this many WAL bytes (0: never)")
 	cmd.Flags().IntVar(&opts.BatchChanges, "batch-changes", 2000, "apply small source transactions together, up to this many changes per target transaction")
 	cmd.Flags().IntVar(&opts.MaxTxChanges, "max-tx-changes", 10000, "hold at most this many changes of one source transaction in memory: a larger one is applied part by part in one target transaction")
+	cmd.Flags().IntVar(&opts.Workers, "workers", 1, "first copy: key ranges copied in parallel from the slot's snapshot")
+	cmd.Flags().IntVar(&opts.BatchSize, "batch-size", backfill.DefaultBatchSize, "first copy: rows per batch; each batch commits with its checkpoint")
 	return cmd
 }
 
@@ -104,6 +118,9 @@ func syncRun(ctx context.Context, opts *SyncOptions) error {
 		MaxTxChanges:    opts.MaxTxChanges,
 		Logger:          logger,
 		Metrics:         metrics,
+		CopyWorkers:     opts.Workers,
+		CopyBatchSize:   opts.BatchSize,
+		Progress:        progress.Options{Out: opts.IO.ErrOut, Terminal: opts.IO.ErrIsTerminal},
 	})
 }
 

@@ -376,6 +376,11 @@ func DropSync(ctx context.Context, src, dst *pgxpool.Pool, name string) (*Cleanu
 			rep.Dropped = append(rep.Dropped, fmt.Sprintf("checkpoints of %s in the %s's datasync schema", cp.name, cp.db))
 		}
 	}
+	// The checkpoints of a first copy cut short.
+	if _, err := dst.Exec(ctx, `DO $$BEGIN IF to_regclass('datasync.backfill_progress') IS NOT NULL THEN
+		DELETE FROM datasync.backfill_progress WHERE name = `+mapping.QuoteLiteral(copyName(name))+`; END IF; END$$`); err != nil {
+		return rep, fmt.Errorf("cleanup: delete first-copy checkpoints: %w", err)
+	}
 	return rep, nil
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/strangler-fig/strangler/internal/cdc"
 	"github.com/strangler-fig/strangler/internal/mapping"
+	"github.com/strangler-fig/strangler/internal/progress"
 )
 
 // Config configures a sync.
@@ -52,6 +53,17 @@ type Config struct {
 	// TwoWay syncs both ways (issue 13): among other things, the sides'
 	// sequence-backed keys are made disjoint before anything is written.
 	TwoWay bool
+	// CopyWorkers is the number of key ranges a table's first copy reads
+	// at once, each on its own source connection importing the slot's
+	// snapshot; 1 when zero.
+	CopyWorkers int
+	// CopyBatchSize is the number of rows per batch (and target
+	// transaction) of the first copy; backfill.DefaultBatchSize when zero.
+	CopyBatchSize int
+	// Progress is the template of the first copy's progress reporter per
+	// table (a bar on a terminal, JSON lines otherwise); a nil Out prints
+	// nothing.
+	Progress progress.Options
 }
 
 // ErrSlotLost is returned when the target has a checkpoint but the source
@@ -88,10 +100,11 @@ type syncer struct {
 // The slot is created before any row is copied, exporting a snapshot of the
 // database exactly as of the slot's consistent point: every transaction
 // that committed before that point is in the snapshot, every one after it
-// is streamed by the slot. Each table is copied inside a REPEATABLE READ
-// transaction that imports this snapshot, into a target transaction that
-// first deletes the target's rows and records the copy with the consistent
-// point. Streaming then starts at the consistent point. Nothing is missed,
+// is streamed by the slot. Each table is copied by source connections that
+// import this snapshot, after its target rows are deleted, in batches that
+// commit one by one; the copy is recorded with the consistent point only
+// once whole (see copy.go; a copy cut short is done again). Streaming then
+// starts at the consistent point. Nothing is missed,
 // nothing is applied twice, and a row deleted while the copy ran cannot
 // come back: the copy does not see the deletion, but the stream delivers
 // it after the copy. A table added to an existing sync is published first,
@@ -324,15 +337,8 @@ func (s *syncer) copyWithSlot(ctx context.Context, slot string, temporary bool, 
 	if err != nil {
 		return 0, err
 	}
-	for _, t := range tables {
-		start := time.Now()
-		n, err := copyTable(ctx, s.src, s.dst, s.cfg.Name, t, s.signature[t], sl.SnapshotName, sl.ConsistentPoint)
-		if err != nil {
-			return 0, err
-		}
-		s.copied[t] = sl.ConsistentPoint
-		s.log.Info("copied table", "source", t.Source.String(), "target", t.Target.String(), "rows", n,
-			"lsn", sl.ConsistentPoint.String(), "seconds", time.Since(start).Seconds())
+	if err := s.copyTables(ctx, sl.SnapshotName, sl.ConsistentPoint, tables); err != nil {
+		return 0, err
 	}
 	return sl.ConsistentPoint, nil
 }
