@@ -274,6 +274,9 @@ func parseCopyData(d []byte) (any, error) {
 	}
 }
 
+// statusWriteTimeout bounds the write of one standby status update.
+const statusWriteTimeout = 10 * time.Second
+
 // SendStandbyStatus sends a standby status update.
 func (c *ReplConn) SendStandbyStatus(ctx context.Context, s StandbyStatus) error {
 	if err := ctx.Err(); err != nil {
@@ -284,8 +287,17 @@ func (c *ReplConn) SendStandbyStatus(ctx context.Context, s StandbyStatus) error
 		// background, using the frontend: it must not be touched then.
 		return fmt.Errorf("send standby status: %w", net.ErrClosed)
 	}
-	// pglogrepl takes a zero flush or apply position for "the write
-	// position": never send one that is not meant.
+	// pglogrepl writes without a deadline: on a connection that stopped
+	// moving (a frozen network path) a full socket buffer would block the
+	// write, and the stream with it, for good.
+	deadline := time.Now().Add(statusWriteTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	if err := c.conn.Conn().SetWriteDeadline(deadline); err != nil {
+		return fmt.Errorf("send standby status: %w", err)
+	}
+	defer c.conn.Conn().SetWriteDeadline(time.Time{})
 	err := pglogrepl.SendStandbyStatusUpdate(ctx, c.conn, pglogrepl.StandbyStatusUpdate{
 		WALWritePosition: pglogrepl.LSN(s.Write),
 		WALFlushPosition: pglogrepl.LSN(s.Flush),
