@@ -197,9 +197,19 @@ func run(ctx context.Context, cfg Config) error {
 	for _, t := range s.tables {
 		s.signature[t] = tableSignature(t, identity[t])
 	}
+	if err := s.checkColumnsGone(ctx); err != nil {
+		return err
+	}
 	remap, err := s.remapped(ctx)
 	if err != nil {
 		return err
+	}
+	left, err := s.leftPublication(ctx)
+	if err != nil {
+		return err
+	}
+	for t := range left {
+		remap[t] = true
 	}
 	if err := ensurePublication(ctx, s.src, PublicationName(cfg.Name), s.tables, identity, remap); err != nil {
 		return err
