@@ -566,6 +566,9 @@ func (s *syncer) applyLong(ctx context.Context, st *cdc.Stream, part *cdc.Transa
 // *tx, beginning it for the first part; with the last part, it also stores
 // the end LSN.
 func (s *syncer) sendPart(ctx context.Context, tx *pgx.Tx, part *cdc.Transaction, counts map[[2]string]int) error {
+	if err := s.fillUnchanged(ctx, part); err != nil {
+		return s.restartOn(ctx, err)
+	}
 	b := &pgx.Batch{}
 	if err := s.queueTx(b, part, counts); err != nil {
 		return err
@@ -726,6 +729,9 @@ var errNotMapped = errors.New("change to a table that is not mapped")
 // mapping (schema drift), the ones before it are applied and the error is
 // returned.
 func (s *syncer) apply(ctx context.Context, batch []*cdc.Transaction) (cdc.LSN, error) {
+	if err := s.fillUnchanged(ctx, batch...); err != nil {
+		return s.applied, err
+	}
 	b := &pgx.Batch{}
 	var last *cdc.Transaction
 	var planErr error
