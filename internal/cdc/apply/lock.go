@@ -53,6 +53,7 @@ type runLock struct {
 	source  *pgx.Conn
 	started time.Time
 	host    string
+	leased  bool // the lease row was written
 }
 
 // acquireRunLock takes the sync's locks, before anything is created or
@@ -69,18 +70,24 @@ func acquireRunLock(ctx context.Context, cfg Config) (*runLock, error) {
 		l.release()
 		return nil, err
 	}
+	return l, nil
+}
+
+// recordLease writes the lease row. It runs once preflight has passed,
+// since a refused sync creates nothing in the target; until then a second
+// process names this one by its sessions' application_name.
+func (l *runLock) recordLease(ctx context.Context) error {
 	if _, err := l.target.Exec(ctx, leaseSchema); err != nil {
-		l.release()
-		return nil, fmt.Errorf("create datasync.sync_leases in target: %w", err)
+		return fmt.Errorf("create datasync.sync_leases in target: %w", err)
 	}
 	if _, err := l.target.Exec(ctx, `INSERT INTO datasync.sync_leases (name, pid, host, started_at, backend_pid)
 		VALUES ($1, $2, $3, $4, pg_backend_pid())
 		ON CONFLICT (name) DO UPDATE SET pid = EXCLUDED.pid, host = EXCLUDED.host, started_at = EXCLUDED.started_at, backend_pid = EXCLUDED.backend_pid`,
 		l.name, os.Getpid(), l.host, l.started); err != nil {
-		l.release()
-		return nil, fmt.Errorf("record the sync's lease in target: %w", err)
+		return fmt.Errorf("record the sync's lease in target: %w", err)
 	}
-	return l, nil
+	l.leased = true
+	return nil
 }
 
 // applicationName marks the lock's sessions, so that a second process can
@@ -118,25 +125,28 @@ func (l *runLock) lock(ctx context.Context, url, side string) (*pgx.Conn, error)
 	return conn, nil
 }
 
-// holder describes who holds the sync's lock: the lease row in the target,
-// else the holding session's application_name.
+// holder describes who holds the sync's lock: the holder's lease row in
+// the target, else the holding session's application_name.
 func (l *runLock) holder(ctx context.Context, conn *pgx.Conn, side string) string {
+	var backend int
+	var app, addr string
+	var since time.Time
+	if err := conn.QueryRow(ctx, holderSQL, l.name).Scan(&backend, &app, &addr, &since); err != nil {
+		return "held by a session of the " + side + " that could not be identified"
+	}
 	if side == "target" {
 		var pid int
 		var host string
 		var started time.Time
-		err := conn.QueryRow(ctx, `SELECT pid, host, started_at FROM datasync.sync_leases WHERE name = $1`, l.name).Scan(&pid, &host, &started)
+		// The lease table may not exist yet, and a row of a process that
+		// died is stale: only the lock holder's row counts.
+		err := conn.QueryRow(ctx, `SELECT pid, host, started_at FROM datasync.sync_leases WHERE name = $1 AND backend_pid = $2`,
+			l.name, backend).Scan(&pid, &host, &started)
 		if err == nil {
 			return fmt.Sprintf("pid %d on host %s, started %s", pid, host, started.UTC().Format(time.RFC3339))
 		}
 	}
-	var pid int
-	var app, addr string
-	var since time.Time
-	if err := conn.QueryRow(ctx, holderSQL, l.name).Scan(&pid, &app, &addr, &since); err != nil {
-		return "held by a session of the " + side + " that could not be identified"
-	}
-	return fmt.Sprintf("%q, connected to the %s from %s since %s as backend %d", app, side, addr, since.UTC().Format(time.RFC3339), pid)
+	return fmt.Sprintf("%q, connected to the %s from %s since %s as backend %d", app, side, addr, since.UTC().Format(time.RFC3339), backend)
 }
 
 // check makes sure the locks are still held. A lock connection that was
@@ -168,6 +178,11 @@ func (l *runLock) check(ctx context.Context) error {
 			continue
 		}
 		*side.conn = conn
+		if side.name == "target" && l.leased {
+			if err := l.recordLease(ctx); err != nil {
+				l.cfg.Logger.Warn("record the sync's lease again", "error", err)
+			}
+		}
 	}
 	return nil
 }
@@ -177,7 +192,7 @@ func (l *runLock) check(ctx context.Context) error {
 func (l *runLock) release() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if l.target != nil && !l.target.IsClosed() {
+	if l.leased && l.target != nil && !l.target.IsClosed() {
 		_, _ = l.target.Exec(ctx, `DELETE FROM datasync.sync_leases WHERE name = $1 AND pid = $2 AND host = $3 AND started_at = $4`,
 			l.name, os.Getpid(), l.host, l.started)
 	}

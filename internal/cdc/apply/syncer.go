@@ -190,6 +190,9 @@ func run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	if err := s.lock.recordLease(ctx); err != nil {
+		return err
+	}
 	if err := ensureStateSchema(ctx, s.dst); err != nil {
 		return err
 	}
