@@ -27,6 +27,10 @@ CREATE TABLE IF NOT EXISTS datasync.sync_leases (
 	backend_pid integer NOT NULL
 );`
 
+// lockPatience is about how long a run waits for the lock of a run that
+// just ended to be released before it refuses to start.
+const lockPatience = 2 * time.Second
+
 // lockKeySQL derives the advisory lock key of a sync from its name. The
 // prefix keeps it apart from keys the application may derive from the
 // same names.
@@ -111,10 +115,24 @@ func (l *runLock) lock(ctx context.Context, url, side string) (*pgx.Conn, error)
 	if err != nil {
 		return nil, fmt.Errorf("connect %s: %w", side, err)
 	}
+	// The server releases a session's locks when its backend ends, a moment
+	// after the client went away: a run started right after another one
+	// stopped (or was killed) gives that a little time before refusing.
 	var got bool
-	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(`+lockKeySQL+`)`, l.name).Scan(&got); err != nil {
-		conn.Close(context.WithoutCancel(ctx))
-		return nil, fmt.Errorf("lock sync %s in %s: %w", l.name, side, err)
+	for wait := 50 * time.Millisecond; ; wait *= 2 {
+		if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(`+lockKeySQL+`)`, l.name).Scan(&got); err != nil {
+			conn.Close(context.WithoutCancel(ctx))
+			return nil, fmt.Errorf("lock sync %s in %s: %w", l.name, side, err)
+		}
+		if got || wait > lockPatience {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			conn.Close(context.WithoutCancel(ctx))
+			return nil, ctx.Err()
+		case <-time.After(wait):
+		}
 	}
 	if !got {
 		who := l.holder(ctx, conn, side)
@@ -197,7 +215,11 @@ func (l *runLock) release() {
 			l.name, os.Getpid(), l.host, l.started)
 	}
 	for _, c := range []*pgx.Conn{l.target, l.source} {
-		if c != nil {
+		if c != nil && !c.IsClosed() {
+			// Unlocked here rather than when the backend notices the
+			// closed connection, so that a run started right after finds
+			// the name free.
+			_, _ = c.Exec(ctx, `SELECT pg_advisory_unlock(`+lockKeySQL+`)`, l.name)
 			_ = c.Close(ctx)
 		}
 	}
