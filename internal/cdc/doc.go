@@ -2,19 +2,21 @@
 // replication; its subpackage apply applies them to another database
 // (datasync sync).
 //
-// The protocol layer is written from PostgreSQL's documentation
-// ("Streaming Replication Protocol" and "Logical Replication Message
-// Formats") on top of pgx's pgconn:
+// The protocol layer is github.com/jackc/pglogrepl, behind thin
+// conversions to this package's types:
 //
 //   - LSN parses and formats WAL positions.
 //   - ReplConn is a replication connection: IDENTIFY_SYSTEM,
 //     CREATE_REPLICATION_SLOT … LOGICAL pgoutput (optionally exporting a
-//     snapshot), START_REPLICATION with pgoutput's proto_version and
-//     publication_names, the XLogData and keepalive messages of the stream,
-//     and standby status updates.
-//   - Decode decodes pgoutput's messages (protocol version 1): Begin, Commit,
-//     Origin, Relation, Type, Insert, Update, Delete, Truncate and Message.
-//     It returns an error, never panics, on malformed input.
+//     snapshot), DROP_REPLICATION_SLOT, START_REPLICATION with pgoutput's
+//     proto_version and publication_names, the XLogData and keepalive
+//     messages of the stream, and standby status updates, each through
+//     pglogrepl's function of the same name.
+//   - Decode decodes pgoutput's messages (protocol version 1) with
+//     pglogrepl.Parse: Begin, Commit, Origin, Relation, Type, Insert,
+//     Update, Delete, Truncate and Message. pglogrepl's parsers trust their
+//     input, so Decode checks a message's framing first: it returns an
+//     error, never panics, on malformed input.
 //
 // Stream builds on them: it yields source transactions in commit order,
 // keeps the relation cache, answers keepalives, reports as flushed only what

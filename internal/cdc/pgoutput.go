@@ -1,10 +1,13 @@
 package cdc
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/jackc/pglogrepl"
 )
 
 // Message is one decoded pgoutput message: *Begin, *Commit, *Origin,
@@ -209,184 +212,175 @@ type Tuple []Value
 // ErrMalformed is wrapped by every decoding error.
 var ErrMalformed = errors.New("malformed pgoutput message")
 
-// pgEpoch is the origin of PostgreSQL's timestamps.
-var pgEpoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
-
-// pgTime converts microseconds since 2000-01-01 UTC to a time.
-func pgTime(us int64) time.Time {
-	return pgEpoch.Add(time.Duration(us) * time.Microsecond)
-}
-
-// pgMicros converts a time to microseconds since 2000-01-01 UTC.
-func pgMicros(t time.Time) int64 {
-	return t.Sub(pgEpoch).Microseconds()
-}
-
 // Decode decodes one pgoutput message (protocol version 1), the payload of an
-// XLogData message. The returned message may refer to data, which must not be
-// changed afterwards. Decode never panics: a truncated, overlong or unknown
-// message returns an error wrapping ErrMalformed.
+// XLogData message, with pglogrepl's parser. The returned message may refer
+// to data, which must not be changed afterwards.
+//
+// pglogrepl's parsers trust their input: they index past the end of a
+// truncated message and allocate whatever length a value claims. So the
+// message's framing is checked first (every length within the message,
+// every byte accounted for, the tuple and kind bytes known), and Decode
+// never panics: a truncated, overlong or unknown message returns an error
+// wrapping ErrMalformed.
 func Decode(data []byte) (Message, error) {
 	if len(data) == 0 {
 		return nil, fmt.Errorf("decode: empty message: %w", ErrMalformed)
 	}
-	r := &reader{buf: data[1:]}
-	var m Message
+	if err := checkFrame(data); err != nil {
+		return nil, fmt.Errorf("decode %q message: %w", data[0], err)
+	}
+	pm, err := parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("decode %q message: %w: %w", data[0], err, ErrMalformed)
+	}
+	return convert(pm)
+}
+
+// errParserPanic marks a message the frame check let through and pglogrepl
+// could not parse: a gap in checkFrame, which the fuzz test looks for.
+var errParserPanic = errors.New("pglogrepl parser panicked")
+
+func parse(data []byte) (m pglogrepl.Message, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			m, err = nil, fmt.Errorf("%w: %v", errParserPanic, r)
+		}
+	}()
+	return pglogrepl.Parse(data)
+}
+
+// convert turns a pglogrepl message into this package's type.
+func convert(pm pglogrepl.Message) (Message, error) {
+	switch m := pm.(type) {
+	case *pglogrepl.BeginMessage:
+		return &Begin{FinalLSN: LSN(m.FinalLSN), CommitTime: m.CommitTime.UTC(), Xid: m.Xid}, nil
+	case *pglogrepl.CommitMessage:
+		return &Commit{Flags: m.Flags, CommitLSN: LSN(m.CommitLSN), EndLSN: LSN(m.TransactionEndLSN), CommitTime: m.CommitTime.UTC()}, nil
+	case *pglogrepl.OriginMessage:
+		return &Origin{CommitLSN: LSN(m.CommitLSN), Name: m.Name}, nil
+	case *pglogrepl.RelationMessage:
+		rel := &Relation{ID: m.RelationID, Namespace: m.Namespace, Name: m.RelationName,
+			ReplicaIdentity: m.ReplicaIdentity, Columns: make([]Column, len(m.Columns))}
+		for i, c := range m.Columns {
+			rel.Columns[i] = Column{Key: c.Flags&1 != 0, Name: c.Name, TypeOID: c.DataType, TypeMod: c.TypeModifier}
+		}
+		return rel, nil
+	case *pglogrepl.TypeMessage:
+		return &Type{OID: m.DataType, Namespace: m.Namespace, Name: m.Name}, nil
+	case *pglogrepl.InsertMessage:
+		return &Insert{RelationID: m.RelationID, New: tuple(m.Tuple)}, nil
+	case *pglogrepl.UpdateMessage:
+		return &Update{RelationID: m.RelationID, OldKind: m.OldTupleType, Old: tuple(m.OldTuple), New: tuple(m.NewTuple)}, nil
+	case *pglogrepl.DeleteMessage:
+		return &Delete{RelationID: m.RelationID, OldKind: m.OldTupleType, Old: tuple(m.OldTuple)}, nil
+	case *pglogrepl.TruncateMessage:
+		return &Truncate{Options: m.Option, RelationIDs: m.RelationIDs}, nil
+	case *pglogrepl.LogicalDecodingMessage:
+		return &LogicalMessage{Transactional: m.Transactional, LSN: LSN(m.LSN), Prefix: m.Prefix, Content: m.Content}, nil
+	}
+	return nil, fmt.Errorf("decode: unexpected message %T: %w", pm, ErrMalformed)
+}
+
+// tuple converts pglogrepl's tuple data; nil stays nil.
+func tuple(td *pglogrepl.TupleData) Tuple {
+	if td == nil {
+		return nil
+	}
+	t := make(Tuple, len(td.Columns))
+	for i, c := range td.Columns {
+		t[i] = Value{Kind: c.DataType}
+		if c.DataType == ValueText || c.DataType == ValueBinary {
+			t[i].Data = c.Data
+		}
+	}
+	return t
+}
+
+// checkFrame walks a message's layout without decoding it: every field and
+// value lies within data, nothing follows the last one, and every kind byte
+// is one the protocol defines.
+func checkFrame(data []byte) error {
+	r := &frame{buf: data[1:]}
 	switch data[0] {
 	case 'B':
-		m = &Begin{FinalLSN: LSN(r.uint64()), CommitTime: pgTime(int64(r.uint64())), Xid: r.uint32()}
+		r.skip(8 + 8 + 4)
 	case 'C':
-		m = &Commit{Flags: r.uint8(), CommitLSN: LSN(r.uint64()), EndLSN: LSN(r.uint64()),
-			CommitTime: pgTime(int64(r.uint64()))}
+		r.skip(1 + 8 + 8 + 8)
 	case 'O':
-		m = &Origin{CommitLSN: LSN(r.uint64()), Name: r.string()}
+		r.skip(8)
+		r.str()
 	case 'R':
-		m = r.relation()
-	case 'Y':
-		m = &Type{OID: r.uint32(), Namespace: r.string(), Name: r.string()}
-	case 'I':
-		ins := &Insert{RelationID: r.uint32()}
-		r.expect('N')
-		ins.New = r.tuple()
-		m = ins
-	case 'U':
-		m = r.update()
-	case 'D':
-		del := &Delete{RelationID: r.uint32(), OldKind: r.uint8()}
-		if del.OldKind != TupleKey && del.OldKind != TupleOld {
-			r.fail(fmt.Sprintf("delete: old tuple kind %q, want 'K' or 'O'", del.OldKind))
+		r.skip(4)
+		r.str()
+		r.str()
+		r.skip(1)
+		n := r.int16()
+		if n < 0 {
+			r.fail("negative column count")
 		}
-		del.Old = r.tuple()
-		m = del
+		for i := 0; i < n && r.err == nil; i++ {
+			r.skip(1)
+			r.str()
+			r.skip(4 + 4)
+		}
+	case 'Y':
+		r.skip(4)
+		r.str()
+		r.str()
+	case 'I':
+		r.skip(4)
+		r.kind("insert", 'N')
+		r.tuple()
+	case 'U':
+		r.skip(4)
+		if k := r.kind("update", TupleKey, TupleOld, 'N'); k != 'N' {
+			r.tuple()
+			r.kind("update", 'N')
+		}
+		r.tuple()
+	case 'D':
+		r.skip(4)
+		r.kind("delete", TupleKey, TupleOld)
+		r.tuple()
 	case 'T':
-		m = r.truncate()
-	case 'M':
-		lm := &LogicalMessage{Transactional: r.uint8()&1 != 0, LSN: LSN(r.uint64()), Prefix: r.string()}
 		n := r.uint32()
-		lm.Content = r.bytes(int64(n))
-		m = lm
+		r.skip(1)
+		if r.err == nil && int64(n)*4 != int64(len(r.buf)) {
+			r.fail(fmt.Sprintf("truncate: %d relations in %d bytes", n, len(r.buf)))
+		}
+		r.skip(int(n) * 4)
+	case 'M':
+		r.skip(1 + 8)
+		r.str()
+		r.skip(int(r.uint32()))
 	default:
-		return nil, fmt.Errorf("decode: unknown message type %q: %w", data[0], ErrMalformed)
+		return fmt.Errorf("unknown message type: %w", ErrMalformed)
 	}
 	if r.err == nil && len(r.buf) > 0 {
 		r.fail(fmt.Sprintf("%d trailing bytes", len(r.buf)))
 	}
-	if r.err != nil {
-		return nil, fmt.Errorf("decode %q message: %w", data[0], r.err)
-	}
-	return m, nil
+	return r.err
 }
 
-func (r *reader) relation() *Relation {
-	rel := &Relation{ID: r.uint32(), Namespace: r.string(), Name: r.string(), ReplicaIdentity: r.uint8()}
-	n := int(r.int16())
-	if n < 0 {
-		r.fail("negative column count")
-		return rel
-	}
-	// Each column takes at least 10 bytes: refuse counts the data cannot hold
-	// before allocating for them.
-	if n*10 > len(r.buf) {
-		r.fail(fmt.Sprintf("%d columns do not fit in %d bytes", n, len(r.buf)))
-		return rel
-	}
-	rel.Columns = make([]Column, n)
-	for i := range rel.Columns {
-		rel.Columns[i] = Column{Key: r.uint8()&1 != 0, Name: r.string(), TypeOID: r.uint32(), TypeMod: int32(r.uint32())}
-	}
-	return rel
-}
-
-func (r *reader) update() *Update {
-	u := &Update{RelationID: r.uint32()}
-	switch k := r.uint8(); k {
-	case TupleKey, TupleOld:
-		u.OldKind = k
-		u.Old = r.tuple()
-		r.expect('N')
-	case 'N':
-	default:
-		r.fail(fmt.Sprintf("update: tuple kind %q, want 'K', 'O' or 'N'", k))
-	}
-	u.New = r.tuple()
-	return u
-}
-
-func (r *reader) truncate() *Truncate {
-	n := r.uint32()
-	t := &Truncate{Options: r.uint8()}
-	if int64(n)*4 != int64(len(r.buf)) {
-		r.fail(fmt.Sprintf("truncate: %d relations in %d bytes", n, len(r.buf)))
-		return t
-	}
-	t.RelationIDs = make([]uint32, n)
-	for i := range t.RelationIDs {
-		t.RelationIDs[i] = r.uint32()
-	}
-	return t
-}
-
-func (r *reader) tuple() Tuple {
-	n := int(r.int16())
-	if r.err != nil {
-		return nil
-	}
-	if n < 0 || n > len(r.buf) {
-		r.fail(fmt.Sprintf("tuple: %d columns in %d bytes", n, len(r.buf)))
-		return nil
-	}
-	t := make(Tuple, n)
-	for i := range t {
-		k := r.uint8()
-		switch k {
-		case ValueNull, ValueUnchanged:
-			t[i] = Value{Kind: k}
-		case ValueText, ValueBinary:
-			l := int32(r.uint32())
-			if l < 0 {
-				r.fail(fmt.Sprintf("tuple column %d: negative length", i))
-				return nil
-			}
-			t[i] = Value{Kind: k, Data: r.bytes(int64(l))}
-		default:
-			if r.err == nil {
-				r.fail(fmt.Sprintf("tuple column %d: unknown kind %q", i, k))
-			}
-		}
-		if r.err != nil {
-			return nil
-		}
-	}
-	return t
-}
-
-// reader consumes big-endian fields from a message. The first failure is kept
-// in err; later reads return zero values.
-type reader struct {
+// frame consumes a message's fields for checkFrame. The first failure is
+// kept in err; later reads do nothing.
+type frame struct {
 	buf []byte
 	err error
 }
 
-func (r *reader) fail(msg string) {
+func (r *frame) fail(msg string) {
 	if r.err == nil {
 		r.err = fmt.Errorf("%s: %w", msg, ErrMalformed)
 	}
 }
 
-func (r *reader) need(n int) bool {
+func (r *frame) take(n int) []byte {
 	if r.err != nil {
-		return false
+		return nil
 	}
-	if len(r.buf) < n {
+	if n < 0 || n > len(r.buf) {
 		r.fail(fmt.Sprintf("truncated: need %d bytes, have %d", n, len(r.buf)))
-		return false
-	}
-	return true
-}
-
-// take consumes n bytes, nil when fewer are left.
-func (r *reader) take(n int) []byte {
-	if !r.need(n) {
 		return nil
 	}
 	v := r.buf[:n]
@@ -394,65 +388,61 @@ func (r *reader) take(n int) []byte {
 	return v
 }
 
-func (r *reader) uint8() byte {
-	if b := r.take(1); b != nil {
-		return b[0]
-	}
-	return 0
-}
+func (r *frame) skip(n int) { r.take(n) }
 
-func (r *reader) int16() int16 {
+func (r *frame) int16() int {
 	if b := r.take(2); b != nil {
-		return int16(binary.BigEndian.Uint16(b))
+		return int(int16(binary.BigEndian.Uint16(b)))
 	}
 	return 0
 }
 
-func (r *reader) uint32() uint32 {
+func (r *frame) uint32() uint32 {
 	if b := r.take(4); b != nil {
 		return binary.BigEndian.Uint32(b)
 	}
 	return 0
 }
 
-func (r *reader) uint64() uint64 {
-	if b := r.take(8); b != nil {
-		return binary.BigEndian.Uint64(b)
+// str skips a NUL-terminated string.
+func (r *frame) str() {
+	if r.err != nil {
+		return
 	}
-	return 0
+	i := bytes.IndexByte(r.buf, 0)
+	if i < 0 {
+		r.fail("unterminated string")
+		return
+	}
+	r.buf = r.buf[i+1:]
 }
 
-func (r *reader) bytes(n int64) []byte {
-	if r.err != nil {
-		return nil
+// kind reads a kind byte and checks it is one of want.
+func (r *frame) kind(what string, want ...byte) byte {
+	b := r.take(1)
+	if b == nil {
+		return 0
 	}
-	if n > int64(len(r.buf)) {
-		r.fail(fmt.Sprintf("truncated: need %d bytes, have %d", n, len(r.buf)))
-		return nil
+	if bytes.IndexByte(want, b[0]) < 0 {
+		r.fail(fmt.Sprintf("%s: tuple kind %q, want one of %q", what, b[0], want))
+		return 0
 	}
-	v := r.buf[:n:n]
-	r.buf = r.buf[n:]
-	return v
+	return b[0]
 }
 
-// string reads a NUL-terminated string.
-func (r *reader) string() string {
-	if r.err != nil {
-		return ""
+func (r *frame) tuple() {
+	n := r.int16()
+	if n < 0 {
+		r.fail("tuple: negative column count")
 	}
-	for i, b := range r.buf {
-		if b == 0 {
-			s := string(r.buf[:i])
-			r.buf = r.buf[i+1:]
-			return s
+	for i := 0; i < n && r.err == nil; i++ {
+		switch k := r.kind("tuple column", ValueNull, ValueUnchanged, ValueText, ValueBinary); k {
+		case ValueText, ValueBinary:
+			l := int32(r.uint32())
+			if l < 0 {
+				r.fail(fmt.Sprintf("tuple column %d: negative length", i))
+			}
+			r.skip(int(l))
 		}
-	}
-	r.fail("unterminated string")
-	return ""
-}
-
-func (r *reader) expect(b byte) {
-	if got := r.uint8(); r.err == nil && got != b {
-		r.fail(fmt.Sprintf("got tuple kind %q, want %q", got, b))
 	}
 }

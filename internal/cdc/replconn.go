@@ -1,8 +1,8 @@
 package cdc
 
 import (
+	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 )
@@ -137,37 +138,13 @@ func (c *ReplConn) Close(ctx context.Context) error {
 	return c.conn.Close(ctx)
 }
 
-// simple runs one replication command and returns its rows.
-func (c *ReplConn) simple(ctx context.Context, op, sql string) ([][][]byte, error) {
-	results, err := c.conn.Exec(ctx, sql).ReadAll()
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", op, err)
-	}
-	if len(results) == 0 {
-		return nil, nil
-	}
-	return results[0].Rows, nil
-}
-
 // IdentifySystem runs IDENTIFY_SYSTEM.
 func (c *ReplConn) IdentifySystem(ctx context.Context) (SystemInfo, error) {
-	rows, err := c.simple(ctx, "identify system", "IDENTIFY_SYSTEM")
-	if err != nil {
-		return SystemInfo{}, err
-	}
-	if len(rows) != 1 || len(rows[0]) < 4 {
-		return SystemInfo{}, fmt.Errorf("identify system: unexpected answer of %d rows", len(rows))
-	}
-	row := rows[0]
-	tl, err := strconv.ParseInt(string(row[1]), 10, 32)
-	if err != nil {
-		return SystemInfo{}, fmt.Errorf("identify system: timeline: %w", err)
-	}
-	pos, err := ParseLSN(string(row[2]))
+	r, err := pglogrepl.IdentifySystem(ctx, c.conn)
 	if err != nil {
 		return SystemInfo{}, fmt.Errorf("identify system: %w", err)
 	}
-	return SystemInfo{SystemID: string(row[0]), Timeline: int32(tl), XLogPos: pos, DBName: string(row[3])}, nil
+	return SystemInfo{SystemID: r.SystemID, Timeline: r.Timeline, XLogPos: LSN(r.XLogPos), DBName: r.DBName}, nil
 }
 
 var slotNameRE = regexp.MustCompile(`^[a-z0-9_]{1,63}$`)
@@ -181,35 +158,30 @@ func (c *ReplConn) CreateSlot(ctx context.Context, name string, opts SlotOptions
 	if !ValidSlotName(name) {
 		return Slot{}, fmt.Errorf("create slot %q: a slot name takes lower-case letters, digits and _ only", name)
 	}
-	var b strings.Builder
-	b.WriteString("CREATE_REPLICATION_SLOT " + name)
-	if opts.Temporary {
-		b.WriteString(" TEMPORARY")
-	}
-	b.WriteString(" LOGICAL pgoutput")
+	var action string
 	switch {
 	case c.major >= 15 && opts.ExportSnapshot:
-		b.WriteString(" (SNAPSHOT 'export')")
+		action = "(SNAPSHOT 'export')"
 	case c.major >= 15:
-		b.WriteString(" (SNAPSHOT 'nothing')")
+		action = "(SNAPSHOT 'nothing')"
 	case opts.ExportSnapshot: // the syntax before PostgreSQL 15
-		b.WriteString(" EXPORT_SNAPSHOT")
+		action = "EXPORT_SNAPSHOT"
 	default:
-		b.WriteString(" NOEXPORT_SNAPSHOT")
+		action = "NOEXPORT_SNAPSHOT"
 	}
-	rows, err := c.simple(ctx, "create slot "+name, b.String())
-	if err != nil {
-		return Slot{}, err
-	}
-	if len(rows) != 1 || len(rows[0]) < 4 {
-		return Slot{}, fmt.Errorf("create slot %s: unexpected answer of %d rows", name, len(rows))
-	}
-	row := rows[0]
-	cp, err := ParseLSN(string(row[1]))
+	r, err := pglogrepl.CreateReplicationSlot(ctx, c.conn, name, "pgoutput", pglogrepl.CreateReplicationSlotOptions{
+		Temporary:      opts.Temporary,
+		SnapshotAction: action,
+		Mode:           pglogrepl.LogicalReplication,
+	})
 	if err != nil {
 		return Slot{}, fmt.Errorf("create slot %s: %w", name, err)
 	}
-	return Slot{Name: string(row[0]), ConsistentPoint: cp, SnapshotName: string(row[2]), Plugin: string(row[3])}, nil
+	cp, err := ParseLSN(r.ConsistentPoint)
+	if err != nil {
+		return Slot{}, fmt.Errorf("create slot %s: %w", name, err)
+	}
+	return Slot{Name: r.SlotName, ConsistentPoint: cp, SnapshotName: r.SnapshotName, Plugin: r.OutputPlugin}, nil
 }
 
 // DropSlot drops a replication slot. With wait it waits for a connection
@@ -218,12 +190,10 @@ func (c *ReplConn) DropSlot(ctx context.Context, name string, wait bool) error {
 	if !ValidSlotName(name) {
 		return fmt.Errorf("drop slot %q: invalid slot name", name)
 	}
-	sql := "DROP_REPLICATION_SLOT " + name
-	if wait {
-		sql += " WAIT"
+	if err := pglogrepl.DropReplicationSlot(ctx, c.conn, name, pglogrepl.DropReplicationSlotOptions{Wait: wait}); err != nil {
+		return fmt.Errorf("drop slot %s: %w", name, err)
 	}
-	_, err := c.simple(ctx, "drop slot "+name, sql)
-	return err
+	return nil
 }
 
 // StartReplication starts streaming the slot's changes from start, decoded
@@ -240,28 +210,17 @@ func (c *ReplConn) StartReplication(ctx context.Context, slot string, start LSN,
 	for i, p := range publications {
 		names[i] = quoteIdent(p)
 	}
-	sql := fmt.Sprintf("START_REPLICATION SLOT %s LOGICAL %s (proto_version '1', publication_names %s)",
-		slot, start, quoteLiteral(strings.Join(names, ",")))
-	fe := c.conn.Frontend()
-	fe.Send(&pgproto3.Query{String: sql})
-	if err := fe.Flush(); err != nil {
+	err := pglogrepl.StartReplication(ctx, c.conn, slot, pglogrepl.LSN(start), pglogrepl.StartReplicationOptions{
+		Mode: pglogrepl.LogicalReplication,
+		PluginArgs: []string{
+			"proto_version '1'",
+			"publication_names " + quoteLiteral(strings.Join(names, ",")),
+		},
+	})
+	if err != nil {
 		return fmt.Errorf("start replication %s: %w", slot, err)
 	}
-	for {
-		msg, err := c.conn.ReceiveMessage(ctx)
-		if err != nil {
-			return fmt.Errorf("start replication %s: %w", slot, err)
-		}
-		switch m := msg.(type) {
-		case *pgproto3.CopyBothResponse:
-			return nil
-		case *pgproto3.ErrorResponse:
-			return fmt.Errorf("start replication %s: %w", slot, pgconn.ErrorResponseToPgError(m))
-		case *pgproto3.NoticeResponse, *pgproto3.ParameterStatus:
-		default:
-			return fmt.Errorf("start replication %s: unexpected message %T", slot, msg)
-		}
-	}
+	return nil
 }
 
 // Receive waits for the next message of the stream: *XLogData or
@@ -286,50 +245,37 @@ func (c *ReplConn) Receive(ctx context.Context) (any, error) {
 	}
 }
 
-// parseCopyData decodes a message of the copy-both stream. The data is
-// copied, since the connection reuses its buffer.
+// parseCopyData decodes a message of the copy-both stream with pglogrepl's
+// parsers. The data is copied, since the connection reuses its buffer.
 func parseCopyData(d []byte) (any, error) {
 	if len(d) == 0 {
 		return nil, fmt.Errorf("receive: empty copy data: %w", ErrMalformed)
 	}
 	switch d[0] {
-	case 'w':
-		if len(d) < 25 {
-			return nil, fmt.Errorf("receive: XLogData of %d bytes: %w", len(d), ErrMalformed)
+	case pglogrepl.XLogDataByteID:
+		x, err := pglogrepl.ParseXLogData(d[1:])
+		if err != nil {
+			return nil, fmt.Errorf("receive: XLogData: %w: %w", err, ErrMalformed)
 		}
 		return &XLogData{
-			WALStart:   LSN(binary.BigEndian.Uint64(d[1:])),
-			WALEnd:     LSN(binary.BigEndian.Uint64(d[9:])),
-			ServerTime: pgTime(int64(binary.BigEndian.Uint64(d[17:]))),
-			Data:       append([]byte(nil), d[25:]...),
+			WALStart:   LSN(x.WALStart),
+			WALEnd:     LSN(x.ServerWALEnd),
+			ServerTime: x.ServerTime.UTC(),
+			Data:       bytes.Clone(x.WALData),
 		}, nil
-	case 'k':
-		if len(d) < 18 {
-			return nil, fmt.Errorf("receive: keepalive of %d bytes: %w", len(d), ErrMalformed)
+	case pglogrepl.PrimaryKeepaliveMessageByteID:
+		k, err := pglogrepl.ParsePrimaryKeepaliveMessage(d[1:])
+		if err != nil {
+			return nil, fmt.Errorf("receive: keepalive: %w: %w", err, ErrMalformed)
 		}
-		return &Keepalive{
-			WALEnd:         LSN(binary.BigEndian.Uint64(d[1:])),
-			ServerTime:     pgTime(int64(binary.BigEndian.Uint64(d[9:]))),
-			ReplyRequested: d[17] != 0,
-		}, nil
+		return &Keepalive{WALEnd: LSN(k.ServerWALEnd), ServerTime: k.ServerTime.UTC(), ReplyRequested: k.ReplyRequested}, nil
 	default:
 		return nil, fmt.Errorf("receive: unknown copy data type %q: %w", d[0], ErrMalformed)
 	}
 }
 
-// encodeStandbyStatus builds the 'r' message.
-func encodeStandbyStatus(s StandbyStatus, now time.Time) []byte {
-	b := make([]byte, 34)
-	b[0] = 'r'
-	binary.BigEndian.PutUint64(b[1:], uint64(s.Write))
-	binary.BigEndian.PutUint64(b[9:], uint64(s.Flush))
-	binary.BigEndian.PutUint64(b[17:], uint64(s.Apply))
-	binary.BigEndian.PutUint64(b[25:], uint64(pgMicros(now)))
-	if s.ReplyRequested {
-		b[33] = 1
-	}
-	return b
-}
+// statusWriteTimeout bounds the write of one standby status update.
+const statusWriteTimeout = 10 * time.Second
 
 // SendStandbyStatus sends a standby status update.
 func (c *ReplConn) SendStandbyStatus(ctx context.Context, s StandbyStatus) error {
@@ -341,9 +287,25 @@ func (c *ReplConn) SendStandbyStatus(ctx context.Context, s StandbyStatus) error
 		// background, using the frontend: it must not be touched then.
 		return fmt.Errorf("send standby status: %w", net.ErrClosed)
 	}
-	fe := c.conn.Frontend()
-	fe.Send(&pgproto3.CopyData{Data: encodeStandbyStatus(s, time.Now())})
-	if err := fe.Flush(); err != nil {
+	// pglogrepl writes without a deadline: on a connection that stopped
+	// moving (a frozen network path) a full socket buffer would block the
+	// write, and the stream with it, for good.
+	deadline := time.Now().Add(statusWriteTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	if err := c.conn.Conn().SetWriteDeadline(deadline); err != nil {
+		return fmt.Errorf("send standby status: %w", err)
+	}
+	defer c.conn.Conn().SetWriteDeadline(time.Time{})
+	err := pglogrepl.SendStandbyStatusUpdate(ctx, c.conn, pglogrepl.StandbyStatusUpdate{
+		WALWritePosition: pglogrepl.LSN(s.Write),
+		WALFlushPosition: pglogrepl.LSN(s.Flush),
+		WALApplyPosition: pglogrepl.LSN(s.Apply),
+		ClientTime:       time.Now(),
+		ReplyRequested:   s.ReplyRequested,
+	})
+	if err != nil {
 		return fmt.Errorf("send standby status: %w", err)
 	}
 	return nil

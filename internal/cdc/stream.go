@@ -132,9 +132,27 @@ type StreamConfig struct {
 	// BufferChanges bounds the changes of the transactions waiting for Next
 	// together; twice MaxTxChanges when zero, never less than MaxTxChanges.
 	BufferChanges int
+	// ReceiveTimeout is how long the connection may stay silent, not even
+	// a keepalive arriving, before it is taken for frozen: the stream then
+	// logs a warning, drops the connection and reconnects.
+	// DefaultReceiveTimeout when zero.
+	//
+	// Each periodic status update asks the server for a keepalive, so a
+	// live server is heard at least once per StatusInterval; the default is
+	// PostgreSQL's default wal_sender_timeout (60s), the silence after which
+	// the server gives up on a client, plus a margin (issue 15, item 13: an
+	// open connection on which nothing arrived for 75s went unnoticed).
+	ReceiveTimeout time.Duration
 	// Logger receives reconnect warnings; slog.Default() when nil.
 	Logger *slog.Logger
 }
+
+// DefaultReceiveTimeout is StreamConfig.ReceiveTimeout's default.
+const DefaultReceiveTimeout = 70 * time.Second
+
+// ErrReceiveTimeout is the reason a connection is dropped when nothing
+// arrived on it for StreamConfig.ReceiveTimeout. The stream reconnects.
+var ErrReceiveTimeout = errors.New("nothing received from the server, not even a keepalive: the connection looks frozen")
 
 // Stream reads a slot's changes and yields transactions in commit order,
 // large ones in parts (see Transaction). It answers keepalives, reports the
@@ -201,6 +219,9 @@ func OpenStream(ctx context.Context, cfg StreamConfig) (*Stream, error) {
 		cfg.BufferChanges = 2 * cfg.MaxTxChanges
 	}
 	cfg.BufferChanges = max(cfg.BufferChanges, cfg.MaxTxChanges)
+	if cfg.ReceiveTimeout <= 0 {
+		cfg.ReceiveTimeout = DefaultReceiveTimeout
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -419,6 +440,9 @@ func (s *Stream) session(ctx context.Context, conn *ReplConn) (streamed bool, er
 	// from its beginning, and delivered again from its Part 0.
 	s.cur, s.skipping = nil, false
 	nextStatus := time.Now().Add(s.cfg.StatusInterval)
+	// heard is when the server was last heard from, or when the stream
+	// last went back to listening after waiting for its caller.
+	heard := time.Now()
 	defer func() {
 		// Report the acknowledged position on the way out (Close, SIGTERM),
 		// so the server need not resend what is applied.
@@ -427,15 +451,24 @@ func (s *Stream) session(ctx context.Context, conn *ReplConn) (streamed bool, er
 		_ = s.sendStatus(sctx, conn, false)
 	}()
 	for {
+		if silent := time.Since(heard); silent >= s.cfg.ReceiveTimeout {
+			return streamed, fmt.Errorf("receive: %s: %w", silent.Round(time.Second), ErrReceiveTimeout)
+		}
 		if !time.Now().Before(nextStatus) {
-			// When idle, ask for a keepalive: its end of WAL lets the
-			// flushed position advance past transactions of other tables.
-			if err := s.sendStatus(ctx, conn, s.idle()); err != nil {
+			// Ask for a keepalive: a live server answers it at once, so
+			// silence means a frozen connection; and when idle, its end of
+			// WAL lets the flushed position advance past transactions of
+			// other tables.
+			if err := s.sendStatus(ctx, conn, true); err != nil {
 				return streamed, err
 			}
 			nextStatus = time.Now().Add(s.cfg.StatusInterval)
 		}
-		rctx, cancel := context.WithDeadline(ctx, nextStatus)
+		wait := nextStatus
+		if giveUp := heard.Add(s.cfg.ReceiveTimeout); giveUp.Before(wait) {
+			wait = giveUp
+		}
+		rctx, cancel := context.WithDeadline(ctx, wait)
 		msg, err := conn.Receive(rctx)
 		cancel()
 		if err != nil {
@@ -448,6 +481,7 @@ func (s *Stream) session(ctx context.Context, conn *ReplConn) (streamed bool, er
 			return streamed, err
 		}
 		streamed = true
+		heard = time.Now()
 		switch m := msg.(type) {
 		case *Keepalive:
 			if LSN(s.walEnd.Load()) < m.WALEnd {
@@ -468,6 +502,9 @@ func (s *Stream) session(ctx context.Context, conn *ReplConn) (streamed bool, er
 				if err := s.deliver(ctx, conn, tx); err != nil {
 					return streamed, err
 				}
+				// The caller may have kept the stream waiting: the
+				// silence counts from now.
+				heard = time.Now()
 			}
 		}
 	}

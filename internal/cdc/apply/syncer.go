@@ -88,6 +88,10 @@ type syncer struct {
 	metrics  *Metrics
 	// lagMeasured is when lag bytes were last read from the source.
 	lagMeasured time.Time
+	// lock makes this run the only one of its name.
+	lock *runLock
+	// checked is when the periodic checks (guard.go) last ran.
+	checked time.Time
 }
 
 // Run syncs the tables: it checks the mapping and the source (preflight),
@@ -163,6 +167,11 @@ func run(ctx context.Context, cfg Config) error {
 	s := &syncer{cfg: cfg, log: cfg.Logger.With("sync", cfg.Name), metrics: cfg.Metrics,
 		byName: map[string]*mapping.Table{}, copied: map[*mapping.Table]cdc.LSN{}, plans: map[uint32]*plan{}, unmapped: map[uint32]bool{}}
 	var err error
+	// One sync per name, checked before anything is created or dropped.
+	if s.lock, err = acquireRunLock(ctx, cfg); err != nil {
+		return err
+	}
+	defer s.lock.release()
 	if s.src, err = pgxpool.New(ctx, cfg.Source); err != nil {
 		return fmt.Errorf("connect source: %w", err)
 	}
@@ -202,6 +211,9 @@ func run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	if err := s.lock.recordLease(ctx); err != nil {
+		return err
+	}
 	if err := ensureStateSchema(ctx, s.dst); err != nil {
 		return err
 	}
@@ -209,9 +221,19 @@ func run(ctx context.Context, cfg Config) error {
 	for _, t := range s.tables {
 		s.signature[t] = tableSignature(t, identity[t])
 	}
+	if err := s.checkColumnsGone(ctx); err != nil {
+		return err
+	}
 	remap, err := s.remapped(ctx)
 	if err != nil {
 		return err
+	}
+	left, err := s.leftPublication(ctx)
+	if err != nil {
+		return err
+	}
+	for t := range left {
+		remap[t] = true
 	}
 	if err := ensurePublication(ctx, s.src, PublicationName(cfg.Name), s.tables, identity, remap); err != nil {
 		return err
@@ -241,7 +263,15 @@ func (s *syncer) handoff(ctx context.Context) error {
 		return fmt.Errorf("sync %s: the target has applied changes up to %s but the source has no slot %s: changes since are lost; run datasync cleanup --name %s, then sync again to copy afresh: %w",
 			s.cfg.Name, st.applied, slot, s.cfg.Name, ErrSlotLost)
 	case exists && !st.exists:
-		// A first run stopped before its copy finished: start over.
+		// A first run stopped before its copy finished: start over, unless
+		// a live process still uses the slot (the lock keeps other syncs
+		// of this name out; this guards against anything else).
+		if pid, err := slotOwner(ctx, s.src, slot); err != nil {
+			return err
+		} else if pid != 0 {
+			return fmt.Errorf("sync %s: slot %s has no finished copy in the target but is in use by source process %d: stop that process first; nothing was dropped: %w",
+				s.cfg.Name, slot, pid, ErrAlreadyRunning)
+		}
 		s.log.Info("dropping the slot of an unfinished first copy", "slot", slot)
 		if _, err := s.src.Exec(ctx, `SELECT pg_drop_replication_slot($1)`, slot); err != nil {
 			return fmt.Errorf("drop slot %s: %w", slot, err)
@@ -372,6 +402,9 @@ func (s *syncer) stream(ctx context.Context, caughtUpAt cdc.LSN) error {
 	// held is a transaction taken from the stream and not applied yet.
 	var held *cdc.Transaction
 	for {
+		if err := s.periodicChecks(ctx); err != nil {
+			return err
+		}
 		if s.cfg.UntilCaughtUp && (st.Acked() >= caughtUpAt || st.Flushed() >= caughtUpAt) {
 			s.log.Info("caught up", "applied", st.Acked().String(), "target", caughtUpAt.String())
 			return nil
@@ -550,6 +583,9 @@ func (s *syncer) applyLong(ctx context.Context, st *cdc.Stream, part *cdc.Transa
 // *tx, beginning it for the first part; with the last part, it also stores
 // the end LSN.
 func (s *syncer) sendPart(ctx context.Context, tx *pgx.Tx, part *cdc.Transaction, counts map[[2]string]int) error {
+	if err := s.fillUnchanged(ctx, part); err != nil {
+		return s.restartOn(ctx, err)
+	}
 	b := &pgx.Batch{}
 	if err := s.queueTx(b, part, counts); err != nil {
 		return err
@@ -710,6 +746,9 @@ var errNotMapped = errors.New("change to a table that is not mapped")
 // mapping (schema drift), the ones before it are applied and the error is
 // returned.
 func (s *syncer) apply(ctx context.Context, batch []*cdc.Transaction) (cdc.LSN, error) {
+	if err := s.fillUnchanged(ctx, batch...); err != nil {
+		return s.applied, err
+	}
 	b := &pgx.Batch{}
 	var last *cdc.Transaction
 	var planErr error
