@@ -90,7 +90,7 @@ func dump(tb testing.TB, pool *pgxpool.Pool, query string) string {
 // nil, fails the wait early when the sync stops.
 func waitSame(tb testing.TB, p pair, r *running, srcQuery, dstQuery string) {
 	tb.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(120 * time.Second)
 	for {
 		s, d := dump(tb, p.src.Pool, srcQuery), dump(tb, p.dst.Pool, dstQuery)
 		if s == d && !copyUnrecorded(tb, p.dst.Pool) {
