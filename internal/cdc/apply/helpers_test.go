@@ -86,7 +86,7 @@ func dump(tb testing.TB, pool *pgxpool.Pool, query string) string {
 }
 
 // waitSame polls until srcQuery on the source and dstQuery on the target
-// return the same rows, failing with both after 30 seconds. r, if not
+// return the same rows, failing with both after 2 minutes. r, if not
 // nil, fails the wait early when the sync stops.
 func waitSame(tb testing.TB, p pair, r *running, srcQuery, dstQuery string) {
 	tb.Helper()
