@@ -20,6 +20,8 @@ const (
 	DefaultFanout     = 32
 	DefaultBatchSize  = 1000
 	DefaultWorkers    = 4
+	// DefaultName is sync's default --name.
+	DefaultName = "datasync"
 )
 
 // HashMode chooses how rows are hashed.
@@ -60,6 +62,13 @@ type Options struct {
 	// Workers is how many differing ranges are narrowed down at once
 	// (DefaultWorkers); each holds a connection to each database.
 	Workers int
+	// TwoWay classifies each difference by the side that wrote the row
+	// last, for a two-way sync named Name, and repairs toward that side:
+	// see the package documentation.
+	TwoWay bool
+	// Name is the sync's name (its origins are datasync_NAME_to_target
+	// and datasync_NAME_to_source); DefaultName when empty.
+	Name string
 	// Hash forces a hash mode; the default picks by server version.
 	Hash HashMode
 	// Progress, if set, is called as ranges of a table are checked, from
@@ -112,6 +121,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.BatchSize <= 0 {
 		o.BatchSize = DefaultBatchSize
+	}
+	if o.Name == "" {
+		o.Name = DefaultName
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -175,7 +187,7 @@ func verifyTable(ctx context.Context, src, dst *pgxpool.Pool, t *mapping.Table, 
 		}
 		tr.Plan = plan
 		if !opts.DryRun {
-			tr.Repaired = plan.Inserted + plan.Updated + plan.Deleted
+			tr.Repaired = plan.total()
 			again, err := pair.find(ctx, opts)
 			if err != nil {
 				return nil, fmt.Errorf("verify after repair: %w", err)
