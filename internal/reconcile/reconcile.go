@@ -76,6 +76,10 @@ type Options struct {
 	Progress func(Progress)
 	// Logger receives debug details; nil discards them.
 	Logger *slog.Logger
+
+	// afterRepairRead, when set, runs in each repair batch between
+	// reading the rows to write and writing them (a test hook).
+	afterRepairRead func(ctx context.Context)
 }
 
 // Progress reports how far the check of one table has come. Done and Total

@@ -65,6 +65,9 @@ type flow struct {
 	// origin, when set, is the replication origin every write into to
 	// runs under, so that a two-way sync does not send it back.
 	origin string
+	// afterRead, when set, runs between reading the rows to write and
+	// writing them (tests use it to change the row in between).
+	afterRead func(ctx context.Context)
 }
 
 // toTarget is the flow that makes the target match the source.
@@ -141,7 +144,9 @@ func (p *pair) repair(ctx context.Context, d diffs, opts Options) (*RepairPlan, 
 	if opts.TwoWay {
 		origin = originToTarget(opts.Name)
 	}
-	err := p.repairFlow(ctx, p.toTarget(origin), d.keys(), d.missing, opts, plan, func(n repairCounts) {
+	f := p.toTarget(origin)
+	f.afterRead = opts.afterRepairRead
+	err := p.repairFlow(ctx, f, d.keys(), d.missing, opts, plan, func(n repairCounts) {
 		plan.Inserted += n.inserted
 		plan.Updated += n.updated
 		plan.Deleted += n.deleted
@@ -283,6 +288,9 @@ func (p *pair) repairBatch(ctx context.Context, f *flow, keys [][]string, isMiss
 		now, err := p.readFrom(ctx, f, heldKeys)
 		if err != nil {
 			return err
+		}
+		if f.afterRead != nil {
+			f.afterRead(ctx)
 		}
 		var gone [][]string
 		for _, k := range heldKeys {
