@@ -150,8 +150,19 @@ var (
 func Verify(ctx context.Context, src, dst *pgxpool.Pool, tables []*mapping.Table, opts Options) (*Report, error) {
 	opts = opts.withDefaults()
 	rep := &Report{StartedAt: time.Now().UTC(), Consistent: true, Tables: []TableReport{}}
+	var tw *twoWay
+	if opts.TwoWay {
+		var err error
+		if tw, err = prepareTwoWay(ctx, src, dst, opts.Name); err != nil {
+			return nil, err
+		}
+	} else if opts.Repair && !opts.DryRun {
+		if err := checkNoTwoWaySync(ctx, src, opts.Name); err != nil {
+			return nil, err
+		}
+	}
 	for _, t := range tables {
-		tr, err := verifyTable(ctx, src, dst, t, opts)
+		tr, err := verifyTable(ctx, src, dst, t, opts, tw)
 		if err != nil {
 			return nil, fmt.Errorf("verify %s → %s: %w", t.Source, t.Target, err)
 		}
@@ -162,7 +173,7 @@ func Verify(ctx context.Context, src, dst *pgxpool.Pool, tables []*mapping.Table
 	return rep, nil
 }
 
-func verifyTable(ctx context.Context, src, dst *pgxpool.Pool, t *mapping.Table, opts Options) (*TableReport, error) {
+func verifyTable(ctx context.Context, src, dst *pgxpool.Pool, t *mapping.Table, opts Options, tw *twoWay) (*TableReport, error) {
 	start := time.Now()
 	pair, err := newPair(ctx, src, dst, t, opts.Hash)
 	if err != nil {
@@ -173,6 +184,11 @@ func verifyTable(ctx context.Context, src, dst *pgxpool.Pool, t *mapping.Table, 
 	if err != nil {
 		return nil, err
 	}
+	if tw != nil {
+		if err := pair.classify(ctx, &res.diffs, tw); err != nil {
+			return nil, err
+		}
+	}
 	tr := &TableReport{
 		Source:          t.Source.String(),
 		Target:          t.Target.String(),
@@ -182,10 +198,18 @@ func verifyTable(ctx context.Context, src, dst *pgxpool.Pool, t *mapping.Table, 
 		ExtraInTarget:   int64(len(res.diffs.extra)),
 		Mismatched:      int64(len(res.diffs.mismatched)),
 		Samples:         res.diffs.samples(pair.keyCols, pair.colNames, opts.MaxSamples),
+		TwoWay:          tw != nil,
+		MissingInSource: int64(len(res.diffs.missingInSource)),
+		ExtraInSource:   int64(len(res.diffs.extraInSource)),
 	}
 	tr.Consistent = res.diffs.count() == 0
 	if opts.Repair && !tr.Consistent {
-		plan, err := pair.repair(ctx, res.diffs, opts)
+		var plan *RepairPlan
+		if tw != nil {
+			plan, err = pair.repairTwoWay(ctx, res.diffs, opts, tw)
+		} else {
+			plan, err = pair.repair(ctx, res.diffs, opts)
+		}
 		if err != nil {
 			return nil, err
 		}

@@ -68,6 +68,10 @@ type flow struct {
 	// afterRead, when set, runs between reading the rows to write and
 	// writing them (tests use it to change the row in between).
 	afterRead func(ctx context.Context)
+	// expectXmin, when set, holds by key string the xmin that to's row
+	// had when the difference was classified: a row written since is left
+	// alone (a two-way repair must not overwrite a newer write).
+	expectXmin map[string]string
 }
 
 // toTarget is the flow that makes the target match the source.
@@ -158,7 +162,7 @@ func (p *pair) repair(ctx context.Context, d diffs, opts Options) (*RepairPlan, 
 }
 
 // repairCounts are the rows one batch wrote.
-type repairCounts struct{ inserted, updated, deleted int64 }
+type repairCounts struct{ inserted, updated, deleted, changed int64 }
 
 // repairFlow writes the current rows of keys from f.from into f.to, in
 // batches, trying keys a sync held locked again a few times. missing lists
@@ -178,6 +182,7 @@ func (p *pair) repairFlow(ctx context.Context, f *flow, keys, missing [][]string
 				return fmt.Errorf("repair %s: %w", f.to.name, err)
 			}
 			count(n)
+			plan.Skipped += n.changed
 			held = append(held, busy...)
 			done += int64(len(chunk) - len(busy))
 			p.progress(opts, PhaseRepair, done, total)
@@ -258,17 +263,27 @@ func (p *pair) repairBatch(ctx context.Context, f *flow, keys [][]string, isMiss
 			}
 		}
 		var a args
-		q := "SELECT " + strings.Join(f.toKey, ", ") + " FROM " + f.to.rel + " AS __datasync_t" + p.joinKeys(f.to, keys, &a) +
+		q := "SELECT " + strings.Join(f.toKey, ", ") + ", __datasync_t.xmin::text FROM " + f.to.rel + " AS __datasync_t" + p.joinKeys(f.to, keys, &a) +
 			" FOR UPDATE OF __datasync_t SKIP LOCKED"
-		heldKeys, err := queryKeys(ctx, tx, q, a, len(f.toKey))
+		locked, err := queryKeys(ctx, tx, q, a, len(f.toKey)+1)
 		if err != nil {
 			return fmt.Errorf("lock rows: %w", err)
 		}
 		held := map[string]bool{}
-		for _, k := range heldKeys {
-			held[keyString(k)] = true
+		var heldKeys [][]string
+		for _, r := range locked {
+			k, xmin := r[:len(f.toKey)], r[len(f.toKey)]
+			ks := keyString(k)
+			held[ks] = true
+			if want, ok := f.expectXmin[ks]; ok && want != xmin && !inserted[ks] {
+				// Written again since it was compared: not this
+				// repair's to overwrite.
+				n.changed++
+				continue
+			}
+			heldKeys = append(heldKeys, k)
 		}
-		if len(heldKeys) < len(keys) {
+		if len(held) < len(keys) {
 			// Keys not held: rows another transaction holds, or no row.
 			var a args
 			q := "SELECT " + strings.Join(f.toKey, ", ") + " FROM " + f.to.rel + p.joinKeys(f.to, keys, &a)
