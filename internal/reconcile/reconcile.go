@@ -80,6 +80,9 @@ type Options struct {
 	// afterRepairRead, when set, runs in each repair batch between
 	// reading the rows to write and writing them (a test hook).
 	afterRepairRead func(ctx context.Context)
+	// beforeRepair, when set, runs between comparing a table and
+	// repairing it (a test hook).
+	beforeRepair func(ctx context.Context)
 }
 
 // Progress reports how far the check of one table has come. Done and Total
@@ -204,6 +207,9 @@ func verifyTable(ctx context.Context, src, dst *pgxpool.Pool, t *mapping.Table, 
 	}
 	tr.Consistent = res.diffs.count() == 0
 	if opts.Repair && !tr.Consistent {
+		if opts.beforeRepair != nil {
+			opts.beforeRepair(ctx)
+		}
 		var plan *RepairPlan
 		if tw != nil {
 			plan, err = pair.repairTwoWay(ctx, res.diffs, opts, tw)

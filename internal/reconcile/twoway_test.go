@@ -268,6 +268,43 @@ func TestTwoWayVerifyClassifiesByLastWriter(t *testing.T) {
 	}
 }
 
+// TestTwoWayRepairLeavesRowsWrittenSinceAlone: a row classified as the
+// sync's copy that the monolith deleted (extra in the target) is updated by
+// the service before the repair gets to it. It is the service's row now:
+// the repair must not delete it, nor overwrite a row the service changed
+// after the comparison.
+func TestTwoWayRepairLeavesRowsWrittenSinceAlone(t *testing.T) {
+	ctx := context.Background()
+	_, srcDB, dstDB, src, dst := twoWayCluster(t, `CREATE TABLE users (id bigint PRIMARY KEY, email text NOT NULL)`)
+	toTarget := "datasync_tw_to_target"
+	writeAs(t, srcDB.URL, "", "INSERT INTO users VALUES (1, 'one'), (2, 'two')")
+	writeAs(t, dstDB.URL, toTarget, "INSERT INTO users VALUES (1, 'one'), (2, 'two')")
+	writeAs(t, srcDB.URL, "", "DELETE FROM users WHERE id = 1", "UPDATE users SET email = 'two by monolith' WHERE id = 2")
+
+	tables, err := mapping.ResolveAll(ctx, src, dst, []mapping.TableSpec{{Source: "users"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := Options{TwoWay: true, Name: "tw", Repair: true, beforeRepair: func(context.Context) {
+		writeAs(t, dstDB.URL, "", "UPDATE users SET email = 'one by service' WHERE id = 1",
+			"UPDATE users SET email = 'two by service' WHERE id = 2")
+	}}
+	rep, err := Verify(ctx, src, dst, tables, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := rep.Tables[0]
+	if got := [2]int64{tr.ExtraInTarget, tr.Mismatched}; got != [2]int64{1, 1} {
+		t.Errorf("got found (extra in target, mismatched) %v, want [1 1]", got)
+	}
+	if tr.Repaired != 0 || tr.Plan.Skipped != 2 {
+		t.Errorf("got repaired %d skipped %d, want 0 2", tr.Repaired, tr.Plan.Skipped)
+	}
+	if got, want := rowsOf(t, dst), []string{"1:one by service", "2:two by service"}; !slices.Equal(got, want) {
+		t.Errorf("got target rows %v, want %v (the service's writes kept)", got, want)
+	}
+}
+
 // TestTwoWayVerifyNeedsCommitTimestamps: without track_commit_timestamp
 // there is no last writer to go by: refuse, naming the setting.
 func TestTwoWayVerifyNeedsCommitTimestamps(t *testing.T) {
