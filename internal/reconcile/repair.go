@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/strangler-fig/strangler/internal/mapping"
 )
@@ -165,7 +167,8 @@ func (p *pair) repair(ctx context.Context, d diffs, opts Options) (*RepairPlan, 
 type repairCounts struct{ inserted, updated, deleted, changed int64 }
 
 // repairFlow writes the current rows of keys from f.from into f.to, in
-// batches, trying keys a sync held locked again a few times. missing lists
+// batches, opts.Workers at a time, trying keys a sync held locked again a
+// few times. missing lists
 // the keys that f.to lacked when compared.
 func (p *pair) repairFlow(ctx context.Context, f *flow, keys, missing [][]string, opts Options, plan *RepairPlan, count func(repairCounts)) error {
 	isMissing := make(map[string]bool, len(missing))
@@ -174,18 +177,37 @@ func (p *pair) repairFlow(ctx context.Context, f *flow, keys, missing [][]string
 	}
 	total, done := int64(len(keys)), int64(0)
 	for attempt := 1; len(keys) > 0; attempt++ {
-		var held [][]string
+		var (
+			mu   sync.Mutex
+			held [][]string
+		)
+		g, gctx := errgroup.WithContext(ctx)
+		// Batches hold distinct keys, so they run side by side; but on
+		// PostgreSQL 15 a replication origin serves one session at a
+		// time, so writes under one go batch after batch.
+		g.SetLimit(opts.Workers)
+		if f.origin != "" {
+			g.SetLimit(1)
+		}
 		for start := 0; start < len(keys); start += opts.BatchSize {
 			chunk := keys[start:min(start+opts.BatchSize, len(keys))]
-			n, busy, err := p.repairBatch(ctx, f, chunk, isMissing)
-			if err != nil {
-				return fmt.Errorf("repair %s: %w", f.to.name, err)
-			}
-			count(n)
-			plan.Skipped += n.changed
-			held = append(held, busy...)
-			done += int64(len(chunk) - len(busy))
-			p.progress(opts, PhaseRepair, done, total)
+			g.Go(func() error {
+				n, busy, err := p.repairBatch(gctx, f, chunk, isMissing)
+				if err != nil {
+					return fmt.Errorf("repair %s: %w", f.to.name, err)
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				count(n)
+				plan.Skipped += n.changed
+				held = append(held, busy...)
+				done += int64(len(chunk) - len(busy))
+				p.progress(opts, PhaseRepair, done, total)
+				return nil
+			})
+		}
+		if err := g.Wait(); err != nil {
+			return err
 		}
 		keys = held
 		if len(keys) == 0 {
