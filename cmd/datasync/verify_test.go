@@ -315,8 +315,12 @@ func TestVerifyCommandTwoWay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := admin.Exec(ctx, "ALTER SYSTEM SET track_commit_timestamp = on"); err != nil {
-		t.Fatal(err)
+	// The sync's origins, as a two-way sync named users creates them.
+	for _, q := range []string{"ALTER SYSTEM SET track_commit_timestamp = on",
+		"SELECT pg_replication_origin_create('datasync_users_to_target'), pg_replication_origin_create('datasync_users_to_source')"} {
+		if _, err := admin.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
 	}
 	admin.Close()
 	if err := c.Restart(); err != nil {

@@ -492,18 +492,11 @@ func queryKeys(ctx context.Context, tx pgx.Tx, q string, a args, nk int) ([][]st
 	return out, rows.Err()
 }
 
-// setupOrigin makes conn's session write under replication origin name,
-// creating the origin if it does not exist yet. On PostgreSQL 15 an origin
-// serves one session at a time: while a sync's apply session holds it,
-// this waits for it a while, then fails.
+// setupOrigin makes conn's session write under replication origin name
+// (which prepareTwoWay found). On PostgreSQL 15 an origin serves one
+// session at a time: while a sync's apply session holds it, this waits for
+// it a while, then fails.
 func setupOrigin(ctx context.Context, conn *pgxpool.Conn, name string) error {
-	if _, err := conn.Exec(ctx, `SELECT pg_replication_origin_create($1)
-		WHERE NOT EXISTS (SELECT FROM pg_replication_origin WHERE roname = $1)`, name); err != nil {
-		var pgErr *pgconn.PgError
-		if !errors.As(err, &pgErr) || pgErr.Code != "23505" { // created at the same time elsewhere
-			return fmt.Errorf("create replication origin %s: %w", name, err)
-		}
-	}
 	var last error
 	for wait := 50 * time.Millisecond; wait < 10*time.Second; wait *= 2 {
 		_, err := conn.Exec(ctx, "SELECT pg_replication_origin_session_setup($1)", name)

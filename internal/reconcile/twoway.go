@@ -24,16 +24,17 @@ var ErrTwoWay = errors.New("two-way verify cannot run")
 
 // twoWay is what a two-way verification knows of the sync named name: the
 // origin identifiers under which its apply sessions write, in each side's
-// cluster (0 when the origin does not exist there).
+// cluster.
 type twoWay struct {
 	name string
 	// toTarget is the roident of datasync_NAME_to_target in the target's
 	// cluster, toSource that of datasync_NAME_to_source in the source's.
+	// Both are checked to exist.
 	toTarget, toSource uint32
 }
 
-// prepareTwoWay checks that both sides record commit timestamps and reads
-// the sync's origins.
+// prepareTwoWay checks that both sides record commit timestamps and that
+// the sync's origins exist, and reads their identifiers.
 func prepareTwoWay(ctx context.Context, src, dst *pgxpool.Pool, name string) (*twoWay, error) {
 	tw := &twoWay{name: name}
 	for _, s := range []struct {
@@ -54,9 +55,13 @@ func prepareTwoWay(ctx context.Context, src, dst *pgxpool.Pool, name string) (*t
 		if err != nil {
 			return nil, fmt.Errorf("read replication origin %s on the %s: %w", s.origin, s.side, err)
 		}
-		if id.Valid {
-			*s.ident = uint32(id.Int64)
+		if !id.Valid {
+			// Without it no row can be told to be the sync's copy, and
+			// every row only on one side would count as written there:
+			// repair would copy back rows the other side deleted.
+			return nil, fmt.Errorf("%w: the %s database's server has no replication origin %s, so no two-way sync named %q has run against it: check --name (the sync's --name)", ErrTwoWay, s.side, s.origin, name)
 		}
+		*s.ident = uint32(id.Int64)
 	}
 	return tw, nil
 }
@@ -154,7 +159,7 @@ func (p *pair) classify(ctx context.Context, d *diffs, tw *twoWay) error {
 		return err
 	}
 	d.xmin = map[string]string{}
-	fromSync := func(w writer, ident uint32) bool { return ident != 0 && w.origin == ident }
+	fromSync := func(w writer, ident uint32) bool { return w.origin == ident }
 
 	var missing, extraInSource [][]string
 	for _, k := range d.missing {

@@ -213,6 +213,13 @@ func TestTwoWayVerifyClassifiesByLastWriter(t *testing.T) {
 		t.Errorf("got metrics\n%s\nwant missing_in_source 1", prom)
 	}
 
+	// A --name with no origins is refused: nothing could be told to be
+	// the sync's copy.
+	_, err = Verify(ctx, src, dst, tables, Options{TwoWay: true, Name: "other"})
+	if !errors.Is(err, ErrTwoWay) || !strings.Contains(err.Error(), "datasync_other_to_") {
+		t.Errorf("got %v for an unknown --name, want ErrTwoWay naming the missing origin", err)
+	}
+
 	// A plain repair beside this two-way sync is refused.
 	_, err = Verify(ctx, src, dst, tables, Options{Repair: true, Name: "tw"})
 	if !errors.Is(err, ErrTwoWay) {
@@ -277,6 +284,7 @@ func TestTwoWayRepairLeavesRowsWrittenSinceAlone(t *testing.T) {
 	ctx := context.Background()
 	_, srcDB, dstDB, src, dst := twoWayCluster(t, `CREATE TABLE users (id bigint PRIMARY KEY, email text NOT NULL)`)
 	toTarget := "datasync_tw_to_target"
+	execSQL(t, src, "SELECT pg_replication_origin_create('datasync_tw_to_source')")
 	writeAs(t, srcDB.URL, "", "INSERT INTO users VALUES (1, 'one'), (2, 'two')")
 	writeAs(t, dstDB.URL, toTarget, "INSERT INTO users VALUES (1, 'one'), (2, 'two')")
 	writeAs(t, srcDB.URL, "", "DELETE FROM users WHERE id = 1", "UPDATE users SET email = 'two by monolith' WHERE id = 2")
