@@ -460,7 +460,9 @@ func (p *pair) write(ctx context.Context, tx pgx.Tx, f *flow, r fromRows, action
 		names[i] = fmt.Sprintf("v%d", i)
 		casts[i] = fmt.Sprintf("v%d::%s", i, f.casts[i])
 	}
-	q := "INSERT INTO " + f.to.rel + " (" + strings.Join(f.cols, ", ") + ") SELECT " + strings.Join(casts, ", ") +
+	// OVERRIDING SYSTEM VALUE: the key is the other side's, also in a
+	// GENERATED ALWAYS identity column; on other tables it does nothing.
+	q := "INSERT INTO " + f.to.rel + " (" + strings.Join(f.cols, ", ") + ") OVERRIDING SYSTEM VALUE SELECT " + strings.Join(casts, ", ") +
 		" FROM unnest(" + strings.Join(params, ", ") + ") AS u(" + strings.Join(names, ", ") + ")" +
 		" ON CONFLICT (" + f.conflict + ")" + action
 	if !strings.Contains(action, "RETURNING") {
