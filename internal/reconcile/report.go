@@ -217,7 +217,7 @@ func (r *Report) WriteSummary(w io.Writer) error {
 				fmt.Fprintf(&b, " in the target; insert %d, update %d, delete %d in the source", p.SourceInserted, p.SourceUpdated, p.SourceDeleted)
 			}
 			if p.Skipped > 0 {
-				fmt.Fprintf(&b, "; %d left to the running sync (rows it held)", p.Skipped)
+				fmt.Fprintf(&b, "; %d skipped (held by a running sync, or written again since the comparison)", p.Skipped)
 			}
 			b.WriteString("\n")
 		}

@@ -308,6 +308,13 @@ func TestTwoWayRepairLeavesRowsWrittenSinceAlone(t *testing.T) {
 	if tr.Repaired != 0 || tr.Plan.Skipped != 2 {
 		t.Errorf("got repaired %d skipped %d, want 0 2", tr.Repaired, tr.Plan.Skipped)
 	}
+	var sum strings.Builder
+	if err := rep.WriteSummary(&sum); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(sum.String(), "; 2 skipped (held by a running sync, or written again since the comparison)") {
+		t.Errorf("got summary %q, want the 2 rows skipped", sum.String())
+	}
 	if got, want := rowsOf(t, dst), []string{"1:one by service", "2:two by service"}; !slices.Equal(got, want) {
 		t.Errorf("got target rows %v, want %v (the service's writes kept)", got, want)
 	}
