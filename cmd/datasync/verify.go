@@ -30,6 +30,10 @@ type VerifyOptions struct {
 	DryRun       bool
 	Textfile     string
 	Pushgateway  string
+	// TwoWay classifies differences by the side that wrote last, for the
+	// two-way sync called Name; the config's two_way sets it too.
+	TwoWay bool
+	Name   string
 
 	// Tuning and measurement, hidden from --help.
 	LeafRows   int
@@ -54,6 +58,14 @@ byte for byte. Both databases checksum key ranges in parallel and only ranges th
 split further, so identical tables cost one scan of each side and very little network traffic;
 small differing ranges are compared row by row to name the exact keys and columns.
 
+With --two-way (or two_way: true in the config), for a two-way sync (--name), each difference is
+classified by the side that wrote the row last (its commit timestamp and replication origin; both
+databases need track_commit_timestamp = on): a row only in the target that the service wrote is
+missing_in_source, and --repair copies it to the source instead of deleting it.
+
+--repair is safe beside a running sync: each row is locked in the database it writes before the
+other side is read.
+
 Exit status: 0 consistent, 1 differences found (after --repair: still there), 2 error.`,
 		Example: `  # Compare one table, same name on both sides
   datasync verify --source "$MONOLITH_DATABASE_URL" --target "$USERS_DATABASE_URL" --table public.users
@@ -67,7 +79,10 @@ Exit status: 0 consistent, 1 differences found (after --repair: still there), 2 
 
   # Show what a repair would change, then repair
   datasync verify --config datasync.yaml --repair --dry-run
-  datasync verify --config datasync.yaml --repair`,
+  datasync verify --config datasync.yaml --repair
+
+  # Both sides take writes (two-way sync "users"): repair toward the side that wrote last
+  datasync verify --config datasync.yaml --two-way --name users --repair`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if opts.DryRun && !opts.Repair {
@@ -75,6 +90,9 @@ Exit status: 0 consistent, 1 differences found (after --repair: still there), 2 
 			}
 			if opts.MaxSamples < 0 {
 				return fmt.Errorf("--max-samples %d: must be 0 or more", opts.MaxSamples)
+			}
+			if err := checkSyncName(opts.Name); err != nil {
+				return err
 			}
 			if opts.RecheckDelay < 0 {
 				return fmt.Errorf("--recheck-delay %s: must not be negative", opts.RecheckDelay)
@@ -99,6 +117,8 @@ Exit status: 0 consistent, 1 differences found (after --repair: still there), 2 
 	fs.BoolVar(&opts.DryRun, "dry-run", false, "with --repair: print what would change, write nothing")
 	fs.StringVar(&opts.Textfile, "textfile", "", "write Prometheus metrics to `FILE` for node_exporter's textfile collector")
 	fs.StringVar(&opts.Pushgateway, "pushgateway", "", "push Prometheus metrics to the Pushgateway at `URL`")
+	fs.BoolVar(&opts.TwoWay, "two-way", false, "both sides take writes: classify differences by the side that wrote last (needs track_commit_timestamp = on)")
+	fs.StringVar(&opts.Name, "name", reconcile.DefaultName, "with --two-way or --repair: the name of the sync (its origins are datasync_NAME_to_target and datasync_NAME_to_source)")
 	fs.IntVar(&opts.LeafRows, "leaf-rows", reconcile.DefaultLeafRows, "largest range compared row by row")
 	fs.IntVar(&opts.MaxBuckets, "max-buckets", reconcile.DefaultMaxBuckets, "most key ranges of the first pass")
 	fs.StringVar(&opts.Hash, "hash", "", "row hash: record (PostgreSQL 14+) or md5; default by server version")
@@ -169,6 +189,8 @@ func verifyRun(ctx context.Context, opts *VerifyOptions) error {
 		RecheckDelay: opts.RecheckDelay,
 		Repair:       opts.Repair,
 		DryRun:       opts.DryRun,
+		TwoWay:       opts.TwoWay || cfg.TwoWay,
+		Name:         opts.Name,
 		LeafRows:     opts.LeafRows,
 		MaxBuckets:   opts.MaxBuckets,
 		Hash:         reconcile.HashMode(opts.Hash),

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/strangler-fig/strangler/internal/cli"
 	"github.com/strangler-fig/strangler/internal/pgtest"
 	"github.com/strangler-fig/strangler/internal/progress"
@@ -201,7 +203,7 @@ func TestVerifyHelp(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("got exit %d, want 0", code)
 	}
-	for _, want := range []string{"--report", "--max-samples", "--recheck-delay", "--repair", "--dry-run", "--textfile", "--pushgateway", "Examples:", "Exit status: 0 consistent, 1 differences"} {
+	for _, want := range []string{"--report", "--max-samples", "--recheck-delay", "--repair", "--dry-run", "--textfile", "--pushgateway", "--two-way", "--name", "Examples:", "Exit status: 0 consistent, 1 differences"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("got help without %q", want)
 		}
@@ -218,11 +220,13 @@ func TestNewCmdVerifyFlags(t *testing.T) {
 		want    VerifyOptions
 		wantErr string
 	}{
-		{name: "defaults", args: nil, want: VerifyOptions{MaxSamples: 100, LeafRows: 2000, MaxBuckets: 1024}},
+		{name: "defaults", args: nil, want: VerifyOptions{MaxSamples: 100, LeafRows: 2000, MaxBuckets: 1024, Name: "datasync"}},
+		{name: "two-way", args: []string{"--two-way", "--name", "users"}, want: VerifyOptions{MaxSamples: 100, LeafRows: 2000, MaxBuckets: 1024, TwoWay: true, Name: "users"}},
+		{name: "bad name", args: []string{"--name", "Users!"}, wantErr: `--name "Users!"`},
 		{name: "everything", args: []string{"--report", "r.json", "--max-samples", "5", "--recheck-delay", "2s", "--repair", "--dry-run",
 			"--textfile", "v.prom", "--pushgateway", "http://gw:9091", "--hash", "md5"},
 			want: VerifyOptions{ReportFile: "r.json", MaxSamples: 5, RecheckDelay: 2 * time.Second, Repair: true, DryRun: true,
-				Textfile: "v.prom", Pushgateway: "http://gw:9091", Hash: "md5", LeafRows: 2000, MaxBuckets: 1024}},
+				Textfile: "v.prom", Pushgateway: "http://gw:9091", Hash: "md5", LeafRows: 2000, MaxBuckets: 1024, Name: "datasync"}},
 		{name: "negative samples", args: []string{"--max-samples", "-1"}, wantErr: "--max-samples -1"},
 		{name: "negative delay", args: []string{"--recheck-delay", "-1s"}, wantErr: "--recheck-delay -1s"},
 		{name: "unknown hash", args: []string{"--hash", "sha1"}, wantErr: `--hash "sha1"`},
@@ -284,5 +288,97 @@ func TestVerifyCommandProgressLines(t *testing.T) {
 		if l.Rows != rows || l.Total != rows {
 			t.Errorf("%s: got %d of %d rows, want %d of %d", label, l.Rows, l.Total, rows, rows)
 		}
+	}
+}
+
+// TestVerifyCommandTwoWay runs verify --two-way on a server with commit
+// timestamps: the service's row is missing_in_source in the summary, the
+// JSON report and the metrics, and --repair copies it to the source. The
+// config's two_way: true does the same as the flag; without commit
+// timestamps verify refuses with exit 2, naming the setting.
+func TestVerifyCommandTwoWay(t *testing.T) {
+	ctx := context.Background()
+	t.Run("needs track_commit_timestamp", func(t *testing.T) {
+		src, dst := newVerifyDBs(t, `CREATE TABLE users (id int PRIMARY KEY)`)
+		cfg := filepath.Join(t.TempDir(), "datasync.yaml")
+		if err := os.WriteFile(cfg, []byte("two_way: true\ntables: [{source: users}]\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		code, _, stderr := verifyCLI(t, "verify", "--source", src.URL, "--target", dst.URL, "--config", cfg)
+		if code != 2 || !strings.Contains(stderr, "track_commit_timestamp is off on the source") {
+			t.Errorf("got exit %d stderr %q, want 2 naming track_commit_timestamp", code, stderr)
+		}
+	})
+
+	c := pgtest.NewCluster(t)
+	admin, err := pgxpool.New(ctx, c.URL("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The sync's origins, as a two-way sync named users creates them.
+	for _, q := range []string{"ALTER SYSTEM SET track_commit_timestamp = on",
+		"SELECT pg_replication_origin_create('datasync_users_to_target'), pg_replication_origin_create('datasync_users_to_source')"} {
+		if _, err := admin.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	admin.Close()
+	if err := c.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	src, dst := c.NewDB(t), c.NewDB(t)
+	for _, db := range []*pgtest.DB{src, dst} {
+		if _, err := db.Pool.Exec(ctx, `CREATE TABLE users (id bigint PRIMARY KEY, email text NOT NULL)`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The service's own row: a plain write, no origin of the sync.
+	if _, err := dst.Pool.Exec(ctx, `INSERT INTO users VALUES (1002, 'new@example.com')`); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	report, prom := filepath.Join(dir, "verify.json"), filepath.Join(dir, "verify.prom")
+	base := []string{"verify", "--source", src.URL, "--target", dst.URL, "--table", "users", "--two-way", "--name", "users"}
+	code, out, stderr := verifyCLI(t, append(slices.Clone(base), "--report", report, "--textfile", prom)...)
+	if code != 1 {
+		t.Fatalf("got exit %d, want 1; stdout %s stderr %s", code, out, stderr)
+	}
+	if !strings.Contains(out, "missing in source: 1 (id=1002)") || !strings.Contains(out, "extra in target:   0") {
+		t.Errorf("got summary %q, want id=1002 missing in source and nothing extra", out)
+	}
+	b, err := os.ReadFile(report)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep struct {
+		Tables []struct {
+			ExtraInTarget   int64 `json:"extra_in_target"`
+			MissingInSource int64 `json:"missing_in_source"`
+			Samples         struct {
+				MissingInSource []map[string]any `json:"missing_in_source"`
+			} `json:"samples"`
+		} `json:"tables"`
+	}
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if tr := rep.Tables[0]; tr.MissingInSource != 1 || tr.ExtraInTarget != 0 || len(tr.Samples.MissingInSource) != 1 || tr.Samples.MissingInSource[0]["id"] != float64(1002) {
+		t.Errorf("got report %s, want missing_in_source 1 (id 1002), extra_in_target 0", b)
+	}
+	metrics, err := os.ReadFile(prom)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(metrics), `datasync_verify_differences{kind="missing_in_source",table="public.users"} 1`) {
+		t.Errorf("got metrics\n%s\nwant missing_in_source 1", metrics)
+	}
+
+	code, out, stderr = verifyCLI(t, append(slices.Clone(base), "--repair")...)
+	if code != 0 || !strings.Contains(out, "insert 1, update 0, delete 0 in the source") {
+		t.Fatalf("repair: got exit %d stdout %q stderr %q, want 0 and one row inserted in the source", code, out, stderr)
+	}
+	var email string
+	if err := src.Pool.QueryRow(ctx, "SELECT email FROM users WHERE id = 1002").Scan(&email); err != nil || email != "new@example.com" {
+		t.Errorf("got source row %q (%v), want the service's row copied", email, err)
 	}
 }

@@ -25,6 +25,10 @@ type Config struct {
 	Target string `yaml:"target"`
 	// Tables lists the tables to move.
 	Tables []TableSpec `yaml:"tables"`
+	// TwoWay says both databases take writes (the coexistence phase):
+	// sync applies each side's changes to the other and verify
+	// classifies differences by the side that wrote last.
+	TwoWay bool `yaml:"two_way"`
 }
 
 // TableSpec is one table of the config, as the user wrote it.

@@ -15,6 +15,9 @@ import (
 type mismatch struct {
 	key  []string
 	cols []int
+	// newer, in a two-way verification, is the side that wrote the row
+	// last: sideSource or sideTarget.
+	newer string
 }
 
 // diffs are the differing keys of a table, in the order found.
@@ -22,14 +25,28 @@ type diffs struct {
 	missing    [][]string
 	extra      [][]string
 	mismatched []mismatch
+
+	// A two-way verification (see classify) moves the rows only in the
+	// target that the source never had to missingInSource, and those only
+	// in the source that the target deleted to extraInSource. xmin holds,
+	// by key string, the xmin of each row its repair would overwrite or
+	// delete.
+	twoWay          bool
+	missingInSource [][]string
+	extraInSource   [][]string
+	xmin            map[string]string
 }
 
-func (d *diffs) count() int { return len(d.missing) + len(d.extra) + len(d.mismatched) }
+func (d *diffs) count() int {
+	return len(d.missing) + len(d.extra) + len(d.mismatched) + len(d.missingInSource) + len(d.extraInSource)
+}
 
 func (d *diffs) add(o diffs) {
 	d.missing = append(d.missing, o.missing...)
 	d.extra = append(d.extra, o.extra...)
 	d.mismatched = append(d.mismatched, o.mismatched...)
+	d.missingInSource = append(d.missingInSource, o.missingInSource...)
+	d.extraInSource = append(d.extraInSource, o.extraInSource...)
 }
 
 // keys lists every differing key.
@@ -37,6 +54,8 @@ func (d *diffs) keys() [][]string {
 	out := make([][]string, 0, d.count())
 	out = append(out, d.missing...)
 	out = append(out, d.extra...)
+	out = append(out, d.missingInSource...)
+	out = append(out, d.extraInSource...)
 	for _, m := range d.mismatched {
 		out = append(out, m.key)
 	}
@@ -93,7 +112,16 @@ func compareRows(src, dst []row) diffs {
 
 // samples renders up to n keys of each kind for the report.
 func (d *diffs) samples(keyCols []mapping.Column, colNames []string, n int) Samples {
-	s := Samples{MissingInTarget: []Key{}, ExtraInTarget: []Key{}, Mismatched: []Mismatch{}}
+	s := Samples{MissingInTarget: []Key{}, ExtraInTarget: []Key{}, Mismatched: []Mismatch{}, TwoWay: d.twoWay}
+	if d.twoWay {
+		s.MissingInSource, s.ExtraInSource = []Key{}, []Key{}
+		for _, k := range d.missingInSource[:min(n, len(d.missingInSource))] {
+			s.MissingInSource = append(s.MissingInSource, reportKey(keyCols, k))
+		}
+		for _, k := range d.extraInSource[:min(n, len(d.extraInSource))] {
+			s.ExtraInSource = append(s.ExtraInSource, reportKey(keyCols, k))
+		}
+	}
 	for _, k := range d.missing[:min(n, len(d.missing))] {
 		s.MissingInTarget = append(s.MissingInTarget, reportKey(keyCols, k))
 	}
@@ -105,7 +133,7 @@ func (d *diffs) samples(keyCols []mapping.Column, colNames []string, n int) Samp
 		for i, c := range m.cols {
 			cols[i] = colNames[c]
 		}
-		s.Mismatched = append(s.Mismatched, Mismatch{Key: reportKey(keyCols, m.key), Columns: cols})
+		s.Mismatched = append(s.Mismatched, Mismatch{Key: reportKey(keyCols, m.key), Columns: cols, Newer: m.newer})
 	}
 	return s
 }

@@ -74,7 +74,11 @@
 //
 // A column
 // whose type has no extended hash (json, point, ...) is hashed through its
-// text form, and text-like columns are hashed under the "C" collation, so a
+// text form, and so is one whose type's hash makes different values as
+// stored alike, itself or inside an array, domain, composite or range
+// (issue 15): real and double precision (-0 and 0), interval ('1 mon' and
+// '30 days'), enums (hashed as their label's OID, which differs between
+// databases) and every base type of an extension (citext ignores case); and text-like columns are hashed under the "C" collation, so a
 // case-insensitive (nondeterministic) collation does not make 'a' equal 'A'.
 // Text keys are ordered by bytes when the two sides' collations differ, so
 // a key falls in the same range on both sides. Older servers use md5 over the row's text form, with numeric
@@ -88,9 +92,33 @@
 // recheck delay, every differing key is read again from both sides after the
 // delay, and only the differences that persist are reported.
 //
+// A widening mapping (real to double precision, char(n) to text) compares
+// the target with the source value converted by PostgreSQL's cast, the
+// value backfill and the first copy write.
+//
 // # Repair
 //
-// Repair reads the source's current values for every differing key, upserts
-// them into the target and deletes target rows whose key no longer has a
-// (filtered) source row, in batched transactions; then it verifies again.
+// Repair makes the target match the source for every differing key, in
+// batched transactions, then verifies again. It is safe beside a running
+// sync (issue 15): in one target transaction a batch first holds every row
+// it will write (FOR UPDATE SKIP LOCKED on the rows the target has; an
+// INSERT ... ON CONFLICT DO NOTHING of the row the source had for those it
+// lacks), then reads the source's current rows, then writes them. A change
+// the sync applied before the lock was on the source before the read; one
+// it applies after waits for the lock. Rows the sync holds are tried again
+// a few times, then left to it. Every lock wait is bounded below
+// PostgreSQL's deadlock check.
+//
+// # Two-way
+//
+// With Options.TwoWay, each difference is classified by the last writer of
+// the row on each side, the commit timestamp and replication origin of its
+// xmin (track_commit_timestamp must be on): the sync writes into the target
+// under origin datasync_NAME_to_target and into the source under
+// datasync_NAME_to_source, so a row whose last writer is one of these is a
+// copy of the other side's. A row only in the target that is not such a
+// copy was written by the service: it is missing in the source, and repair
+// copies it there instead of deleting it. Repair goes toward the side that
+// wrote last, under the sync's origin of that direction, and leaves alone a
+// row written again since it was classified.
 package reconcile

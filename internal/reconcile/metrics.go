@@ -28,7 +28,7 @@ func (r *Report) Registry(now time.Time) *prometheus.Registry {
 	}, []string{"table", "side"})
 	differences := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: "datasync", Subsystem: "verify", Name: "differences",
-		Help: "Rows found different, by kind: missing_in_target, extra_in_target, mismatched.",
+		Help: "Rows found different, by kind: missing_in_target, extra_in_target, mismatched; two-way also missing_in_source, extra_in_source.",
 	}, []string{"table", "kind"})
 	consistent := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: "datasync", Subsystem: "verify", Name: "consistent",
@@ -49,6 +49,10 @@ func (r *Report) Registry(now time.Time) *prometheus.Registry {
 		differences.WithLabelValues(t.Target, "missing_in_target").Set(float64(t.MissingInTarget))
 		differences.WithLabelValues(t.Target, "extra_in_target").Set(float64(t.ExtraInTarget))
 		differences.WithLabelValues(t.Target, "mismatched").Set(float64(t.Mismatched))
+		if t.TwoWay {
+			differences.WithLabelValues(t.Target, "missing_in_source").Set(float64(t.MissingInSource))
+			differences.WithLabelValues(t.Target, "extra_in_source").Set(float64(t.ExtraInSource))
+		}
 		c := 0.0
 		if t.Consistent {
 			c = 1

@@ -26,7 +26,7 @@ const wantMetrics = `# HELP datasync_verify_consistent 1 if the table is consist
 # TYPE datasync_verify_consistent gauge
 datasync_verify_consistent{table="public.orders"} 1
 datasync_verify_consistent{table="svc.users"} 0
-# HELP datasync_verify_differences Rows found different, by kind: missing_in_target, extra_in_target, mismatched.
+# HELP datasync_verify_differences Rows found different, by kind: missing_in_target, extra_in_target, mismatched; two-way also missing_in_source, extra_in_source.
 # TYPE datasync_verify_differences gauge
 datasync_verify_differences{kind="extra_in_target",table="public.orders"} 0
 datasync_verify_differences{kind="extra_in_target",table="svc.users"} 1

@@ -20,6 +20,8 @@ const (
 	DefaultFanout     = 32
 	DefaultBatchSize  = 1000
 	DefaultWorkers    = 4
+	// DefaultName is sync's default --name.
+	DefaultName = "datasync"
 )
 
 // HashMode chooses how rows are hashed.
@@ -60,6 +62,13 @@ type Options struct {
 	// Workers is how many differing ranges are narrowed down at once
 	// (DefaultWorkers); each holds a connection to each database.
 	Workers int
+	// TwoWay classifies each difference by the side that wrote the row
+	// last, for a two-way sync named Name, and repairs toward that side:
+	// see the package documentation.
+	TwoWay bool
+	// Name is the sync's name (its origins are datasync_NAME_to_target
+	// and datasync_NAME_to_source); DefaultName when empty.
+	Name string
 	// Hash forces a hash mode; the default picks by server version.
 	Hash HashMode
 	// Progress, if set, is called as ranges of a table are checked, from
@@ -67,6 +76,13 @@ type Options struct {
 	Progress func(Progress)
 	// Logger receives debug details; nil discards them.
 	Logger *slog.Logger
+
+	// afterRepairRead, when set, runs in each repair batch between
+	// reading the rows to write and writing them (a test hook).
+	afterRepairRead func(ctx context.Context)
+	// beforeRepair, when set, runs between comparing a table and
+	// repairing it (a test hook).
+	beforeRepair func(ctx context.Context)
 }
 
 // Progress reports how far the check of one table has come. Done and Total
@@ -113,6 +129,9 @@ func (o Options) withDefaults() Options {
 	if o.BatchSize <= 0 {
 		o.BatchSize = DefaultBatchSize
 	}
+	if o.Name == "" {
+		o.Name = DefaultName
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -134,8 +153,19 @@ var (
 func Verify(ctx context.Context, src, dst *pgxpool.Pool, tables []*mapping.Table, opts Options) (*Report, error) {
 	opts = opts.withDefaults()
 	rep := &Report{StartedAt: time.Now().UTC(), Consistent: true, Tables: []TableReport{}}
+	var tw *twoWay
+	if opts.TwoWay {
+		var err error
+		if tw, err = prepareTwoWay(ctx, src, dst, opts.Name); err != nil {
+			return nil, err
+		}
+	} else if opts.Repair && !opts.DryRun {
+		if err := checkNoTwoWaySync(ctx, src, opts.Name); err != nil {
+			return nil, err
+		}
+	}
 	for _, t := range tables {
-		tr, err := verifyTable(ctx, src, dst, t, opts)
+		tr, err := verifyTable(ctx, src, dst, t, opts, tw)
 		if err != nil {
 			return nil, fmt.Errorf("verify %s → %s: %w", t.Source, t.Target, err)
 		}
@@ -146,7 +176,7 @@ func Verify(ctx context.Context, src, dst *pgxpool.Pool, tables []*mapping.Table
 	return rep, nil
 }
 
-func verifyTable(ctx context.Context, src, dst *pgxpool.Pool, t *mapping.Table, opts Options) (*TableReport, error) {
+func verifyTable(ctx context.Context, src, dst *pgxpool.Pool, t *mapping.Table, opts Options, tw *twoWay) (*TableReport, error) {
 	start := time.Now()
 	pair, err := newPair(ctx, src, dst, t, opts.Hash)
 	if err != nil {
@@ -157,6 +187,11 @@ func verifyTable(ctx context.Context, src, dst *pgxpool.Pool, t *mapping.Table, 
 	if err != nil {
 		return nil, err
 	}
+	if tw != nil {
+		if err := pair.classify(ctx, &res.diffs, tw); err != nil {
+			return nil, err
+		}
+	}
 	tr := &TableReport{
 		Source:          t.Source.String(),
 		Target:          t.Target.String(),
@@ -166,16 +201,27 @@ func verifyTable(ctx context.Context, src, dst *pgxpool.Pool, t *mapping.Table, 
 		ExtraInTarget:   int64(len(res.diffs.extra)),
 		Mismatched:      int64(len(res.diffs.mismatched)),
 		Samples:         res.diffs.samples(pair.keyCols, pair.colNames, opts.MaxSamples),
+		TwoWay:          tw != nil,
+		MissingInSource: int64(len(res.diffs.missingInSource)),
+		ExtraInSource:   int64(len(res.diffs.extraInSource)),
 	}
 	tr.Consistent = res.diffs.count() == 0
 	if opts.Repair && !tr.Consistent {
-		plan, err := pair.repair(ctx, res.diffs, opts)
+		if opts.beforeRepair != nil {
+			opts.beforeRepair(ctx)
+		}
+		var plan *RepairPlan
+		if tw != nil {
+			plan, err = pair.repairTwoWay(ctx, res.diffs, opts, tw)
+		} else {
+			plan, err = pair.repair(ctx, res.diffs, opts)
+		}
 		if err != nil {
 			return nil, err
 		}
 		tr.Plan = plan
 		if !opts.DryRun {
-			tr.Repaired = plan.Inserted + plan.Updated + plan.Deleted
+			tr.Repaired = plan.total()
 			again, err := pair.find(ctx, opts)
 			if err != nil {
 				return nil, fmt.Errorf("verify after repair: %w", err)

@@ -372,6 +372,19 @@ func TestRepair(t *testing.T) {
 	})
 }
 
+// TestRepairIntoIdentityAlwaysColumn: a target key that is GENERATED
+// ALWAYS AS IDENTITY takes the source's key only with OVERRIDING SYSTEM
+// VALUE; without it the repair of a missing row failed (SQLSTATE 428C9).
+func TestRepairIntoIdentityAlwaysColumn(t *testing.T) {
+	p := newDBPair(t, `CREATE TABLE items (id int PRIMARY KEY, name text); INSERT INTO items VALUES (1, 'a'), (2, 'b');`,
+		`CREATE TABLE items (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, name text); INSERT INTO items (name) VALUES ('a');`)
+	spec := mapping.TableSpec{Source: "items"}
+	rep := p.verify(t, Options{Repair: true}, spec)
+	if tr := rep.Tables[0]; !tr.Consistent || tr.Repaired != 1 {
+		t.Errorf("got consistent %v repaired %d, want true 1", tr.Consistent, tr.Repaired)
+	}
+}
+
 func checkDiffsFound(tb testing.TB, tr TableReport, missing, extra, mismatched int64) {
 	tb.Helper()
 	if got, want := [3]int64{tr.MissingInTarget, tr.ExtraInTarget, tr.Mismatched}, [3]int64{missing, extra, mismatched}; got != want {

@@ -37,6 +37,17 @@ type TableReport struct {
 	Samples         Samples `json:"samples"`
 	Repaired        int64   `json:"repaired"`
 
+	// TwoWay reports a two-way verification (Options.TwoWay): only then
+	// do the two kinds below exist, and only then are they in the JSON
+	// report and the metrics.
+	TwoWay bool `json:"-"`
+	// MissingInSource counts rows only in the target that the service
+	// wrote: the source never had them.
+	MissingInSource int64 `json:"-"`
+	// ExtraInSource counts rows only in the source that came from the
+	// target, which has deleted them since.
+	ExtraInSource int64 `json:"-"`
+
 	// Duration is how long the table took; it feeds the duration metric.
 	Duration time.Duration `json:"-"`
 	// Plan is what repair did or, in a dry run, would do; nil without
@@ -49,6 +60,47 @@ type Samples struct {
 	MissingInTarget []Key      `json:"missing_in_target"`
 	ExtraInTarget   []Key      `json:"extra_in_target"`
 	Mismatched      []Mismatch `json:"mismatched"`
+	// MissingInSource and ExtraInSource are listed by two-way
+	// verifications only.
+	MissingInSource []Key `json:"-"`
+	ExtraInSource   []Key `json:"-"`
+	// TwoWay puts the two lists above in the JSON form.
+	TwoWay bool `json:"-"`
+}
+
+// MarshalJSON writes the table's report; a two-way one also has the counts
+// missing_in_source and extra_in_source.
+func (t TableReport) MarshalJSON() ([]byte, error) {
+	type plain TableReport // without this method
+	if !t.TwoWay {
+		return json.Marshal(plain(t))
+	}
+	t.Samples.TwoWay = true
+	return json.Marshal(struct {
+		plain
+		MissingInSource int64 `json:"missing_in_source"`
+		ExtraInSource   int64 `json:"extra_in_source"`
+	}{plain(t), t.MissingInSource, t.ExtraInSource})
+}
+
+// MarshalJSON writes the samples; two-way ones also list missing_in_source
+// and extra_in_source.
+func (s Samples) MarshalJSON() ([]byte, error) {
+	type plain Samples // without this method
+	if !s.TwoWay {
+		return json.Marshal(plain(s))
+	}
+	orEmpty := func(k []Key) []Key {
+		if k == nil {
+			return []Key{}
+		}
+		return k
+	}
+	return json.Marshal(struct {
+		plain
+		MissingInSource []Key `json:"missing_in_source"`
+		ExtraInSource   []Key `json:"extra_in_source"`
+	}{plain(s), orEmpty(s.MissingInSource), orEmpty(s.ExtraInSource)})
 }
 
 // Mismatch is a row present on both sides with different values.
@@ -56,6 +108,9 @@ type Mismatch struct {
 	Key Key `json:"key"`
 	// Columns are the target names of the columns that differ.
 	Columns []string `json:"columns"`
+	// Newer, in a two-way verification, names the side that wrote the row
+	// last ("source" or "target"): repair copies it to the other side.
+	Newer string `json:"newer,omitempty"`
 }
 
 // KeyValue is one column of a key. Value is an int64 for integer columns and
@@ -129,9 +184,13 @@ func (r *Report) WriteSummary(w io.Writer) error {
 			name = t.Source + " → " + t.Target
 		}
 		fmt.Fprintf(&b, "%s: %s (source %d rows, target %d rows, %.2fs)\n", name, state, t.SourceRows, t.TargetRows, t.Duration.Seconds())
-		if t.MissingInTarget+t.ExtraInTarget+t.Mismatched > 0 {
+		if t.MissingInTarget+t.ExtraInTarget+t.Mismatched+t.MissingInSource+t.ExtraInSource > 0 {
 			fmt.Fprintf(&b, "  missing in target: %d%s\n", t.MissingInTarget, keyList(t.Samples.MissingInTarget, t.MissingInTarget))
 			fmt.Fprintf(&b, "  extra in target:   %d%s\n", t.ExtraInTarget, keyList(t.Samples.ExtraInTarget, t.ExtraInTarget))
+			if t.TwoWay {
+				fmt.Fprintf(&b, "  missing in source: %d%s\n", t.MissingInSource, keyList(t.Samples.MissingInSource, t.MissingInSource))
+				fmt.Fprintf(&b, "  extra in source:   %d%s\n", t.ExtraInSource, keyList(t.Samples.ExtraInSource, t.ExtraInSource))
+			}
 			keys := make([]Key, len(t.Samples.Mismatched))
 			for i, m := range t.Samples.Mismatched {
 				keys[i] = m.Key
@@ -141,7 +200,11 @@ func (r *Report) WriteSummary(w io.Writer) error {
 				if i == 5 {
 					break
 				}
-				fmt.Fprintf(&b, "    %s: %s\n", m.Key, strings.Join(m.Columns, ", "))
+				newer := ""
+				if m.Newer != "" {
+					newer = " (" + m.Newer + " wrote last)"
+				}
+				fmt.Fprintf(&b, "    %s: %s%s\n", m.Key, strings.Join(m.Columns, ", "), newer)
 			}
 		}
 		if p := t.Plan; p != nil {
@@ -149,7 +212,14 @@ func (r *Report) WriteSummary(w io.Writer) error {
 			if p.DryRun {
 				verb = "dry run, would repair"
 			}
-			fmt.Fprintf(&b, "  %s: insert %d, update %d, delete %d\n", verb, p.Inserted, p.Updated, p.Deleted)
+			fmt.Fprintf(&b, "  %s: insert %d, update %d, delete %d", verb, p.Inserted, p.Updated, p.Deleted)
+			if t.TwoWay {
+				fmt.Fprintf(&b, " in the target; insert %d, update %d, delete %d in the source", p.SourceInserted, p.SourceUpdated, p.SourceDeleted)
+			}
+			if p.Skipped > 0 {
+				fmt.Fprintf(&b, "; %d skipped (held by a running sync, or written again since the comparison)", p.Skipped)
+			}
+			b.WriteString("\n")
 		}
 	}
 	state := "consistent"

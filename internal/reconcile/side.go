@@ -265,26 +265,40 @@ func rowEstimate(tuples float64, statPages, pages int64) int64 {
 // extended hash function".
 const sqlstateUndefinedFunction = "42883"
 
-// hasExtendedHash reports whether typ has an extended hash function, by
-// asking hash_record_extended to hash a NULL of the type: it looks up every
-// field's hash function before it looks at the values.
+// hasExtendedHash reports whether typ has an extended hash function that
+// tells apart every two values verify must tell apart, by asking
+// hash_record_extended to hash a NULL of the type: it looks up every
+// field's hash function before it looks at the values. A type it reports
+// false for is compared by its text form, byte for byte.
 //
-// A type that is or holds an enum (through arrays and domains) reports
-// false: an enum value hashes as its label's OID, which differs between two
-// databases that have the same labels, so it is compared by its text.
+// Some hash functions hash values alike that are equal to PostgreSQL's
+// operators but different values as stored (issue 15), so a type that is
+// or holds one of these, through domains, arrays, composite types and
+// ranges, reports false:
+//   - an enum value hashes as its label's OID, which differs between two
+//     databases that have the same labels;
+//   - real and double precision hash -0 like 0;
+//   - interval hashes '1 mon' like '30 days', where its fields differ;
+//   - a base type of an extension may hash by a looser equality than its
+//     bytes: citext hashes 'A' like 'a'.
 func hasExtendedHash(ctx context.Context, db *pgxpool.Pool, typ string) (bool, error) {
-	var enum bool
+	var byText bool
 	err := db.QueryRow(ctx, `WITH RECURSIVE parts(oid) AS (
 			SELECT $1::regtype::oid
 			UNION
-			SELECT CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.typelem END
-			FROM pg_type t JOIN parts p ON t.oid = p.oid
-			WHERE t.typtype = 'd' OR t.typelem <> 0)
-		SELECT coalesce(bool_or(t.typtype = 'e'), false) FROM parts p JOIN pg_type t ON t.oid = p.oid`, typ).Scan(&enum)
+			SELECT x.oid FROM parts p JOIN pg_type t ON t.oid = p.oid, LATERAL (
+				SELECT t.typbasetype WHERE t.typtype = 'd'
+				UNION ALL SELECT t.typelem WHERE t.typelem <> 0
+				UNION ALL SELECT a.atttypid FROM pg_attribute a
+					WHERE t.typtype = 'c' AND a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped
+				UNION ALL SELECT r.rngsubtype FROM pg_range r WHERE r.rngtypid = t.oid OR r.rngmultitypid = t.oid
+			) x(oid))
+		SELECT coalesce(bool_or(t.typtype = 'e' OR t.oid IN (700, 701, 1186) OR (t.typtype = 'b' AND t.oid >= 16384)), false)
+		FROM parts p JOIN pg_type t ON t.oid = p.oid`, typ).Scan(&byText)
 	if err != nil {
 		return false, fmt.Errorf("probe hash function of type %s: %w", typ, err)
 	}
-	if enum {
+	if byText {
 		return false, nil
 	}
 	var h int64
