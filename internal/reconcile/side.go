@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/strangler-fig/strangler/internal/dbconn"
 	"github.com/strangler-fig/strangler/internal/mapping"
 )
 
@@ -515,9 +516,9 @@ func sessionParams() map[string]string {
 // relies on. Pools passed to Verify must come from Connect or be configured
 // with ConfigurePool.
 func Connect(ctx context.Context, url string) (*pgxpool.Pool, error) {
-	cfg, err := pgxpool.ParseConfig(url)
+	cfg, err := dbconn.PoolConfig("database", url, "")
 	if err != nil {
-		return nil, fmt.Errorf("parse database URL: %w", err)
+		return nil, err
 	}
 	ConfigurePool(cfg)
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)

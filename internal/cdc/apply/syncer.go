@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/strangler-fig/strangler/internal/cdc"
+	"github.com/strangler-fig/strangler/internal/dbconn"
 	"github.com/strangler-fig/strangler/internal/mapping"
 )
 
@@ -147,11 +148,11 @@ func run(ctx context.Context, cfg Config) error {
 	s := &syncer{cfg: cfg, log: cfg.Logger.With("sync", cfg.Name), metrics: cfg.Metrics,
 		byName: map[string]*mapping.Table{}, copied: map[*mapping.Table]cdc.LSN{}, plans: map[uint32]*plan{}, unmapped: map[uint32]bool{}}
 	var err error
-	if s.src, err = pgxpool.New(ctx, cfg.Source); err != nil {
+	if s.src, err = dbconn.Open(ctx, "source", cfg.Source, "datasync sync", nil); err != nil {
 		return fmt.Errorf("connect source: %w", err)
 	}
 	defer s.src.Close()
-	if s.dst, err = pgxpool.New(ctx, cfg.Target); err != nil {
+	if s.dst, err = dbconn.Open(ctx, "target", cfg.Target, "datasync sync", nil); err != nil {
 		return fmt.Errorf("connect target: %w", err)
 	}
 	defer s.dst.Close()
