@@ -29,6 +29,9 @@ type SyncOptions struct {
 	MaxLagBytes   int64
 	BatchChanges  int
 	MaxTxChanges  int
+	// AcceptPartitionLimits accepts, for every partitioned source table,
+	// what logical replication does not carry for one.
+	AcceptPartitionLimits bool
 }
 
 // NewCmdSync builds datasync sync. runF replaces syncRun in tests.
@@ -74,6 +77,7 @@ including a source table whose columns no longer fit the mapping.`,
 	cmd.Flags().StringVar(&opts.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address (e.g. 127.0.0.1:9187)")
 	cmd.Flags().Int64Var(&opts.MaxLagBytes, "max-lag-bytes", 0, "log a warning while the lag exceeds this many WAL bytes (0: never)")
 	cmd.Flags().IntVar(&opts.BatchChanges, "batch-changes", 2000, "apply small source transactions together, up to this many changes per target transaction")
+	cmd.Flags().BoolVar(&opts.AcceptPartitionLimits, "accept-partition-limits", false, "sync partitioned source tables although TRUNCATE of one partition, DETACH and ATTACH PARTITION are not replicated (see Limits in docs/datasync.md)")
 	cmd.Flags().IntVar(&opts.MaxTxChanges, "max-tx-changes", 10000, "hold at most this many changes of one source transaction in memory: a larger one is applied part by part in one target transaction")
 	return cmd
 }
@@ -82,6 +86,11 @@ func syncRun(ctx context.Context, opts *SyncOptions) error {
 	cfg, err := opts.Flags.Load(opts.IO.Getenv)
 	if err != nil {
 		return err
+	}
+	if opts.AcceptPartitionLimits {
+		for i := range cfg.Tables {
+			cfg.Tables[i].AcceptPartitionLimits = true
+		}
 	}
 	logger := slog.New(slog.NewTextHandler(opts.IO.ErrOut, nil))
 	reg := prometheus.NewRegistry()
