@@ -50,6 +50,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Metrics, when not nil, are updated as changes are applied.
 	Metrics *Metrics
+	// TwoWay applies each side's changes to the other. The target's
+	// sequences are then left alone (see advanceSequences).
+	TwoWay bool
 }
 
 // ErrSlotLost is returned when the target has a checkpoint but the source
@@ -202,7 +205,10 @@ func run(ctx context.Context, cfg Config) error {
 	if err := s.handoff(ctx); err != nil {
 		return err
 	}
-	return s.stream(ctx, caughtUpAt)
+	if err := s.stream(ctx, caughtUpAt); err != nil {
+		return err
+	}
+	return s.advanceSequences(context.WithoutCancel(ctx), s.tables)
 }
 
 // handoff makes sure the slot exists and every table is copied.
@@ -324,6 +330,9 @@ func (s *syncer) copyWithSlot(ctx context.Context, slot string, temporary bool, 
 			return 0, err
 		}
 		s.copied[t] = sl.ConsistentPoint
+		if err := s.advanceSequences(ctx, []*mapping.Table{t}); err != nil {
+			return 0, err
+		}
 		s.log.Info("copied table", "source", t.Source.String(), "target", t.Target.String(), "rows", n,
 			"lsn", sl.ConsistentPoint.String(), "seconds", time.Since(start).Seconds())
 	}
