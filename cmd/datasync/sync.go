@@ -48,6 +48,12 @@ table from the slot's snapshot, then applies the change stream in source commit 
 target transaction stores the applied position in datasync.sync_state, so a restart resumes
 where the last one stopped, with no loss and no change applied twice.
 
+Preflight refuses what a change stream cannot keep equal: a source table mapped to two
+targets, a deferrable key, a generated source column, and a partitioned source table unless
+--accept-partition-limits says that TRUNCATE of one partition, DETACH and ATTACH PARTITION,
+which logical replication does not carry, are handled by hand (see Limits in docs/datasync.md).
+When it stops, the target's identity and serial sequences are advanced past the keys it wrote.
+
 A source transaction larger than --max-tx-changes is not held in memory whole: it is applied
 part by part in one target transaction, committed with its last part.
 
