@@ -497,19 +497,15 @@ func both(ctx context.Context, f, g func(context.Context) error) error {
 	return first
 }
 
-// sessionParams make text forms exact and equal on both sides: times in
-// UTC, ISO dates, floats with all their digits. JIT is off because
-// compiling the bucket trees costs more than it saves.
+// sessionParams make text forms exact and equal on both sides: the
+// settings every datasync connection pins (times in UTC, ISO dates, floats
+// with all their digits), and JIT off because compiling the bucket trees
+// costs more than it saves.
 func sessionParams() map[string]string {
-	return map[string]string{
-		"TimeZone":           "UTC",
-		"DateStyle":          "ISO, YMD",
-		"IntervalStyle":      "postgres",
-		"extra_float_digits": "3",
-		"bytea_output":       "hex",
-		"jit":                "off",
-		"application_name":   "datasync-verify",
-	}
+	p := dbconn.Settings()
+	p["jit"] = "off"
+	p["application_name"] = "datasync-verify"
+	return p
 }
 
 // Connect opens a connection pool to url with the session settings Verify
