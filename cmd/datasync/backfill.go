@@ -11,6 +11,7 @@ import (
 
 	"github.com/strangler-fig/strangler/internal/backfill"
 	"github.com/strangler-fig/strangler/internal/cli"
+	"github.com/strangler-fig/strangler/internal/dbconn"
 	"github.com/strangler-fig/strangler/internal/mapping"
 	"github.com/strangler-fig/strangler/internal/progress"
 )
@@ -162,25 +163,5 @@ func plural(n int, one, many string) string {
 // planning connections. Session settings that change how values print as
 // text are pinned, since key values travel as text between the databases.
 func openPool(ctx context.Context, side, url string, workers int) (*pgxpool.Pool, error) {
-	cfg, err := pgxpool.ParseConfig(url)
-	if err != nil {
-		// pgx masks the password in its parse errors.
-		return nil, fmt.Errorf("%s database: %w", side, err)
-	}
-	cfg.MaxConns = int32(workers + 2)
-	params := cfg.ConnConfig.RuntimeParams
-	params["application_name"] = "datasync backfill"
-	params["DateStyle"] = "ISO, YMD"
-	params["IntervalStyle"] = "postgres"
-	params["extra_float_digits"] = "3"
-	where := fmt.Sprintf("%s:%d/%s", cfg.ConnConfig.Host, cfg.ConnConfig.Port, cfg.ConnConfig.Database)
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("%s database %s: %w", side, where, err)
-	}
-	if err := pool.Ping(ctx); err != nil {
-		pool.Close()
-		return nil, fmt.Errorf("%s database %s: %w", side, where, err)
-	}
-	return pool, nil
+	return dbconn.Open(ctx, side, url, "datasync backfill", func(cfg *pgxpool.Config) { cfg.MaxConns = int32(workers + 2) })
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/strangler-fig/strangler/internal/backfill"
 	"github.com/strangler-fig/strangler/internal/cdc/apply"
 	"github.com/strangler-fig/strangler/internal/cli"
+	"github.com/strangler-fig/strangler/internal/dbconn"
 	"github.com/strangler-fig/strangler/internal/mapping"
 )
 
@@ -75,10 +76,10 @@ Either may be missing: after a backfill alone it says there is no sync of that n
 
 // openPools connects to the config's source and target.
 func openPools(ctx context.Context, cfg *mapping.Config) (src, dst *pgxpool.Pool, err error) {
-	if src, err = pgxpool.New(ctx, cfg.Source); err != nil {
+	if src, err = dbconn.Open(ctx, "source", cfg.Source, "datasync", nil); err != nil {
 		return nil, nil, fmt.Errorf("connect source: %w", err)
 	}
-	if dst, err = pgxpool.New(ctx, cfg.Target); err != nil {
+	if dst, err = dbconn.Open(ctx, "target", cfg.Target, "datasync", nil); err != nil {
 		src.Close()
 		return nil, nil, fmt.Errorf("connect target: %w", err)
 	}

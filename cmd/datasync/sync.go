@@ -33,6 +33,9 @@ type SyncOptions struct {
 	MaxTxChanges  int
 	Workers       int
 	BatchSize     int
+	// AcceptPartitionLimits accepts, for every partitioned source table,
+	// what logical replication does not carry for one.
+	AcceptPartitionLimits bool
 }
 
 // NewCmdSync builds datasync sync. runF replaces syncRun in tests.
@@ -50,6 +53,12 @@ on stderr; a copy cut short is done again by the next run), then applies the cha
 source commit order. Each
 target transaction stores the applied position in datasync.sync_state, so a restart resumes
 where the last one stopped, with no loss and no change applied twice.
+
+Preflight refuses what a change stream cannot keep equal: a source table mapped to two
+targets, a deferrable key, a generated source column, and a partitioned source table unless
+--accept-partition-limits says that TRUNCATE of one partition, DETACH and ATTACH PARTITION,
+which logical replication does not carry, are handled by hand (see Limits in docs/datasync.md).
+When it stops, the target's identity and serial sequences are advanced past the keys it wrote.
 
 A source transaction larger than --max-tx-changes is not held in memory whole: it is applied
 part by part in one target transaction, committed with its last part.
@@ -86,6 +95,7 @@ including a source table whose columns no longer fit the mapping.`,
 	cmd.Flags().StringVar(&opts.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address (e.g. 127.0.0.1:9187)")
 	cmd.Flags().Int64Var(&opts.MaxLagBytes, "max-lag-bytes", 0, "log a warning while the lag exceeds this many WAL bytes (0: never)")
 	cmd.Flags().IntVar(&opts.BatchChanges, "batch-changes", 2000, "apply small source transactions together, up to this many changes per target transaction")
+	cmd.Flags().BoolVar(&opts.AcceptPartitionLimits, "accept-partition-limits", false, "sync partitioned source tables although TRUNCATE of one partition, DETACH and ATTACH PARTITION are not replicated (see Limits in docs/datasync.md)")
 	cmd.Flags().IntVar(&opts.MaxTxChanges, "max-tx-changes", 10000, "hold at most this many changes of one source transaction in memory: a larger one is applied part by part in one target transaction")
 	cmd.Flags().IntVar(&opts.Workers, "workers", 1, "first copy: key ranges copied in parallel from the slot's snapshot")
 	cmd.Flags().IntVar(&opts.BatchSize, "batch-size", backfill.DefaultBatchSize, "first copy: rows per batch; each batch commits with its checkpoint")
@@ -96,6 +106,11 @@ func syncRun(ctx context.Context, opts *SyncOptions) error {
 	cfg, err := opts.Flags.Load(opts.IO.Getenv)
 	if err != nil {
 		return err
+	}
+	if opts.AcceptPartitionLimits {
+		for i := range cfg.Tables {
+			cfg.Tables[i].AcceptPartitionLimits = true
+		}
 	}
 	logger := slog.New(slog.NewTextHandler(opts.IO.ErrOut, nil))
 	reg := prometheus.NewRegistry()

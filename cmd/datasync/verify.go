@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/strangler-fig/strangler/internal/cli"
+	"github.com/strangler-fig/strangler/internal/dbconn"
 	"github.com/strangler-fig/strangler/internal/mapping"
 	"github.com/strangler-fig/strangler/internal/netcount"
 	"github.com/strangler-fig/strangler/internal/reconcile"
@@ -132,23 +133,12 @@ Exit status: 0 consistent, 1 differences found (after --repair: still there), 2 
 func newCmdVerify(io *cli.IO) *cobra.Command { return NewCmdVerify(io, nil) }
 
 func connectVerify(ctx context.Context, url, side string, counter *netcount.Counter) (*pgxpool.Pool, error) {
-	cfg, err := pgxpool.ParseConfig(url)
-	if err != nil {
-		return nil, fmt.Errorf("%s database: %w", side, err)
-	}
-	reconcile.ConfigurePool(cfg)
-	if counter != nil {
-		cfg.ConnConfig.DialFunc = counter.Dial
-	}
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("%s database: %w", side, err)
-	}
-	if err := pool.Ping(ctx); err != nil {
-		pool.Close()
-		return nil, fmt.Errorf("%s database %s:%d/%s: %w", side, cfg.ConnConfig.Host, cfg.ConnConfig.Port, cfg.ConnConfig.Database, err)
-	}
-	return pool, nil
+	return dbconn.Open(ctx, side, url, "datasync-verify", func(cfg *pgxpool.Config) {
+		reconcile.ConfigurePool(cfg)
+		if counter != nil {
+			cfg.ConnConfig.DialFunc = counter.Dial
+		}
+	})
 }
 
 func verifyRun(ctx context.Context, opts *VerifyOptions) error {

@@ -64,6 +64,11 @@ type Options struct {
 	// OnBatch, if set, is called after each committed batch, from the
 	// worker that copied it.
 	OnBatch func(BatchEvent)
+	// KeepSequences leaves the target's sequences as they are. Otherwise
+	// each table's identity, serial and nextval sequences are advanced past
+	// the copied keys once the table is done (see AdvanceSequences). Two-way
+	// sync sets it: there a disjoint-range scheme owns the sequences.
+	KeepSequences bool
 }
 
 // BatchEvent describes a committed batch.
@@ -95,6 +100,8 @@ type TableResult struct {
 	// Skipped reports that earlier runs had copied the whole table, so
 	// nothing was done (Options.Restart copies it again).
 	Skipped bool
+	// Sequences are the target sequences advanced past the copied keys.
+	Sequences []SequenceAdvance
 }
 
 // Summary is what Run did.
@@ -140,6 +147,13 @@ func Run(ctx context.Context, opts Options, tables []*mapping.Table) (sum Summar
 	}
 	for _, t := range tables {
 		res, err := r.table(ctx, t)
+		if err == nil && !opts.KeepSequences {
+			res.Sequences, err = AdvanceSequences(ctx, opts.Target, []*mapping.Table{t})
+			for _, a := range res.Sequences {
+				r.log.Info("advanced sequence past the copied keys", "target", a.Table.String(), "column", a.Column,
+					"sequence", a.Sequence, "next_value_was", a.From, "next_value", a.To)
+			}
+		}
 		sum.Tables = append(sum.Tables, res)
 		sum.Rows += res.Rows
 		if err != nil {

@@ -110,7 +110,7 @@ var noEquality = map[string]bool{
 // existing rows updated only where some column differs, so a row already
 // equal to the source is not touched (its xmin stays).
 func upsertSQL(t *mapping.Table) string {
-	q := "INSERT INTO " + t.Target.Quoted() + " AS t (" + t.TargetColumnList() + ") SELECT " +
+	q := "INSERT INTO " + t.Target.Quoted() + " AS t (" + t.TargetColumnList() + ")" + t.Overriding() + " SELECT " +
 		t.TargetColumnList() + " FROM " + stageTable + " ON CONFLICT (" + t.TargetKeyList() + ") DO "
 	var set, mine, theirs []string
 	for _, c := range t.Columns {

@@ -14,6 +14,8 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/strangler-fig/strangler/internal/dbconn"
 )
 
 // ReplConn is a replication connection to a source database
@@ -106,12 +108,10 @@ var ErrReplicationEnded = errors.New("server ended replication")
 // Connect opens a replication connection. connString is an ordinary
 // PostgreSQL URL or keyword/value string; replication=database is added.
 func Connect(ctx context.Context, connString string) (*ReplConn, error) {
-	cfg, err := pgconn.ParseConfig(connString)
+	cfg, err := dbconn.ReplicationConfig("source", connString, "datasync sync")
 	if err != nil {
-		// pgconn's error redacts the password.
 		return nil, fmt.Errorf("replication connect: %w", err)
 	}
-	cfg.RuntimeParams["replication"] = "database"
 	conn, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("replication connect: %w", err)

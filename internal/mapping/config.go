@@ -44,6 +44,12 @@ type TableSpec struct {
 	Columns map[string]string `yaml:"columns"`
 	// Where is an optional SQL filter over the source rows.
 	Where string `yaml:"where"`
+	// AcceptPartitionLimits lets sync stream a partitioned source table
+	// despite what logical replication does not carry for one: TRUNCATE of
+	// a single partition, DETACH PARTITION and ATTACH PARTITION of a
+	// partition holding rows (docs/datasync.md, Limits). Without it, sync's
+	// preflight refuses such a table.
+	AcceptPartitionLimits bool `yaml:"accept_partition_limits"`
 }
 
 // Problem is one thing wrong with a config, at a field path.

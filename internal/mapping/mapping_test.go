@@ -29,7 +29,7 @@ func TestResolve(t *testing.T) {
 		CREATE TABLE nokey (a int, b int);
 		CREATE TABLE composite (tenant text NOT NULL, n int NOT NULL, v text, PRIMARY KEY (tenant, n));
 		CREATE TABLE typed (id int PRIMARY KEY, v text);
-		CREATE TABLE narrowed (id int PRIMARY KEY, code text, amount numeric);`)
+		CREATE TABLE narrowed (id int PRIMARY KEY, code varchar(3), amount int);`)
 	exec(t, dst, `
 		CREATE TABLE users (id bigint PRIMARY KEY, username text NOT NULL, email text NOT NULL, created_at timestamptz);
 		CREATE TABLE catalog_items (id bigint PRIMARY KEY, title text, price_cents bigint, stock int, note text NOT NULL DEFAULT '');
@@ -38,7 +38,7 @@ func TestResolve(t *testing.T) {
 		CREATE TABLE nounique (id bigint, email text);
 		CREATE TABLE typed (id int PRIMARY KEY, v int);
 		CREATE TABLE required (id bigint PRIMARY KEY, must text NOT NULL);
-		CREATE TABLE narrowed (id bigint PRIMARY KEY, code varchar(3), amount numeric(5,2));`)
+		CREATE TABLE narrowed (id bigint PRIMARY KEY, code varchar(5), amount numeric(12,2));`)
 
 	t.Run("same name, common columns in target order", func(t *testing.T) {
 		tb, err := Resolve(ctx, src.Pool, dst.Pool, TableSpec{Source: "users"})
@@ -71,14 +71,14 @@ func TestResolve(t *testing.T) {
 			t.Fatalf("got %q, want %q", got, want)
 		}
 	})
-	// Regression: a cast to varchar(3) or numeric(5,2) would silently
-	// truncate or round; only the base type may be cast to.
+	// Regression: a cast to numeric(12,2) would round a value in silence
+	// (and one to varchar(5) cut it); only the base type may be cast to.
 	t.Run("casts leave out the target's type modifier", func(t *testing.T) {
 		tb, err := Resolve(ctx, src.Pool, dst.Pool, TableSpec{Source: "narrowed"})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got, want := tb.SourceSelectList(), `"id"::bigint, "code"::character varying, "amount"`; got != want {
+		if got, want := tb.SourceSelectList(), `"id"::bigint, "code", "amount"::numeric`; got != want {
 			t.Fatalf("got select list %s, want %s", got, want)
 		}
 	})

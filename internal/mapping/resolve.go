@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -30,6 +31,13 @@ type Column struct {
 	SourceOID, TargetOID uint32
 	// Key reports whether the column is part of the key.
 	Key bool
+	// SourceGenerated reports a source column GENERATED ALWAYS AS (…)
+	// STORED: its values are in the rows, but logical replication does not
+	// send them (PostgreSQL 15 and older).
+	SourceGenerated bool
+	// TargetIdentity is the target column's pg_attribute.attidentity: 'a'
+	// GENERATED ALWAYS AS IDENTITY, 'd' BY DEFAULT, 0 for neither.
+	TargetIdentity byte
 }
 
 // Table is a table mapping checked against both databases.
@@ -45,6 +53,30 @@ type Table struct {
 	// SourceReplicaIdentity is the source table's pg_class.relreplident:
 	// 'd' default (primary key), 'f' full, 'i' index, 'n' nothing.
 	SourceReplicaIdentity byte
+	// SourcePartitioned reports a partitioned source table.
+	SourcePartitioned bool
+	// AcceptPartitionLimits is the spec's AcceptPartitionLimits.
+	AcceptPartitionLimits bool
+	// SourceKeyDeferrable reports that only DEFERRABLE unique constraints
+	// make the key unique in the source: inside a transaction two rows may
+	// share a key, so changes cannot be applied by key one at a time.
+	SourceKeyDeferrable bool
+	// SourcePrimaryKeyDeferrable reports a DEFERRABLE source primary key,
+	// which PostgreSQL does not use as the replica identity.
+	SourcePrimaryKeyDeferrable bool
+}
+
+// Overriding is " OVERRIDING SYSTEM VALUE" when a mapped target column is
+// GENERATED ALWAYS AS IDENTITY, else "": the clause an INSERT into the
+// target needs to write the source's values into such a column (issue 15,
+// item 10). COPY writes them without it.
+func (t *Table) Overriding() string {
+	for _, c := range t.Columns {
+		if c.TargetIdentity == 'a' {
+			return " OVERRIDING SYSTEM VALUE"
+		}
+	}
+	return ""
 }
 
 // KeyColumns returns the key columns in key order.
@@ -160,16 +192,23 @@ type catalogColumn struct {
 	notNull    bool
 	hasDefault bool
 	generated  bool
+	identity   byte // attidentity: 'a', 'd' or 0
 }
 
 type catalogTable struct {
 	ident       Ident
 	oid         uint32
 	replident   byte
+	partitioned bool
 	columns     []catalogColumn
-	uniqueKeys  [][]string // columns of valid, non-partial unique indexes
-	primaryKey  []string
-	columnIndex map[string]int
+	uniqueKeys  [][]string // columns of valid, non-partial, immediate unique indexes
+	// deferrableKeys are the columns of valid, non-partial unique indexes
+	// of DEFERRABLE constraints: unique at commit, not row by row, and of
+	// no use to INSERT … ON CONFLICT.
+	deferrableKeys       [][]string
+	primaryKey           []string
+	primaryKeyDeferrable bool
+	columnIndex          map[string]int
 }
 
 func (ct *catalogTable) column(name string) (catalogColumn, bool) {
@@ -185,7 +224,7 @@ var errNoTable = errors.New("no such table")
 
 func loadTable(ctx context.Context, q Querier, id Ident) (*catalogTable, error) {
 	ct := &catalogTable{ident: id, columnIndex: map[string]int{}}
-	rows, err := q.Query(ctx, `SELECT c.oid, c.relreplident FROM pg_class c
+	rows, err := q.Query(ctx, `SELECT c.oid, c.relreplident, c.relkind = 'p' FROM pg_class c
 		JOIN pg_namespace n ON n.oid = c.relnamespace
 		WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')`, id.Schema, id.Name)
 	if err != nil {
@@ -194,7 +233,7 @@ func loadTable(ctx context.Context, q Querier, id Ident) (*catalogTable, error) 
 	found := false
 	for rows.Next() {
 		var ident string
-		if err := rows.Scan(&ct.oid, &ident); err != nil {
+		if err := rows.Scan(&ct.oid, &ident, &ct.partitioned); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("look up table %s: %w", id, err)
 		}
@@ -212,7 +251,7 @@ func loadTable(ctx context.Context, q Querier, id Ident) (*catalogTable, error) 
 	}
 
 	rows, err = q.Query(ctx, `SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.atttypid,
-			a.attnotnull, a.atthasdef OR a.attidentity <> '', a.attgenerated <> ''
+			a.attnotnull, a.atthasdef OR a.attidentity <> '', a.attgenerated <> '', a.attidentity::text
 		FROM pg_attribute a WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
 		ORDER BY a.attnum`, ct.oid)
 	if err != nil {
@@ -220,9 +259,13 @@ func loadTable(ctx context.Context, q Querier, id Ident) (*catalogTable, error) 
 	}
 	for rows.Next() {
 		var c catalogColumn
-		if err := rows.Scan(&c.name, &c.typ, &c.oid, &c.notNull, &c.hasDefault, &c.generated); err != nil {
+		var identity string
+		if err := rows.Scan(&c.name, &c.typ, &c.oid, &c.notNull, &c.hasDefault, &c.generated, &identity); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("read columns of %s: %w", id, err)
+		}
+		if identity != "" {
+			c.identity = identity[0]
 		}
 		ct.columnIndex[c.name] = len(ct.columns)
 		ct.columns = append(ct.columns, c)
@@ -232,7 +275,7 @@ func loadTable(ctx context.Context, q Querier, id Ident) (*catalogTable, error) 
 		return nil, fmt.Errorf("read columns of %s: %w", id, err)
 	}
 
-	rows, err = q.Query(ctx, `SELECT i.indisprimary,
+	rows, err = q.Query(ctx, `SELECT i.indisprimary, i.indimmediate,
 			array(SELECT a.attname FROM unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
 				JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum ORDER BY k.ord)
 		FROM pg_index i
@@ -242,16 +285,21 @@ func loadTable(ctx context.Context, q Querier, id Ident) (*catalogTable, error) 
 		return nil, fmt.Errorf("read indexes of %s: %w", id, err)
 	}
 	for rows.Next() {
-		var primary bool
+		var primary, immediate bool
 		var cols []string
-		if err := rows.Scan(&primary, &cols); err != nil {
+		if err := rows.Scan(&primary, &immediate, &cols); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("read indexes of %s: %w", id, err)
 		}
 		if primary {
 			ct.primaryKey = cols
+			ct.primaryKeyDeferrable = !immediate
 		}
-		ct.uniqueKeys = append(ct.uniqueKeys, cols)
+		if immediate {
+			ct.uniqueKeys = append(ct.uniqueKeys, cols)
+		} else {
+			ct.deferrableKeys = append(ct.deferrableKeys, cols)
+		}
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
@@ -293,7 +341,8 @@ func Resolve(ctx context.Context, src, dst Querier, spec TableSpec) (*Table, err
 		return nil, &PreflightError{Problems: problems}
 	}
 
-	t := &Table{Source: srcID, Target: dstID, Where: strings.TrimSpace(spec.Where), SourceReplicaIdentity: st.replident}
+	t := &Table{Source: srcID, Target: dstID, Where: strings.TrimSpace(spec.Where), SourceReplicaIdentity: st.replident,
+		SourcePartitioned: st.partitioned, AcceptPartitionLimits: spec.AcceptPartitionLimits, SourcePrimaryKeyDeferrable: st.primaryKeyDeferrable}
 	where := fmt.Sprintf("%s → %s", srcID, dstID)
 
 	// Columns, in the target's order.
@@ -316,11 +365,16 @@ func Resolve(ctx context.Context, src, dst Querier, spec TableSpec) (*Table, err
 			}
 		}
 	} else {
+		// A source column that is generated fills a plain target column
+		// of its name like any other: its values are in the source rows.
+		// (Left out, the target column stayed NULL and verify, not
+		// comparing it, said consistent: issue 15, item 8.) A generated
+		// target column computes its own values.
 		for _, dc := range dt.columns {
 			if dc.generated {
 				continue
 			}
-			if scol, ok := st.column(dc.name); ok && !scol.generated {
+			if scol, ok := st.column(dc.name); ok {
 				t.Columns = append(t.Columns, column(scol, dc))
 			}
 		}
@@ -331,14 +385,25 @@ func Resolve(ctx context.Context, src, dst Querier, spec TableSpec) (*Table, err
 	mappedTarget := map[string]bool{}
 	for _, c := range t.Columns {
 		mappedTarget[c.Target] = true
-		if c.SourceType != c.TargetType && !compatible(c.SourceType, c.TargetType) {
+		switch {
+		case c.SourceType == c.TargetType:
+		case !compatible(c.SourceType, c.TargetType):
 			add("%s: column type mismatch: source %s is %s but target %s is %s: change the target column's type or map another column",
 				where, c.Source, c.SourceType, c.Target, c.TargetType)
+		case narrows(c.SourceType, c.TargetType):
+			// Written into the column, a value would be rounded (numeric,
+			// timestamps) or cut in silence (issue 15, item 12).
+			add("%s: column %s is %s in the source but %s in the target, which cannot hold every source value (it would round or cut them): widen the target column to at least %s",
+				where, c.Source, c.SourceType, c.TargetType, c.SourceType)
 		}
 	}
 	for _, dc := range dt.columns {
 		if dc.generated && mappedTarget[dc.name] {
 			add("%s: target column %q is generated and cannot be written: leave it out of columns", where, dc.name)
+		}
+		if dc.identity == 'a' && mappedTarget[dc.name] && !slices.ContainsFunc(t.Columns, func(c Column) bool { return c.Target == dc.name && c.Source != "" && isKey(spec, st, c.Source) }) {
+			add("%s: target column %q is GENERATED ALWAYS AS IDENTITY and not part of the key, so updates cannot write it: run ALTER TABLE %s ALTER COLUMN %s SET GENERATED BY DEFAULT, or leave it out of columns",
+				where, dc.name, dstID.Quoted(), QuoteIdent(dc.name))
 		}
 		if !mappedTarget[dc.name] && dc.notNull && !dc.hasDefault && !dc.generated {
 			add("%s: target column %q is NOT NULL without a default and nothing maps to it: map a source column to it or give it a default", where, dc.name)
@@ -371,14 +436,27 @@ func Resolve(ctx context.Context, src, dst Querier, spec TableSpec) (*Table, err
 		t.Key = append(t.Key, idx)
 	}
 	if len(t.Key) == len(key) && len(key) > 0 {
-		if !hasUniqueSubset(st.uniqueKeys, key) {
+		switch {
+		case hasUniqueSubset(st.uniqueKeys, key):
+		case hasUniqueSubset(st.deferrableKeys, key):
+			// Unique at commit: enough to copy and compare a snapshot,
+			// not to stream changes (sync's preflight refuses it).
+			t.SourceKeyDeferrable = true
+		default:
 			add("%s: key (%s) is not unique in source table %s: add a unique index on it or choose another key", where, strings.Join(key, ", "), srcID)
 		}
 		dstKey := make([]string, len(t.Key))
 		for i, k := range t.Key {
 			dstKey[i] = t.Columns[k].Target
 		}
-		if !hasUniqueExact(dt.uniqueKeys, dstKey) {
+		switch {
+		case hasUniqueExact(dt.uniqueKeys, dstKey):
+		case hasUniqueExact(dt.deferrableKeys, dstKey):
+			// Issue 15, item 11: INSERT … ON CONFLICT cannot use a
+			// deferrable constraint, so the first write would fail.
+			add("%s: target table %s has a unique constraint on (%s), but it is DEFERRABLE, which INSERT … ON CONFLICT cannot use: recreate it NOT DEFERRABLE, or add CREATE UNIQUE INDEX ON %s (%s)",
+				where, dstID, strings.Join(dstKey, ", "), dstID.Quoted(), quotedList(dstKey))
+		default:
 			add("%s: target table %s needs a unique index on exactly (%s) for idempotent writes: CREATE UNIQUE INDEX ON %s (%s)",
 				where, dstID, strings.Join(dstKey, ", "), dstID.Quoted(), quotedList(dstKey))
 		}
@@ -402,7 +480,17 @@ func Resolve(ctx context.Context, src, dst Querier, spec TableSpec) (*Table, err
 }
 
 func column(s, d catalogColumn) Column {
-	return Column{Source: s.name, Target: d.name, SourceType: s.typ, TargetType: d.typ, SourceOID: s.oid, TargetOID: d.oid}
+	return Column{Source: s.name, Target: d.name, SourceType: s.typ, TargetType: d.typ, SourceOID: s.oid, TargetOID: d.oid,
+		SourceGenerated: s.generated, TargetIdentity: d.identity}
+}
+
+// isKey reports whether source column col is part of the spec's key (the
+// source primary key when the spec names none).
+func isKey(spec TableSpec, st *catalogTable, col string) bool {
+	if len(spec.Key) > 0 {
+		return slices.Contains(spec.Key, col)
+	}
+	return slices.Contains(st.primaryKey, col)
 }
 
 func quotedList(cols []string) string {
@@ -462,4 +550,84 @@ var widening = map[[2]string]bool{
 func compatible(s, d string) bool {
 	bs, bd := baseType(s), baseType(d)
 	return bs == bd || widening[[2]string{bs, bd}]
+}
+
+// typeModifiers returns the numbers in a type's modifier, "numeric(12,4)" →
+// [12 4], and nil for a type printed without one.
+func typeModifiers(t string) []int {
+	open := strings.IndexByte(t, '(')
+	end := strings.IndexByte(t, ')')
+	if open < 0 || end < open {
+		return nil
+	}
+	var out []int
+	for _, part := range strings.Split(t[open+1:end], ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(part))
+		if err != nil {
+			return nil
+		}
+		out = append(out, n)
+	}
+	return out
+}
+
+// integerDigits is how many decimal digits the integer types need.
+var integerDigits = map[string]int{"smallint": 5, "integer": 10, "bigint": 19}
+
+// timePrecision are the types whose modifier is a count of fractional
+// digits of seconds, 6 when absent.
+var timePrecision = map[string]bool{
+	"timestamp without time zone": true, "timestamp with time zone": true,
+	"time without time zone": true, "time with time zone": true, "interval": true,
+}
+
+// narrows reports whether a target column of type d, compatible with source
+// type s, may still not hold every value of s because of its type
+// modifier: a shorter varchar, fewer numeric digits, fewer fractional
+// digits of a timestamp. The server rounds such values on assignment, or
+// cuts them, without an error.
+func narrows(s, d string) bool {
+	bs, bd := baseType(s), baseType(d)
+	bs, _ = strings.CutSuffix(bs, "[]")
+	bd, _ = strings.CutSuffix(bd, "[]")
+	ms, md := typeModifiers(s), typeModifiers(d)
+	if md == nil {
+		return false // the target is unbounded
+	}
+	if digits, ok := integerDigits[bs]; ok && bd == "numeric" {
+		scale := 0
+		if len(md) > 1 {
+			scale = md[1]
+		}
+		return md[0]-scale < digits
+	}
+	if bs != bd {
+		return ms == nil // text → varchar(n) and the like
+	}
+	switch {
+	case ms == nil && !timePrecision[bs]:
+		return true
+	case bs == "numeric":
+		sp, ss := ms[0], 0
+		if len(ms) > 1 {
+			ss = ms[1]
+		}
+		dp, ds := md[0], 0
+		if len(md) > 1 {
+			ds = md[1]
+		}
+		return ds < ss || dp-ds < sp-ss
+	case timePrecision[bs]:
+		sp := 6
+		if ms != nil {
+			sp = ms[0]
+		}
+		return md[0] < sp
+	case bs == "character varying" || bs == "character" || bs == "bit varying":
+		return md[0] < ms[0]
+	default:
+		// bit(n) and modifiers of other types: only the same one holds
+		// the same values.
+		return !slices.Equal(ms, md)
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/strangler-fig/strangler/internal/dbconn"
 	"github.com/strangler-fig/strangler/internal/mapping"
 )
 
@@ -510,28 +511,24 @@ func both(ctx context.Context, f, g func(context.Context) error) error {
 	return first
 }
 
-// sessionParams make text forms exact and equal on both sides: times in
-// UTC, ISO dates, floats with all their digits. JIT is off because
-// compiling the bucket trees costs more than it saves.
+// sessionParams make text forms exact and equal on both sides: the
+// settings every datasync connection pins (times in UTC, ISO dates, floats
+// with all their digits), and JIT off because compiling the bucket trees
+// costs more than it saves.
 func sessionParams() map[string]string {
-	return map[string]string{
-		"TimeZone":           "UTC",
-		"DateStyle":          "ISO, YMD",
-		"IntervalStyle":      "postgres",
-		"extra_float_digits": "3",
-		"bytea_output":       "hex",
-		"jit":                "off",
-		"application_name":   "datasync-verify",
-	}
+	p := dbconn.Settings()
+	p["jit"] = "off"
+	p["application_name"] = "datasync-verify"
+	return p
 }
 
 // Connect opens a connection pool to url with the session settings Verify
 // relies on. Pools passed to Verify must come from Connect or be configured
 // with ConfigurePool.
 func Connect(ctx context.Context, url string) (*pgxpool.Pool, error) {
-	cfg, err := pgxpool.ParseConfig(url)
+	cfg, err := dbconn.PoolConfig("database", url, "")
 	if err != nil {
-		return nil, fmt.Errorf("parse database URL: %w", err)
+		return nil, err
 	}
 	ConfigurePool(cfg)
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/strangler-fig/strangler/internal/backfill"
 	"github.com/strangler-fig/strangler/internal/cdc"
+	"github.com/strangler-fig/strangler/internal/dbconn"
 	"github.com/strangler-fig/strangler/internal/mapping"
 )
 
@@ -70,6 +71,9 @@ func (s *syncer) copyTables(ctx context.Context, snapshot string, lsn cdc.LSN, t
 			return err
 		}
 		s.copied[t] = lsn
+		if err := s.advanceSequences(ctx, []*mapping.Table{t}); err != nil {
+			return err
+		}
 		secs := time.Since(start).Seconds()
 		s.log.Info("copied table", "source", t.Source.String(), "target", t.Target.String(), "rows", n,
 			"lsn", lsn.String(), "seconds", secs, "rows_per_second", rate(n, secs), "workers", workers)
@@ -189,21 +193,11 @@ func emptyTable(ctx context.Context, dst *pgxpool.Pool, table mapping.Ident) err
 // settings that change how values print as text are pinned: key values
 // travel as text between batches (rows themselves travel in binary).
 func copyPool(ctx context.Context, side, url string, workers int) (*pgxpool.Pool, error) {
-	cfg, err := pgxpool.ParseConfig(url)
+	pool, err := dbconn.Open(ctx, side, url, "datasync sync copy", func(cfg *pgxpool.Config) {
+		cfg.MaxConns = int32(workers + 2)
+	})
 	if err != nil {
-		// pgx masks the password in its parse errors.
-		return nil, fmt.Errorf("copy: %s database: %w", side, err)
-	}
-	cfg.MaxConns = int32(workers + 2)
-	params := cfg.ConnConfig.RuntimeParams
-	params["application_name"] = "datasync sync copy"
-	params["DateStyle"] = "ISO, YMD"
-	params["IntervalStyle"] = "postgres"
-	params["extra_float_digits"] = "3"
-	params["TimeZone"] = "UTC"
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("copy: %s database: %w", side, err)
+		return nil, fmt.Errorf("copy: %w", err)
 	}
 	return pool, nil
 }

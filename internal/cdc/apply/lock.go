@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/strangler-fig/strangler/internal/dbconn"
 )
 
 // ErrAlreadyRunning is wrapped by the error of a sync started while another
@@ -106,14 +108,15 @@ func (l *runLock) applicationName() string {
 
 // lock connects to the database at url and takes the sync's advisory lock.
 func (l *runLock) lock(ctx context.Context, url, side string) (*pgx.Conn, error) {
-	cc, err := pgx.ParseConfig(url)
+	pc, err := dbconn.PoolConfig(side, url, "")
 	if err != nil {
-		return nil, fmt.Errorf("connect %s: %w", side, err)
+		return nil, err
 	}
+	cc := pc.ConnConfig
 	cc.RuntimeParams["application_name"] = l.applicationName()
 	conn, err := pgx.ConnectConfig(ctx, cc)
 	if err != nil {
-		return nil, fmt.Errorf("connect %s: %w", side, err)
+		return nil, dbconn.Scrub(fmt.Errorf("connect %s: %w", side, err), cc.Password)
 	}
 	// The server releases a session's locks when its backend ends, a moment
 	// after the client went away: a run started right after another one

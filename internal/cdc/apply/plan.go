@@ -75,7 +75,7 @@ func compile(t *mapping.Table, rel *cdc.Relation) (*plan, error) {
 			sets = append(sets, q+" = EXCLUDED."+q)
 		}
 	}
-	p.upsert = "INSERT INTO " + target + " (" + t.TargetColumnList() + ") VALUES (" + strings.Join(vals, ", ") +
+	p.upsert = "INSERT INTO " + target + " (" + t.TargetColumnList() + ")" + t.Overriding() + " VALUES (" + strings.Join(vals, ", ") +
 		") ON CONFLICT (" + t.TargetKeyList() + ") DO "
 	if len(sets) == 0 {
 		p.upsert += "NOTHING"
@@ -237,10 +237,17 @@ func (p *plan) queueUpdate(b *pgx.Batch, c *cdc.Change) error {
 	var sets []string
 	var args []any
 	var mask strings.Builder
+	sameKey := newKey != nil && equalArgs(oldKey, newKey)
 	for i, j := range p.pos {
 		v := c.New[j]
 		if v.Kind == cdc.ValueUnchanged {
 			mask.WriteByte('u')
+			continue
+		}
+		if sameKey && p.table.Columns[i].Key {
+			// The WHERE already holds it; and a GENERATED ALWAYS AS
+			// IDENTITY column may not be SET at all, even to itself.
+			mask.WriteByte('k')
 			continue
 		}
 		mask.WriteByte('s')

@@ -36,7 +36,7 @@ func replicaIdentityColumns(ctx context.Context, src *pgxpool.Pool, t *mapping.T
 	}
 	rows, err := src.Query(ctx, `SELECT a.attname FROM pg_index i
 		JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
-		WHERE i.indrelid = $1::regclass AND CASE $2 WHEN 'd' THEN i.indisprimary WHEN 'i' THEN i.indisreplident ELSE false END`,
+		WHERE i.indrelid = $1::regclass AND CASE $2 WHEN 'd' THEN i.indisprimary AND i.indimmediate WHEN 'i' THEN i.indisreplident ELSE false END`,
 		t.Source.Quoted(), string(t.SourceReplicaIdentity))
 	if err != nil {
 		return nil, "", fmt.Errorf("read replica identity of %s: %w", t.Source, err)
@@ -58,6 +58,10 @@ func replicaIdentityColumns(ctx context.Context, src *pgxpool.Pool, t *mapping.T
 	switch {
 	case t.SourceReplicaIdentity == 'n':
 		what = "has REPLICA IDENTITY NOTHING"
+	case len(cols) == 0 && t.SourcePrimaryKeyDeferrable:
+		// Issue 15, item 11: PostgreSQL does not use a deferrable primary
+		// key as the replica identity.
+		what = "has REPLICA IDENTITY DEFAULT and a DEFERRABLE primary key, which PostgreSQL does not use as replica identity (once published, the application's updates and deletes would fail)"
 	case len(cols) == 0:
 		what = "has REPLICA IDENTITY DEFAULT but no primary key"
 	default:
@@ -98,15 +102,20 @@ func uniqueIndexOnKey(ctx context.Context, src *pgxpool.Pool, t *mapping.Table) 
 }
 
 // Preflight checks what sync needs of the source beyond the mapping:
-// logical decoding, and a replica identity that carries each table's key.
-// It returns the replica identity columns per table (nil under FULL).
+// logical decoding, a replica identity that carries each table's key, and
+// none of the mappings a change stream cannot keep equal (see
+// streamProblems). It returns the replica identity columns per table (nil
+// under FULL).
 func Preflight(ctx context.Context, src *pgxpool.Pool, tables []*mapping.Table) (map[*mapping.Table][]string, error) {
 	if err := checkWalLevel(ctx, src); err != nil {
 		return nil, err
 	}
 	out := map[*mapping.Table][]string{}
-	var problems []string
+	problems := streamProblems(tables)
 	for _, t := range tables {
+		if t.SourceKeyDeferrable {
+			continue // streamProblems named it; no replica identity fixes it
+		}
 		cols, problem, err := replicaIdentityColumns(ctx, src, t)
 		if err != nil {
 			return nil, err
@@ -120,6 +129,61 @@ func Preflight(ctx context.Context, src *pgxpool.Pool, tables []*mapping.Table) 
 		return nil, &mapping.PreflightError{Problems: problems}
 	}
 	return out, nil
+}
+
+// streamProblems lists the mappings that a copy and a change stream cannot
+// keep equal, each naming the table and what to do. backfill and verify
+// read consistent snapshots and take them; only sync refuses them.
+func streamProblems(tables []*mapping.Table) []string {
+	var problems []string
+	targets := map[string][]string{}
+	var sources []string
+	for _, t := range tables {
+		src := t.Source.String()
+		if _, ok := targets[src]; !ok {
+			sources = append(sources, src)
+		}
+		targets[src] = append(targets[src], t.Target.String())
+	}
+	for _, src := range sources {
+		// Issue 15, item 6: both targets were copied, but the stream
+		// reached only one of them.
+		if dsts := targets[src]; len(dsts) > 1 {
+			problems = append(problems, fmt.Sprintf(
+				"source table %s is mapped to %d target tables (%s → %s): a sync streams a source table to one target only: run one sync per target, each with its own --name",
+				src, len(dsts), src, strings.Join(dsts, ", "+src+" → ")))
+		}
+	}
+	for _, t := range tables {
+		where := t.Source.String() + " → " + t.Target.String()
+		if t.SourceKeyDeferrable {
+			// Issue 15, item 5: UPDATE t SET id = 3 - id swaps two keys
+			// inside one transaction; applied change by change, the first
+			// change overwrites the second row and a row is lost.
+			problems = append(problems, fmt.Sprintf(
+				"%s: the key (%s) is unique in the source only through a DEFERRABLE constraint, so inside a transaction two rows may share a key value (a key swap such as UPDATE … SET id = 3 - id), which changes applied one by one cannot reproduce: recreate the constraint NOT DEFERRABLE, or set key: to columns with a unique index that is not deferrable",
+				where, t.SourceKeyList()))
+		}
+		for _, c := range t.Columns {
+			if c.SourceGenerated {
+				// Issue 15, item 8: pgoutput (PostgreSQL 15 and older)
+				// sends no generated column, so the stream would leave the
+				// target column as the copy wrote it, or NULL.
+				problems = append(problems, fmt.Sprintf(
+					"%s: source column %q is a generated column, which logical replication does not send, so target column %q would never follow its changes: make target column %q GENERATED ALWAYS AS (the same expression) STORED, which leaves it out of the mapping, or list the other columns in columns: in a --config file",
+					where, c.Source, c.Target, c.Target))
+			}
+		}
+		if t.SourcePartitioned && !t.AcceptPartitionLimits {
+			// Issue 15, item 4: with publish_via_partition_root the server
+			// publishes no TRUNCATE of a single partition, and DETACH and
+			// ATTACH are DDL, never published at all.
+			problems = append(problems, fmt.Sprintf(
+				"%s: source table %s is partitioned, and logical replication does not carry TRUNCATE of a single partition, DETACH PARTITION, or ATTACH PARTITION of a partition that holds rows: the target would keep or miss those rows in silence: to sync it anyway, accept these limits with --accept-partition-limits (or accept_partition_limits: true on the table in --config) and run datasync verify --repair after any such change",
+				where, t.Source))
+		}
+	}
+	return problems
 }
 
 // publicationTableSQL is the table part of ALTER PUBLICATION … ADD TABLE:
@@ -191,15 +255,22 @@ func ensurePublication(ctx context.Context, src *pgxpool.Pool, pub string, table
 		if _, err := tx.Exec(ctx, "ALTER PUBLICATION "+mapping.QuoteIdent(pub)+" ADD TABLE "+publicationTableSQL(t, identity[t])); err != nil {
 			return &mapping.PreflightError{Problems: []string{fmt.Sprintf("publish source table %s: %v", t.Source, err)}}
 		}
+		// SET … = DEFAULT is allowed for every column, identity and
+		// generated ones included: SET id = id is refused for GENERATED
+		// ALWAYS AS IDENTITY (issue 15, item 10).
 		k := mapping.QuoteIdent(t.KeyColumns()[0].Source)
 		for _, probe := range []string{
-			"UPDATE " + t.Source.Quoted() + " SET " + k + " = " + k + " WHERE false",
+			"UPDATE " + t.Source.Quoted() + " SET " + k + " = DEFAULT WHERE false",
 			"DELETE FROM " + t.Source.Quoted() + " WHERE false",
 		} {
 			if _, err := tx.Exec(ctx, probe); err != nil {
-				return &mapping.PreflightError{Problems: []string{fmt.Sprintf(
-					"source table %s: with this where filter PostgreSQL would refuse the application's updates and deletes (%v): filter only on replica identity columns, or run ALTER TABLE %s REPLICA IDENTITY FULL",
-					t.Source, err, t.Source.Quoted())}}
+				msg := fmt.Sprintf("source table %s: once published, PostgreSQL would refuse the application's updates and deletes (%v): run ALTER TABLE %s REPLICA IDENTITY FULL, or give it a replica identity that covers the published columns",
+					t.Source, err, t.Source.Quoted())
+				if t.Where != "" {
+					msg = fmt.Sprintf("source table %s: with this where filter PostgreSQL would refuse the application's updates and deletes (%v): filter only on replica identity columns, or run ALTER TABLE %s REPLICA IDENTITY FULL",
+						t.Source, err, t.Source.Quoted())
+				}
+				return &mapping.PreflightError{Problems: []string{msg}}
 			}
 		}
 	}

@@ -483,7 +483,7 @@ func TestSyncPartitionedSource(t *testing.T) {
 		CREATE TABLE ev_us PARTITION OF ev FOR VALUES IN ('us');
 		INSERT INTO ev VALUES (1, 'eu', 'a'), (2, 'us', 'b');`,
 		`CREATE TABLE ev (id int, region text, v text, PRIMARY KEY (id, region))`)
-	r := startSync(t, p.config("parts", mapping.TableSpec{Source: "ev"}))
+	r := startSync(t, p.config("parts", mapping.TableSpec{Source: "ev", AcceptPartitionLimits: true}))
 	const q = `SELECT * FROM ev ORDER BY id, region`
 	waitSame(t, p, r, q, q)
 	execAll(t, p.src.Pool, `INSERT INTO ev VALUES (3, 'us', 'c')`, `UPDATE ev SET v = 'a2' WHERE id = 1`, `DELETE FROM ev WHERE id = 2`,

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/strangler-fig/strangler/internal/cdc"
+	"github.com/strangler-fig/strangler/internal/dbconn"
 	"github.com/strangler-fig/strangler/internal/mapping"
 	"github.com/strangler-fig/strangler/internal/progress"
 )
@@ -51,7 +52,9 @@ type Config struct {
 	// Metrics, when not nil, are updated as changes are applied.
 	Metrics *Metrics
 	// TwoWay syncs both ways (issue 13): among other things, the sides'
-	// sequence-backed keys are made disjoint before anything is written.
+	// sequence-backed keys are made disjoint before anything is written,
+	// and the target's sequences are otherwise left alone (see
+	// advanceSequences).
 	TwoWay bool
 	// CopyWorkers is the number of key ranges a table's first copy reads
 	// at once, each on its own source connection importing the slot's
@@ -172,11 +175,11 @@ func run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer s.lock.release()
-	if s.src, err = pgxpool.New(ctx, cfg.Source); err != nil {
+	if s.src, err = dbconn.Open(ctx, "source", cfg.Source, "datasync sync", nil); err != nil {
 		return fmt.Errorf("connect source: %w", err)
 	}
 	defer s.src.Close()
-	if s.dst, err = pgxpool.New(ctx, cfg.Target); err != nil {
+	if s.dst, err = dbconn.Open(ctx, "target", cfg.Target, "datasync sync", nil); err != nil {
 		return fmt.Errorf("connect target: %w", err)
 	}
 	defer s.dst.Close()
@@ -244,7 +247,10 @@ func run(ctx context.Context, cfg Config) error {
 	if err := s.handoff(ctx); err != nil {
 		return err
 	}
-	return s.stream(ctx, caughtUpAt)
+	if err := s.stream(ctx, caughtUpAt); err != nil {
+		return err
+	}
+	return s.advanceSequences(context.WithoutCancel(ctx), s.tables)
 }
 
 // handoff makes sure the slot exists and every table is copied.
