@@ -88,9 +88,26 @@ func compile(t *mapping.Table, rel *cdc.Relation) (*plan, error) {
 
 // param is the placeholder for a value sent as text and read as the target
 // column's type.
+//
+// A value reaches the target as its source type's text. Where a built-in
+// source type is widened (real to double precision, char(n) to text), the
+// text is read as the source type first and then cast, as the first copy
+// and backfill convert it: read straight as the target type, '0.1' of a
+// real would become the double 0.1, not 0.10000000149011612, and 'ab  ' of
+// a char(4) would keep its padding, so streamed rows would differ from
+// copied ones. Types of the source's own (enums, domains) may not exist in
+// the target and are read as the target type.
 func param(n int, c mapping.Column) string {
-	return fmt.Sprintf("$%d::text::%s", n, castType(c.TargetType))
+	src, dst := castType(c.SourceType), castType(c.TargetType)
+	if c.SourceType != "" && src != dst && c.SourceOID != 0 && c.SourceOID < firstUserOID {
+		return fmt.Sprintf("$%d::text::%s::%s", n, src, dst)
+	}
+	return fmt.Sprintf("$%d::text::%s", n, dst)
 }
+
+// firstUserOID is PostgreSQL's FirstNormalObjectId: OIDs below it are
+// built into every database.
+const firstUserOID = 16384
 
 // castType is a type as format_type prints it without its modifier. An
 // explicit cast to varchar(10) or char(3) would cut a longer value short in

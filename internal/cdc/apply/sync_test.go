@@ -568,3 +568,29 @@ func TestSyncWarnsBeyondMaxLagBytes(t *testing.T) {
 		t.Errorf("warning: got lag_bytes %d and max_lag_bytes %d, want lag above 1 and max 1", got.lag, got.max)
 	}
 }
+
+// TestSyncWidenedColumnsStreamAsCopied pins issue 15 item 12: real widened
+// to double precision and char(n) widened to text. The first copy converts
+// with PostgreSQL's cast (0.1::real is 0.10000000149011612 as a double,
+// 'ab'::char(4) is 'ab' as text); the stream sent the source's text straight
+// to the target type (0.1, 'ab  '), so every streamed row differed from its
+// copy, and verify flagged it.
+func TestSyncWidenedColumnsStreamAsCopied(t *testing.T) {
+	const (
+		srcSchema = `CREATE TABLE w (id int PRIMARY KEY, r real, c char(4));`
+		dstSchema = `CREATE TABLE w (id int PRIMARY KEY, r double precision, c text);`
+		query     = `SELECT id, r::text, c, length(c) FROM w ORDER BY id`
+	)
+	p := newPair(t, srcSchema+`INSERT INTO w VALUES (1, 0.1, 'ab');`, dstSchema)
+	r := startSync(t, p.config("widened", mapping.TableSpec{Source: "w"}))
+	want := `SELECT id, r::double precision::text, c::text, length(c::text) FROM w ORDER BY id`
+	waitSame(t, p, r, want, query)
+	execAll(t, p.src.Pool, `INSERT INTO w VALUES (2, 0.1, 'ab'), (3, 1.7, 'xyz')`, `UPDATE w SET r = 0.3, c = 'q' WHERE id = 1`)
+	waitSame(t, p, r, want, query)
+	if got := dump(t, p.dst.Pool, query); !strings.Contains(got, "0.10000000149011612") || strings.Contains(got, "ab  ") {
+		t.Errorf("target rows:\n%s\nwant the streamed real as the copy casts it and no char padding", got)
+	}
+	if err := r.stop(t); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+}
