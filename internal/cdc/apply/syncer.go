@@ -49,6 +49,11 @@ type Config struct {
 	Logger *slog.Logger
 	// Metrics, when not nil, are updated as changes are applied.
 	Metrics *Metrics
+	// TwoWay also applies the target's changes to the source (see
+	// runTwoWay), resolving conflicts by Conflicts: LastUpdateWins (the
+	// default), SourceWins or TargetWins.
+	TwoWay    bool
+	Conflicts string
 }
 
 // ErrSlotLost is returned when the target has a checkpoint but the source
@@ -73,6 +78,8 @@ type syncer struct {
 	metrics  *Metrics
 	// lagMeasured is when lag bytes were last read from the source.
 	lagMeasured time.Time
+	// tw is set when the syncer is one direction of a two-way sync.
+	tw *direction
 }
 
 // Run syncs the tables: it checks the mapping and the source (preflight),
@@ -119,7 +126,12 @@ type syncer struct {
 // transaction is rolled back and Run returns nil: nothing of it was
 // acknowledged, and the next run gets it again from the server.
 func Run(ctx context.Context, cfg Config) error {
-	err := run(ctx, cfg)
+	var err error
+	if cfg.TwoWay {
+		err = runTwoWay(ctx, cfg)
+	} else {
+		err = run(ctx, cfg, nil)
+	}
 	if err != nil && ctx.Err() != nil {
 		// Stopped (SIGTERM) while starting: whatever was under way rolled
 		// back, nothing was acknowledged.
@@ -128,7 +140,7 @@ func Run(ctx context.Context, cfg Config) error {
 	return err
 }
 
-func run(ctx context.Context, cfg Config) error {
+func run(ctx context.Context, cfg Config, dir *direction) error {
 	if !ValidName(cfg.Name) {
 		return fmt.Errorf("sync: name %q: use lower-case letters, digits and _ (at most 54)", cfg.Name)
 	}
@@ -145,13 +157,13 @@ func run(ctx context.Context, cfg Config) error {
 		cfg.Metrics = NewMetrics(nil)
 	}
 	s := &syncer{cfg: cfg, log: cfg.Logger.With("sync", cfg.Name), metrics: cfg.Metrics,
-		byName: map[string]*mapping.Table{}, copied: map[*mapping.Table]cdc.LSN{}, plans: map[uint32]*plan{}, unmapped: map[uint32]bool{}}
+		byName: map[string]*mapping.Table{}, copied: map[*mapping.Table]cdc.LSN{}, plans: map[uint32]*plan{}, unmapped: map[uint32]bool{}, tw: dir}
 	var err error
 	if s.src, err = pgxpool.New(ctx, cfg.Source); err != nil {
 		return fmt.Errorf("connect source: %w", err)
 	}
 	defer s.src.Close()
-	if s.dst, err = pgxpool.New(ctx, cfg.Target); err != nil {
+	if s.dst, err = openTarget(ctx, cfg.Target, dir); err != nil {
 		return fmt.Errorf("connect target: %w", err)
 	}
 	defer s.dst.Close()
@@ -201,6 +213,7 @@ func run(ctx context.Context, cfg Config) error {
 	if err := s.handoff(ctx); err != nil {
 		return err
 	}
+	dir.handedOff()
 	return s.stream(ctx, caughtUpAt)
 }
 
@@ -339,6 +352,7 @@ func (s *syncer) openStream(ctx context.Context) (*cdc.Stream, error) {
 		StatusInterval: s.cfg.StatusInterval,
 		MaxTxChanges:   s.cfg.MaxTxChanges,
 		Logger:         s.log,
+		SkipOrigins:    s.skipOrigins(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start stream: %w", err)
@@ -519,11 +533,15 @@ func (s *syncer) applyLong(ctx context.Context, st *cdc.Stream, part *cdc.Transa
 	}
 	// Every part is sent: the transaction in hand is finished even when
 	// ctx ends now.
+	if err := s.storeConflicts(context.WithoutCancel(ctx), tx); err != nil {
+		return nil, s.restartOn(context.WithoutCancel(ctx), err)
+	}
 	if err := tx.Commit(context.WithoutCancel(ctx)); err != nil {
 		tx = nil
 		return nil, s.restartOn(context.WithoutCancel(ctx), fmt.Errorf("apply up to %s: commit: %w", part.EndLSN, err))
 	}
 	tx = nil
+	s.reportConflicts()
 	s.applied = part.EndLSN
 	st.Ack(part.EndLSN)
 	s.count(counts, 1)
@@ -547,6 +565,7 @@ func (s *syncer) sendPart(ctx context.Context, tx *pgx.Tx, part *cdc.Transaction
 		sendCtx = context.WithoutCancel(ctx)
 	}
 	if *tx == nil {
+		s.beginApply()
 		t, err := s.dst.Begin(ctx)
 		if err != nil {
 			return s.restartOn(ctx, fmt.Errorf("apply: begin: %w", err))
@@ -721,6 +740,7 @@ func (s *syncer) apply(ctx context.Context, batch []*cdc.Transaction) (cdc.LSN, 
 	}
 	commitTime := last.CommitTime
 	b.Queue(upsertStateSQL, s.cfg.Name, last.EndLSN.String(), &commitTime)
+	s.beginApply()
 	tx, err := s.dst.Begin(ctx)
 	if err != nil {
 		return s.applied, fmt.Errorf("apply: begin: %w", err)
@@ -729,9 +749,13 @@ func (s *syncer) apply(ctx context.Context, batch []*cdc.Transaction) (cdc.LSN, 
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		return s.applied, fmt.Errorf("apply up to %s: %w", last.EndLSN, err)
 	}
+	if err := s.storeConflicts(ctx, tx); err != nil {
+		return s.applied, err
+	}
 	if err := tx.Commit(ctx); err != nil {
 		return s.applied, fmt.Errorf("apply up to %s: commit: %w", last.EndLSN, err)
 	}
+	s.reportConflicts()
 	n := 0
 	for _, tx := range batch {
 		if tx.EndLSN > s.applied && tx.EndLSN <= last.EndLSN {
@@ -791,7 +815,7 @@ func (s *syncer) queueTx(b *pgx.Batch, tx *cdc.Transaction, counts map[[2]string
 		if err != nil {
 			return err
 		}
-		if err := p.queue(b, c); err != nil {
+		if err := s.queueChange(b, p, tx, c); err != nil {
 			return err
 		}
 		counts[[2]string{p.table.Target.String(), c.Op.String()}]++
