@@ -1,13 +1,11 @@
 package apply
 
 import (
-	"context"
 	"errors"
 	"log/slog"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
@@ -17,11 +15,9 @@ import (
 	"github.com/strangler-fig/strangler/internal/pgtest"
 )
 
-// newTwoWayPair starts a cluster of the test's own with
-// track_commit_timestamp on, which two-way sync needs, and creates the
-// source and target databases in it (as in the demo, where both live in
-// one cluster and origins and slots are shared).
-func newTwoWayPair(tb testing.TB, srcSchema, dstSchema string) pair {
+// twoWayCluster starts a cluster of the test's own with
+// track_commit_timestamp on, which two-way sync needs.
+func twoWayCluster(tb testing.TB) *pgtest.Cluster {
 	tb.Helper()
 	c := pgtest.NewCluster(tb)
 	admin, err := pgxpool.New(testCtx(tb), c.URL("postgres"))
@@ -33,10 +29,23 @@ func newTwoWayPair(tb testing.TB, srcSchema, dstSchema string) pair {
 	if err := c.Restart(); err != nil {
 		tb.Fatal(err)
 	}
+	return c
+}
+
+// pairIn creates the source and target databases in cluster c (as in the
+// demo, where both live in one cluster and origins and slots are shared).
+func pairIn(tb testing.TB, c *pgtest.Cluster, srcSchema, dstSchema string) pair {
+	tb.Helper()
 	p := pair{src: c.NewDB(tb), dst: c.NewDB(tb)}
 	execAll(tb, p.src.Pool, srcSchema)
 	execAll(tb, p.dst.Pool, dstSchema)
 	return p
+}
+
+// newTwoWayPair is pairIn in a cluster of the test's own.
+func newTwoWayPair(tb testing.TB, srcSchema, dstSchema string) pair {
+	tb.Helper()
+	return pairIn(tb, twoWayCluster(tb), srcSchema, dstSchema)
 }
 
 func (p pair) twoWay(name, policy string, tables ...mapping.TableSpec) Config {
@@ -175,5 +184,83 @@ func TestTwoWayRefusesWithoutCommitTimestamps(t *testing.T) {
 	}
 }
 
-var _ = context.Background
-var _ = time.Second
+// TestTwoWayConflictPolicies makes rows conflict while the sync is stopped
+// (changed on both sides before either change reached the other), then
+// catches up, and checks that both sides converge to the row the policy
+// picks, and that each conflict is logged, counted and stored. Commit order
+// is source first, so the target's changes are the later ones.
+func TestTwoWayConflictPolicies(t *testing.T) {
+	c := twoWayCluster(t)
+	const seed = accountsSchema + `; INSERT INTO accounts VALUES (1, 'a@x', 'A', 1), (2, 'b@x', 'B', 2), (3, 'c@x', 'C', 3), (4, 'd@x', 'D', 4), (5, 'e@x', 'E', 5)`
+	// Under last_update_wins an update wins over a delete (a deleted row has
+	// no commit time to compare), so rows 2 and 3 stay.
+	cases := []struct {
+		policy string
+		want   string
+	}{
+		{LastUpdateWins, "[1 a@x tgt 1]\n[2 b@x src 2]\n[3 c@x tgt 3]\n[4 d@x D 40]\n[5 e@x E 5]\n[100 t100@x T 0]\n"},
+		{SourceWins, "[1 a@x src 1]\n[2 b@x src 2]\n[4 d@x D 40]\n[5 e@x E 5]\n[100 s100@x S 0]\n"},
+		{TargetWins, "[1 a@x tgt 1]\n[3 c@x tgt 3]\n[4 d@x D 40]\n[5 e@x E 5]\n[100 t100@x T 0]\n"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.policy, func(t *testing.T) {
+			p := pairIn(t, c, seed, accountsSchema)
+			var logs logRecorder
+			cfg := p.twoWay("c_"+tc.policy, tc.policy, mapping.TableSpec{Source: "accounts"})
+			cfg.Logger = logs.logger()
+			catchUp(t, cfg) // the initial copy
+
+			// Row 1: updated on both sides. Row 2: updated on the source,
+			// deleted on the target. Row 3: deleted on the source, updated
+			// on the target. Row 100: inserted on both. Row 4: updated on
+			// the target alone, then again on the source after it came
+			// through: sequential, no conflict. Row 5 is left alone.
+			execAll(t, p.src.Pool, `UPDATE accounts SET name = 'src' WHERE id IN (1, 2)`, `DELETE FROM accounts WHERE id = 3`,
+				`INSERT INTO accounts VALUES (100, 's100@x', 'S', 0)`)
+			execAll(t, p.dst.Pool, `UPDATE accounts SET name = 'tgt' WHERE id IN (1, 3)`, `DELETE FROM accounts WHERE id = 2`,
+				`INSERT INTO accounts VALUES (100, 't100@x', 'T', 0)`, `UPDATE accounts SET n = 40 WHERE id = 4`)
+			m := catchUp(t, cfg)
+			catchUp(t, cfg)
+
+			s, d := dump(t, p.src.Pool, accountsQuery), dump(t, p.dst.Pool, accountsQuery)
+			if s != d {
+				t.Fatalf("the sides did not converge\nsource:\n%s\ntarget:\n%s", s, d)
+			}
+			if s != tc.want {
+				t.Errorf("got\n%swant\n%s", s, tc.want)
+			}
+			// Each of the four conflicts is seen by both directions.
+			kinds := dump(t, p.src.Pool, `SELECT direction, kind, key, resolution, local_commit_time IS NOT NULL, remote_commit_time IS NOT NULL FROM datasync.sync_conflicts ORDER BY kind, key`) +
+				dump(t, p.dst.Pool, `SELECT direction, kind, key, resolution, local_commit_time IS NOT NULL, remote_commit_time IS NOT NULL FROM datasync.sync_conflicts ORDER BY kind, key`)
+			for _, want := range []string{"to_source delete_update {\"id\": \"2\"}", "to_source insert_exists {\"id\": \"100\"}",
+				"to_source update_delete {\"id\": \"3\"}", "to_source update_update {\"id\": \"1\"}",
+				"to_target delete_update {\"id\": \"3\"}", "to_target insert_exists {\"id\": \"100\"}",
+				"to_target update_delete {\"id\": \"2\"}", "to_target update_update {\"id\": \"1\"}"} {
+				if !strings.Contains(kinds, "["+want) {
+					t.Errorf("stored conflicts lack %s:\n%s", want, kinds)
+				}
+			}
+			if n := strings.Count(kinds, "\n"); n != 8 {
+				t.Errorf("stored conflicts: got %d, want 8:\n%s", n, kinds)
+			}
+			if got := len(logs.messages("conflict")); got != 8 {
+				t.Errorf("conflict log lines: got %d, want 8", got)
+			}
+			for _, r := range logs.messages("conflict") {
+				local, remote := "target_commit_time", "source_commit_time"
+				if attr(r, "direction").String() == dirToSource {
+					local, remote = remote, local
+				}
+				if !strings.HasPrefix(attr(r, remote).String(), "20") {
+					t.Errorf("conflict log line without the incoming commit time %s: %v", remote, r)
+				}
+				if kind := attr(r, "kind").String(); kind != KindUpdateDelete && !strings.HasPrefix(attr(r, local).String(), "20") {
+					t.Errorf("%s conflict log line without the local commit time %s: %v", kind, local, r)
+				}
+			}
+			if got := testutil.ToFloat64(m.Conflicts.WithLabelValues("public.accounts", KindUpdateUpdate, map[string]string{LastUpdateWins: "target_won", SourceWins: "source_won", TargetWins: "target_won"}[tc.policy])); got != 2 {
+				t.Errorf("datasync_sync_conflicts_total{kind=update_update}: got %v, want 2", got)
+			}
+		})
+	}
+}
