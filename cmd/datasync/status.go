@@ -8,6 +8,7 @@ import (
 	"io"
 	"slices"
 	"text/tabwriter"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/spf13/cobra"
@@ -112,6 +113,9 @@ type statusReport struct {
 	SyncFound bool `json:"sync_found"`
 	// Backfill is the progress of every backfill, per target table.
 	Backfill []backfill.TableProgress `json:"backfill"`
+	// TwoWay is the reverse direction, conflicts and parked changes of a
+	// two-way sync; absent for a one-way sync.
+	TwoWay *apply.TwoWayStatus `json:"two_way,omitempty"`
 }
 
 func statusRun(ctx context.Context, opts *StatusOptions) error {
@@ -141,6 +145,9 @@ func statusRun(ctx context.Context, opts *StatusOptions) error {
 	}
 	if rep.Backfill, err = backfill.ReadProgress(ctx, src, dst, targets); err != nil {
 		return fmt.Errorf("status: %w", err)
+	}
+	if rep.TwoWay, err = apply.GetTwoWayStatus(ctx, apply.Sides{Source: src, Target: dst}, opts.Name); err != nil {
+		return err
 	}
 	if opts.JSON {
 		enc := json.NewEncoder(opts.IO.Out)
@@ -178,6 +185,9 @@ func printStatus(out io.Writer, rep *statusReport) error {
 	} else {
 		fmt.Fprintf(w, "sync\tno sync named %s (no slot %s on the source, no checkpoints in the target)\n", st.Name, st.Slot)
 	}
+	if rep.TwoWay != nil {
+		printTwoWay(w, rep.TwoWay)
+	}
 	if len(rep.Backfill) == 0 {
 		fmt.Fprintf(w, "backfill\tnone: no backfill checkpoints in the target\n")
 	}
@@ -204,4 +214,40 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// printTwoWay prints the two-way part of the status.
+func printTwoWay(w io.Writer, tw *apply.TwoWayStatus) {
+	const stamp = "2006-01-02T15:04:05.000000Z07:00"
+	slot := "missing"
+	if tw.ReverseSlotExists {
+		slot = "inactive"
+		if tw.ReverseSlotActive {
+			slot = "active"
+		}
+	}
+	fmt.Fprintf(w, "reverse slot\t%s on the target (%s), lag %d bytes\n", tw.ReverseSlot, slot, tw.ReverseLagBytes)
+	fmt.Fprintf(w, "reverse applied lsn\t%s\n", orDash(tw.ReverseAppliedLSN))
+	var total int64
+	for _, c := range tw.Conflicts {
+		total += c.Count
+	}
+	fmt.Fprintf(w, "conflicts\t%d\n", total)
+	for _, c := range tw.Conflicts {
+		fmt.Fprintf(w, "conflict count\t%s %s %s %s: %d\n", c.Direction, c.Table, c.Kind, c.Resolution, c.Count)
+	}
+	for _, c := range tw.RecentConflicts {
+		at := func(t *time.Time) string {
+			if t == nil {
+				return "-"
+			}
+			return t.UTC().Format(stamp)
+		}
+		fmt.Fprintf(w, "conflict\t%s %s %s key %s: local commit %s, incoming commit %s, %s\n",
+			c.Direction, c.Table, c.Kind, c.Key, at(c.LocalCommitTime), at(c.RemoteCommitTime), c.Resolution)
+	}
+	fmt.Fprintf(w, "parked changes\t%d (datasync parked list|retry|drop)\n", len(tw.Parked))
+	for _, p := range tw.Parked {
+		fmt.Fprintf(w, "parked\t%s #%d %s %s key %s: %s\n", p.Side, p.ID, p.Op, p.Table, p.Key, p.Reason)
+	}
 }

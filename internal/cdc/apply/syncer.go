@@ -389,6 +389,7 @@ func (s *syncer) stream(ctx context.Context, caughtUpAt cdc.LSN) error {
 				}
 				if errors.Is(err, context.DeadlineExceeded) {
 					s.observeIdle(st)
+					s.retryParked(ctx)
 					continue
 				}
 				return fmt.Errorf("stream: %w", err)
@@ -446,6 +447,7 @@ func (s *syncer) stream(ctx context.Context, caughtUpAt cdc.LSN) error {
 		if applyErr != nil {
 			return applyErr
 		}
+		s.retryParked(ctx)
 	}
 }
 
@@ -572,8 +574,16 @@ func (s *syncer) sendPart(ctx context.Context, tx *pgx.Tx, part *cdc.Transaction
 		}
 		*tx = t
 	}
-	if err := (*tx).SendBatch(sendCtx, b).Close(); err != nil {
-		return s.restartOn(sendCtx, fmt.Errorf("apply part %d of the transaction committed at %s: %w", part.Part, part.CommitLSN, err))
+	if s.parkingPart(part) {
+		if err := s.applyEachPart(sendCtx, *tx, part, b); err != nil {
+			return s.restartOn(sendCtx, fmt.Errorf("apply part %d of the transaction committed at %s: %w", part.Part, part.CommitLSN, err))
+		}
+	} else if err := (*tx).SendBatch(sendCtx, b).Close(); err != nil {
+		err = fmt.Errorf("apply part %d of the transaction committed at %s: %w", part.Part, part.CommitLSN, err)
+		if s.refused(err) {
+			return s.parkFromStart(part, err)
+		}
+		return s.restartOn(sendCtx, err)
 	}
 	s.log.Debug("sent part of a large transaction", "xid", part.Xid, "part", part.Part, "changes", len(part.Changes))
 	return nil
@@ -670,6 +680,9 @@ func (s *syncer) applyWithRetry(ctx, stop context.Context, batch []*cdc.Transact
 	backoff := 100 * time.Millisecond
 	for {
 		applied, err := s.apply(ctx, batch)
+		if s.refused(err) {
+			applied, err = s.applyParking(ctx, batch)
+		}
 		if err == nil || !targetRetryable(err) {
 			return applied, err
 		}

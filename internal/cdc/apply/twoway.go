@@ -91,6 +91,9 @@ type direction struct {
 	pending []conflict
 	// statements caches conflict-aware statements by plan and kind.
 	statements map[stmtKey]string
+	// slow is the commit LSN of a large transaction to apply change by
+	// change, since the target refused one of its changes.
+	slow cdc.LSN
 	// nextRetryCheck is when the parked changes marked for retry are
 	// looked for next.
 	nextRetryCheck time.Time

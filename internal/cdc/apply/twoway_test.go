@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
@@ -51,6 +52,7 @@ func newTwoWayPair(tb testing.TB, srcSchema, dstSchema string) pair {
 func (p pair) twoWay(name, policy string, tables ...mapping.TableSpec) Config {
 	cfg := p.config(name, tables...)
 	cfg.TwoWay, cfg.Conflicts = true, policy
+	cfg.Metrics = NewMetrics(nil)
 	return cfg
 }
 
@@ -262,5 +264,119 @@ func TestTwoWayConflictPolicies(t *testing.T) {
 				t.Errorf("datasync_sync_conflicts_total{kind=update_update}: got %v, want 2", got)
 			}
 		})
+	}
+}
+
+// waitFor polls cond every 25 ms for up to 30 seconds.
+func waitFor(tb testing.TB, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("%s: not within 30s", what)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+// TestTwoWayParksRefusedChange deletes, in the target, an account that has
+// orders in the source: the source refuses the delete (foreign key). The
+// delete is parked with its reason in the source, counted as a conflict,
+// and later changes keep flowing both ways. Once the order is gone, a retry
+// applies the delete and the sides are equal again.
+func TestTwoWayParksRefusedChange(t *testing.T) {
+	p := newTwoWayPair(t, accountsSchema+`; CREATE TABLE orders (id int PRIMARY KEY, account_id bigint REFERENCES accounts);
+		INSERT INTO accounts VALUES (1, 'a@x', 'A', 1), (2, 'b@x', 'B', 2); INSERT INTO orders VALUES (10, 1)`, accountsSchema)
+	cfg := p.twoWay("park", "", mapping.TableSpec{Source: "accounts"})
+	r := startSync(t, cfg)
+	waitSame(t, p, r, accountsQuery, accountsQuery)
+
+	execAll(t, p.dst.Pool, `DELETE FROM accounts WHERE id = 1`, `INSERT INTO accounts VALUES (3, 'c@x', 'C', 3)`)
+	execAll(t, p.src.Pool, `INSERT INTO accounts VALUES (4, 'd@x', 'D', 4)`)
+	const without1 = `SELECT id, email, name, n FROM accounts WHERE id <> 1 ORDER BY id`
+	waitSame(t, p, r, without1, without1)
+
+	sides := Sides{Source: p.src.Pool, Target: p.dst.Pool}
+	var parked []ParkedChange
+	waitFor(t, "the refused delete parked", func() bool {
+		var err error
+		parked, err = ListParked(testCtx(t), sides, "park")
+		return err == nil && len(parked) == 1
+	})
+	got := parked[0]
+	if got.Side != "source" || got.Table != "public.accounts" || got.Op != "delete" || got.Key != `{"id": "1"}` || !strings.Contains(got.Reason, "orders") {
+		t.Fatalf("parked: got %+v, want the delete of account 1 in the source, refused for its orders", got)
+	}
+	if n := testutil.ToFloat64(cfg.Metrics.Conflicts.WithLabelValues("public.accounts", KindParked, KindParked)); n != 1 {
+		t.Errorf("parked conflicts: got %v, want 1", n)
+	}
+	// A retry before the cause is gone parks it again.
+	if n, err := RetryParked(testCtx(t), sides, "park", "source", got.ID); err != nil || n != 1 {
+		t.Fatalf("retry: got %d, %v; want 1 marked", n, err)
+	}
+	waitFor(t, "the failed retry recorded", func() bool {
+		l, err := ListParked(testCtx(t), sides, "park")
+		return err == nil && len(l) == 1 && l[0].Attempts == 1 && !l[0].RetryRequested
+	})
+
+	execAll(t, p.src.Pool, `DELETE FROM orders`)
+	if n, err := RetryParked(testCtx(t), sides, "park", "", 0); err != nil || n != 1 {
+		t.Fatalf("retry: got %d, %v; want 1 marked", n, err)
+	}
+	waitSame(t, p, r, accountsQuery, accountsQuery)
+	waitFor(t, "the parked change gone after its retry", func() bool {
+		l, err := ListParked(testCtx(t), sides, "park")
+		return err == nil && len(l) == 0
+	})
+	if err := r.stop(t); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+}
+
+// TestTwoWayParksUniqueViolations inserts the same email under different
+// keys on both sides while the sync is stopped: each side refuses the
+// other's row (unique email), both are parked, and a change after them in
+// the same source transaction still applies. Dropping one parked change and
+// retrying after fixing the other makes the sides equal.
+func TestTwoWayParksUniqueViolations(t *testing.T) {
+	p := newTwoWayPair(t, accountsSchema+`; INSERT INTO accounts VALUES (1, 'a@x', 'A', 1)`, accountsSchema)
+	cfg := p.twoWay("uniq", "", mapping.TableSpec{Source: "accounts"})
+	catchUp(t, cfg)
+	execAll(t, p.src.Pool, `BEGIN; INSERT INTO accounts VALUES (70, 'z@x', 'S', 0); UPDATE accounts SET n = 11 WHERE id = 1; COMMIT`)
+	execAll(t, p.dst.Pool, `BEGIN; INSERT INTO accounts VALUES (71, 'z@x', 'T', 0); INSERT INTO accounts VALUES (72, 'y@x', 'T', 0); COMMIT`)
+	m := catchUp(t, cfg)
+	parked, err := ListParked(testCtx(t), Sides{Source: p.src.Pool, Target: p.dst.Pool}, "uniq")
+	if err != nil || len(parked) != 2 {
+		t.Fatalf("parked: got %+v, %v; want one on each side", parked, err)
+	}
+	if n := testutil.ToFloat64(m.Conflicts.WithLabelValues("public.accounts", KindParked, KindParked)); n != 2 {
+		t.Errorf("parked conflicts: got %v, want 2", n)
+	}
+	const rest = `SELECT id, email, name, n FROM accounts WHERE id NOT IN (70, 71) ORDER BY id`
+	if s, d := dump(t, p.src.Pool, rest), dump(t, p.dst.Pool, rest); s != d || !strings.Contains(s, "[1 a@x A 11]") || !strings.Contains(s, "[72 y@x T 0]") {
+		t.Fatalf("the changes after the refused ones did not apply\nsource:\n%s\ntarget:\n%s", s, d)
+	}
+	// The target's row 71 gives way: it is deleted there, the source's
+	// parked insert of it dropped, and the target's parked insert of 70
+	// retried.
+	sides := Sides{Source: p.src.Pool, Target: p.dst.Pool}
+	execAll(t, p.dst.Pool, `DELETE FROM accounts WHERE id = 71`)
+	for _, pc := range parked {
+		var err error
+		if pc.Side == "source" {
+			_, err = DropParked(testCtx(t), sides, "uniq", "source", pc.ID)
+		} else {
+			_, err = RetryParked(testCtx(t), sides, "uniq", "target", pc.ID)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	catchUp(t, cfg)
+	if s, d := dump(t, p.src.Pool, accountsQuery), dump(t, p.dst.Pool, accountsQuery); s != d || !strings.Contains(s, "[70 z@x S 0]") {
+		t.Fatalf("sides differ after the retry\nsource:\n%s\ntarget:\n%s", s, d)
+	}
+	if l, err := ListParked(testCtx(t), sides, "uniq"); err != nil || len(l) != 0 {
+		t.Fatalf("parked after retry and drop: got %+v, %v; want none", l, err)
 	}
 }
