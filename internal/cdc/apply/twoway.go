@@ -197,7 +197,14 @@ func reverseSpecs(tables []*mapping.Table) []mapping.TableSpec {
 // fullIdentity sets REPLICA IDENTITY FULL on the tables whose changes a
 // side streams, so that updates and deletes carry the whole old row that
 // conflict detection compares with the local row. Each change is logged.
-func fullIdentity(ctx context.Context, pool *pgxpool.Pool, side string, tables []*mapping.Table, log interface {
+//
+// A table already in the publication pub (a one-way sync switched to two
+// ways) is published there with a column list, which PostgreSQL refuses
+// under REPLICA IDENTITY FULL unless it names every column: the
+// application's updates would fail. Its entry is replaced by one without a
+// list in the same transaction, so that no change goes unpublished and no
+// update is refused.
+func fullIdentity(ctx context.Context, pool *pgxpool.Pool, side, pub string, tables []*mapping.Table, log interface {
 	Info(string, ...any)
 }) error {
 	for _, t := range tables {
@@ -205,7 +212,28 @@ func fullIdentity(ctx context.Context, pool *pgxpool.Pool, side string, tables [
 			continue
 		}
 		sql := "ALTER TABLE " + t.Source.Quoted() + " REPLICA IDENTITY FULL"
-		if _, err := pool.Exec(ctx, sql); err != nil {
+		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, sql); err != nil {
+				return err
+			}
+			var in bool
+			if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_publication_tables
+				WHERE pubname = $1 AND schemaname = $2 AND tablename = $3)`, pub, t.Source.Schema, t.Source.Name).Scan(&in); err != nil {
+				return err
+			}
+			if !in {
+				return nil
+			}
+			for _, stmt := range []string{"DROP TABLE ", "ADD TABLE "} {
+				if _, err := tx.Exec(ctx, "ALTER PUBLICATION "+mapping.QuoteIdent(pub)+" "+stmt+t.Source.Quoted()); err != nil {
+					return err
+				}
+			}
+			log.Info("changed the "+side+" database for two-way sync: the table is published with all its columns, as REPLICA IDENTITY FULL needs",
+				"publication", pub, "table", t.Source.String())
+			return nil
+		})
+		if err != nil {
 			return fmt.Errorf("set the replica identity of %s table %s: %w", side, t.Source, err)
 		}
 		log.Info("changed the "+side+" database for two-way sync: updates and deletes now carry the whole old row, which conflict detection compares", "statement", sql)
@@ -245,6 +273,10 @@ func originPool(ctx context.Context, url, origin string) (*pgxpool.Pool, error) 
 		return nil, err
 	}
 	pc.MaxConns = 1
+	// The apply statements look rows up by key, which a generic plan does
+	// as well as a custom one; without this the server plans each of them
+	// anew at every execution, their generic plan's estimate being higher.
+	pc.ConnConfig.RuntimeParams["plan_cache_mode"] = "force_generic_plan"
 	pc.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
 		deadline := time.Now().Add(15 * time.Second)
 		for {
@@ -319,10 +351,10 @@ func runTwoWay(ctx context.Context, cfg Config) error {
 		return err
 	}
 
-	if err := fullIdentity(ctx, src, "source", fwdTables, log); err != nil {
+	if err := fullIdentity(ctx, src, "source", PublicationName(cfg.Name), fwdTables, log); err != nil {
 		return err
 	}
-	if err := fullIdentity(ctx, dst, "target", revTables, log); err != nil {
+	if err := fullIdentity(ctx, dst, "target", PublicationName(ReverseName(cfg.Name)), revTables, log); err != nil {
 		return err
 	}
 	toTarget, err := ensureOrigin(ctx, dst, "target", TargetOrigin(cfg.Name), log)

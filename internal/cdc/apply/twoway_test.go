@@ -380,3 +380,40 @@ func TestTwoWayParksUniqueViolations(t *testing.T) {
 		t.Fatalf("parked after retry and drop: got %+v, %v; want none", l, err)
 	}
 }
+
+// TestTwoWayAfterOneWayUpdatesStillAllowed switches a one-way sync of a table with a column
+// the mapping leaves out to two ways. Its publication entry has a column
+// list, which PostgreSQL refuses under REPLICA IDENTITY FULL unless it
+// covers every column: the application's updates on the source would fail.
+// They must go on working, and flow both ways.
+func TestTwoWayAfterOneWayUpdatesStillAllowed(t *testing.T) {
+	const src = `CREATE TABLE accounts (id bigint PRIMARY KEY, email text UNIQUE, name text, n int, secret text);
+		INSERT INTO accounts VALUES (1, 'a@x', 'A', 1, 's')`
+	p := newTwoWayPair(t, src, accountsSchema)
+	cfg := p.config("switch", mapping.TableSpec{Source: "accounts"})
+	cfg.UntilCaughtUp = true
+	if err := Run(testCtx(t), cfg); err != nil {
+		t.Fatal(err)
+	}
+	// The moment the two-way start has changed the replica identity,
+	// before the sync runs on: the application's updates still work.
+	tables, err := mapping.ResolveAll(testCtx(t), p.src.Pool, p.dst.Pool, []mapping.TableSpec{{Source: "accounts"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fullIdentity(testCtx(t), p.src.Pool, "source", PublicationName("switch"), tables, slog.New(hookHandler{fn: func(slog.Record) {}})); err != nil {
+		t.Fatal(err)
+	}
+	execAll(t, p.src.Pool, `UPDATE accounts SET name = 'A2' WHERE id = 1`)
+
+	tw := p.twoWay("switch", "", mapping.TableSpec{Source: "accounts"})
+	catchUp(t, tw)
+	execAll(t, p.src.Pool, `INSERT INTO accounts VALUES (2, 'b@x', 'B', 2, 's')`)
+	execAll(t, p.dst.Pool, `INSERT INTO accounts VALUES (3, 'c@x', 'C', 3)`)
+	catchUp(t, tw)
+	execAll(t, p.dst.Pool, `UPDATE accounts SET n = 10 WHERE id = 1`)
+	catchUp(t, tw)
+	if s, d := dump(t, p.src.Pool, accountsQuery), dump(t, p.dst.Pool, accountsQuery); s != d || !strings.Contains(s, "[1 a@x A2 10]") || !strings.Contains(s, "[3 c@x C 3]") {
+		t.Fatalf("sides differ\nsource:\n%s\ntarget:\n%s", s, d)
+	}
+}
