@@ -417,3 +417,27 @@ func TestTwoWayAfterOneWayUpdatesStillAllowed(t *testing.T) {
 		t.Fatalf("sides differ\nsource:\n%s\ntarget:\n%s", s, d)
 	}
 }
+
+// TestTwoWayParksInLargeTransaction refuses one change of a source
+// transaction applied in parts (more than MaxTxChanges changes): the
+// transaction is applied again from its start, change by change, the
+// refused change is parked and every other one applied, once.
+func TestTwoWayParksInLargeTransaction(t *testing.T) {
+	const schema = `CREATE TABLE accounts (id bigint PRIMARY KEY, email text, name text, n int)`
+	p := newTwoWayPair(t, schema, schema+`; CREATE UNIQUE INDEX ON accounts (email)`)
+	cfg := p.twoWay("bigpark", "", mapping.TableSpec{Source: "accounts"})
+	cfg.MaxTxChanges = 3
+	catchUp(t, cfg)
+	execAll(t, p.src.Pool, `INSERT INTO accounts SELECT g, CASE WHEN g IN (4, 7) THEN 'dup@x' ELSE g || '@x' END, 'N', g FROM generate_series(1, 10) g`)
+	m := catchUp(t, cfg)
+	if got := dump(t, p.dst.Pool, `SELECT count(*), sum(n) FROM accounts`); got != "[9 48]\n" {
+		t.Errorf("target: got %s, want the 9 rows other than 7", got)
+	}
+	parked, err := ListParked(testCtx(t), Sides{Source: p.src.Pool, Target: p.dst.Pool}, "bigpark")
+	if err != nil || len(parked) != 1 || parked[0].Side != "target" || parked[0].Key != `{"id": "7"}` {
+		t.Fatalf("parked: got %+v, %v; want the insert of 7 in the target", parked, err)
+	}
+	if n := testutil.ToFloat64(m.Transactions); n != 1 {
+		t.Errorf("transactions applied: got %v, want 1", n)
+	}
+}
