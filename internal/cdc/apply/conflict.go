@@ -369,13 +369,7 @@ func (s *syncer) storeConflicts(ctx context.Context, tx pgx.Tx) error {
 	}
 	b := &pgx.Batch{}
 	for _, c := range s.tw.pending {
-		if c.kind == KindParked {
-			continue // stored with the parked change
-		}
 		b.Queue(insertConflictSQL, s.tw.name, s.tw.label, c.table, c.kind, c.key, c.local, c.remote, c.resolution, c.lsn.String())
-	}
-	if b.Len() == 0 {
-		return nil
 	}
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		return fmt.Errorf("store conflicts: %w", err)

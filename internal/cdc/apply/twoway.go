@@ -26,10 +26,6 @@ const (
 	TargetWins = "target_wins"
 )
 
-// ErrTwoWay is wrapped by errors about what two-way sync needs and does not
-// find: a setting, a name too long, a mapping it cannot run both ways.
-var ErrTwoWay = errors.New("two-way sync cannot run")
-
 // twoWayError is a refusal to start two-way sync; it counts as a preflight
 // error (exit 2, nothing created).
 func twoWayError(format string, args ...any) error {

@@ -310,6 +310,9 @@ func TestTwoWayParksRefusedChange(t *testing.T) {
 	if n := testutil.ToFloat64(cfg.Metrics.Conflicts.WithLabelValues("public.accounts", KindParked, KindParked)); n != 1 {
 		t.Errorf("parked conflicts: got %v, want 1", n)
 	}
+	if got := dump(t, p.src.Pool, `SELECT direction, kind, key, resolution FROM datasync.sync_conflicts`); got != "[to_source parked {\"id\": \"1\"} parked]\n" {
+		t.Errorf("stored conflicts in the source: got %s, want the parked delete", got)
+	}
 	// A retry before the cause is gone parks it again.
 	if n, err := RetryParked(testCtx(t), sides, "park", "source", got.ID); err != nil || n != 1 {
 		t.Fatalf("retry: got %d, %v; want 1 marked", n, err)
