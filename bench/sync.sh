@@ -9,7 +9,16 @@
 #     datasync sync --until-caught-up on the same table, on two throwaway
 #     clusters, with the same --workers and --batch-size; prints the ratio
 #     of the sync's copy to the backfill. Target <= 1.25.
-# Usage: bench/sync.sh [TRANSACTIONS]   (default 20000 backlog transactions)
+# With "two-way" first (sync --two-way, both databases in one cluster with
+# track_commit_timestamp = on):
+#   - apply throughput per direction: the same backlog committed on each
+#     side (keys of its own), then one two-way run catches up with both at
+#     once; printed beside the one-way figure of the same run, as a ratio;
+#     target >= 10,000 changes/s per direction.
+#   - lag per direction: p50/p99 from the insert on one side to the insert
+#     on the other, with both sides writing ~1,000 changes/s each for 10 s;
+#     target p99 <= 1 s each way.
+# Usage: bench/sync.sh [two-way] [TRANSACTIONS]   (default 20000 backlog transactions)
 #        bench/sync.sh first-copy [ROWS] (default 1000000; env ROUNDS=2,
 #                                         WORKERS=2, BATCH=10000)
 set -eu
@@ -129,6 +138,21 @@ if [ "${1:-}" = first-copy ]; then
 fi
 # -----------------------------------------------------------------------------
 
+mode=one-way
+if [ "${1:-}" = "two-way" ]; then
+	mode=two-way
+	shift
+fi
 n="${1:-20000}"
-go test -run '^$' -bench 'BenchmarkApplyBacklog$' -benchtime "${n}x" -count 1 ./internal/cdc/apply
-go test -run '^$' -bench 'BenchmarkEndToEndLag$' -benchtime 1x -count 1 ./internal/cdc/apply
+if [ "$mode" = one-way ]; then
+	go test -run '^$' -bench 'BenchmarkApplyBacklog$' -benchtime "${n}x" -count 1 ./internal/cdc/apply
+	go test -run '^$' -bench 'BenchmarkEndToEndLag$' -benchtime 1x -count 1 ./internal/cdc/apply
+	exit 0
+fi
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+go test -run '^$' -bench 'Benchmark(TwoWay)?ApplyBacklog$' -benchtime "${n}x" -count 1 ./internal/cdc/apply | tee "$out"
+go test -run '^$' -bench 'BenchmarkTwoWayLag$' -benchtime 1x -count 1 ./internal/cdc/apply
+awk '/^BenchmarkApplyBacklog/ { for (i = 1; i < NF; i++) if ($(i+1) == "changes/s") one = $i }
+	/^BenchmarkTwoWayApplyBacklog/ { for (i = 1; i < NF; i++) if ($(i+1) == "changes/s/direction") two = $i }
+	END { if (one > 0 && two > 0) printf "two-way apply per direction / one-way apply: %.0f / %.0f changes/s = %.2f\n", two, one, two / one }' "$out"

@@ -24,6 +24,7 @@ database (a service's own), and keeps them equal:
   verify    compare source and target, report differences and optionally repair them
   status    show a sync's lag and applied position, and every backfill's progress
   cleanup   drop a sync's slot, publication and checkpoints
+  parked    list, retry or drop the changes a two-way sync parked
 
 Databases come from --source/--target, else the --config file, else $DATASYNC_SOURCE and
 $DATASYNC_TARGET. Tables come from --table (repeatable, SOURCE:TARGET renames) or --config.
@@ -51,6 +52,7 @@ Exit status: 0 success, 2 error; verify exits 1 when it finds differences.`,
 		NewCmdStatus(io, nil),
 		NewCmdCleanup(io, nil),
 		newCmdVerify(io),
+		NewCmdParked(io, nil),
 	)
 	return root
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"slices"
 	"text/tabwriter"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/spf13/cobra"
@@ -118,6 +119,9 @@ type statusReport struct {
 	SyncFound bool `json:"sync_found"`
 	// Backfill is the progress of every backfill, per target table.
 	Backfill []backfill.TableProgress `json:"backfill"`
+	// TwoWay is the reverse direction, conflicts and parked changes of a
+	// two-way sync; absent for a one-way sync.
+	TwoWay *apply.TwoWayStatus `json:"two_way_apply,omitempty"`
 }
 
 func statusRun(ctx context.Context, opts *StatusOptions) error {
@@ -147,6 +151,9 @@ func statusRun(ctx context.Context, opts *StatusOptions) error {
 	}
 	if rep.Backfill, err = backfill.ReadProgress(ctx, src, dst, targets); err != nil {
 		return fmt.Errorf("status: %w", err)
+	}
+	if rep.TwoWay, err = apply.GetTwoWayStatus(ctx, apply.Sides{Source: src, Target: dst}, opts.Name); err != nil {
+		return err
 	}
 	if opts.JSON {
 		enc := json.NewEncoder(opts.IO.Out)
@@ -183,12 +190,15 @@ func printStatus(out io.Writer, rep *statusReport) error {
 			fmt.Fprintf(w, "table %s\tcopied %d rows at %s (%s)\n", t.Target, t.CopiedRows, t.CopiedLSN, t.CopiedAt.UTC().Format(stamp))
 		}
 		if st.TwoWay {
-			printTwoWay(w, st)
+			printReverse(w, st)
 		}
 	} else {
 		fmt.Fprintf(w, "sync\tno sync named %s (no slot %s on the source, no checkpoints in the target)\n", st.Name, st.Slot)
 	}
 	printHeadroom(w, st.KeyHeadroom)
+	if rep.TwoWay != nil {
+		printConflicts(w, rep.TwoWay)
+	}
 	if len(rep.Backfill) == 0 {
 		fmt.Fprintf(w, "backfill\tnone: no backfill checkpoints in the target\n")
 	}
@@ -210,9 +220,9 @@ func printStatus(out io.Writer, rep *statusReport) error {
 	return w.Flush()
 }
 
-// printTwoWay prints the reverse direction, the origins and the key
-// headroom of a two-way sync.
-func printTwoWay(w io.Writer, st *apply.Status) {
+// printReverse prints the reverse direction's slot and publication and the
+// origins of a two-way sync.
+func printReverse(w io.Writer, st *apply.Status) {
 	r := st.Reverse
 	slot := "missing"
 	if r.SlotExists {
@@ -260,4 +270,33 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// printConflicts prints the reverse direction's checkpoint, the conflicts
+// and the parked changes of a two-way sync.
+func printConflicts(w io.Writer, tw *apply.TwoWayStatus) {
+	const stamp = "2006-01-02T15:04:05.000000Z07:00"
+	fmt.Fprintf(w, "reverse applied lsn\t%s\n", orDash(tw.ReverseAppliedLSN))
+	var total int64
+	for _, c := range tw.Conflicts {
+		total += c.Count
+	}
+	fmt.Fprintf(w, "conflicts\t%d\n", total)
+	for _, c := range tw.Conflicts {
+		fmt.Fprintf(w, "conflict count\t%s %s %s %s: %d\n", c.Direction, c.Table, c.Kind, c.Resolution, c.Count)
+	}
+	for _, c := range tw.RecentConflicts {
+		at := func(t *time.Time) string {
+			if t == nil {
+				return "-"
+			}
+			return t.UTC().Format(stamp)
+		}
+		fmt.Fprintf(w, "conflict\t%s %s %s key %s: local commit %s, incoming commit %s, %s\n",
+			c.Direction, c.Table, c.Kind, c.Key, at(c.LocalCommitTime), at(c.RemoteCommitTime), c.Resolution)
+	}
+	fmt.Fprintf(w, "parked changes\t%d (datasync parked list|retry|drop)\n", len(tw.Parked))
+	for _, p := range tw.Parked {
+		fmt.Fprintf(w, "parked\t%s #%d %s %s key %s: %s\n", p.Side, p.ID, p.Op, p.Table, p.Key, p.Reason)
+	}
 }

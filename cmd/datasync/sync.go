@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -36,6 +37,8 @@ type SyncOptions struct {
 	// AcceptPartitionLimits accepts, for every partitioned source table,
 	// what logical replication does not carry for one.
 	AcceptPartitionLimits bool
+	TwoWay        bool
+	Conflicts     string
 }
 
 // NewCmdSync builds datasync sync. runF replaces syncRun in tests.
@@ -65,13 +68,25 @@ part by part in one target transaction, committed with its last part.
 
 SIGTERM or Ctrl-C finishes the transaction in hand and exits 0 (a large source transaction
 still arriving is rolled back instead, and applied again by the next run). Exit 2 on any error,
-including a source table whose columns no longer fit the mapping.`,
+including a source table whose columns no longer fit the mapping.
+
+With --two-way (config: two_way: true) the target's changes are applied to the source too, by
+a second stream from the slot datasync_NAME_to_source on the target, in the same process.
+Changes are applied under the replication origins datasync_NAME_to_target and
+datasync_NAME_to_source and are never sent back. It needs track_commit_timestamp = on on both
+servers and sets REPLICA IDENTITY FULL on the synced tables of both. A row changed on both
+sides before either change reached the other is a conflict, resolved by --conflicts:
+last_update_wins (the later commit; the source on a tie), source_wins or target_wins. A change
+the other side refuses (foreign key, unique, check) is parked there; see datasync parked.`,
 		Example: `  # Follow public.users until stopped, with metrics on :9187
   datasync sync --source "$MONOLITH_DATABASE_URL" --target "$USERS_DATABASE_URL" \
     --table users --metrics-addr 127.0.0.1:9187
 
   # Catch up with everything committed so far, then exit
-  datasync sync --config datasync.yaml --name users --until-caught-up`,
+  datasync sync --config datasync.yaml --name users --until-caught-up
+
+  # Both databases take writes: keep them equal both ways
+  datasync sync --config datasync.yaml --name users --two-way --conflicts last_update_wins`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkSyncName(opts.Name); err != nil {
@@ -82,6 +97,9 @@ including a source table whose columns no longer fit the mapping.`,
 			}
 			if opts.BatchSize < 1 {
 				return fmt.Errorf("--batch-size %d: want 1 or more", opts.BatchSize)
+			}
+			if opts.Conflicts != "" && !apply.ValidConflictPolicy(opts.Conflicts) {
+				return fmt.Errorf("--conflicts %q: use last_update_wins, source_wins or target_wins", opts.Conflicts)
 			}
 			if runF != nil {
 				return runF(cmd.Context(), opts)
@@ -99,6 +117,8 @@ including a source table whose columns no longer fit the mapping.`,
 	cmd.Flags().IntVar(&opts.MaxTxChanges, "max-tx-changes", 10000, "hold at most this many changes of one source transaction in memory: a larger one is applied part by part in one target transaction")
 	cmd.Flags().IntVar(&opts.Workers, "workers", 1, "first copy: key ranges copied in parallel from the slot's snapshot")
 	cmd.Flags().IntVar(&opts.BatchSize, "batch-size", backfill.DefaultBatchSize, "first copy: rows per batch; each batch commits with its checkpoint")
+	cmd.Flags().BoolVar(&opts.TwoWay, "two-way", false, "also apply the target's changes to the source (config: two_way)")
+	cmd.Flags().StringVar(&opts.Conflicts, "conflicts", "", "two-way conflict policy: last_update_wins, source_wins or target_wins (config: conflicts; default last_update_wins)")
 	return cmd
 }
 
@@ -136,6 +156,8 @@ func syncRun(ctx context.Context, opts *SyncOptions) error {
 		CopyWorkers:     opts.Workers,
 		CopyBatchSize:   opts.BatchSize,
 		Progress:        progress.Options{Out: opts.IO.ErrOut, Terminal: opts.IO.ErrIsTerminal},
+		TwoWay:          opts.TwoWay || cfg.TwoWay,
+		Conflicts:       cmp.Or(opts.Conflicts, cfg.Conflicts),
 	})
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -145,6 +146,13 @@ type StreamConfig struct {
 	ReceiveTimeout time.Duration
 	// Logger receives reconnect warnings; slog.Default() when nil.
 	Logger *slog.Logger
+	// SkipOrigins names replication origins whose transactions are not
+	// delivered: those that the source's pgoutput marks with an Origin
+	// message naming one of them. Two-way sync uses it so that a change it
+	// applied is not sent back (PostgreSQL 15's pgoutput has no origin
+	// option). Skipped transactions are acknowledged like the others, so
+	// the slot does not hold their WAL.
+	SkipOrigins []string
 }
 
 // DefaultReceiveTimeout is StreamConfig.ReceiveTimeout's default.
@@ -184,6 +192,7 @@ type Stream struct {
 	walEnd  atomic.Uint64 // latest end of WAL from a keepalive
 	conns   atomic.Int64  // connections made
 	updates atomic.Int64  // standby status updates sent
+	skipped atomic.Int64  // transactions skipped for their origin
 
 	errMu sync.Mutex
 	err   error
@@ -193,6 +202,10 @@ type Stream struct {
 	cur       *Transaction // the part being received, nil outside a transaction
 	skipping  bool         // inside a transaction delivered before
 	lastEnd   LSN          // end LSN of the last transaction queued for Next
+	// passed is the end LSN of the last transaction skipped for its origin:
+	// once everything delivered before it is acknowledged, the server may
+	// forget it.
+	passed atomic.Uint64
 }
 
 // OpenStream connects and starts streaming in the background. The first
@@ -313,6 +326,10 @@ func (s *Stream) Flushed() LSN { return LSN(s.flushed.Load()) }
 
 // ServerWALEnd returns the latest end of WAL the server announced.
 func (s *Stream) ServerWALEnd() LSN { return LSN(s.walEnd.Load()) }
+
+// Skipped returns how many transactions were skipped for their origin
+// (StreamConfig.SkipOrigins) so far.
+func (s *Stream) Skipped() int64 { return s.skipped.Load() }
 
 // Connections returns how many connections the stream has made so far.
 func (s *Stream) Connections() int64 { return s.conns.Load() }
@@ -558,7 +575,7 @@ func (s *Stream) flushPosition() LSN {
 	// WAL, so the commits before it are all applied or touch no published
 	// table.
 	if s.idle() {
-		if end := s.ServerWALEnd(); end > acked {
+		if end := max(s.ServerWALEnd(), LSN(s.passed.Load())); end > acked {
 			return end
 		}
 	}
@@ -603,6 +620,14 @@ func (s *Stream) handle(data []byte) (*Transaction, error) {
 	case *Commit:
 		if s.skipping {
 			s.skipping = false
+			if s.cur != nil {
+				// Skipped for its origin: nothing of it was delivered.
+				s.cur = nil
+				s.skipped.Add(1)
+				if m.EndLSN > LSN(s.passed.Load()) {
+					s.passed.Store(uint64(m.EndLSN))
+				}
+			}
 			return nil, nil
 		}
 		tx := s.cur
@@ -616,6 +641,16 @@ func (s *Stream) handle(data []byte) (*Transaction, error) {
 	case *Origin:
 		if s.cur != nil {
 			s.cur.Origin = m.Name
+			if slices.Contains(s.cfg.SkipOrigins, m.Name) {
+				if s.cur.Part > 0 {
+					return nil, fmt.Errorf("origin %q after part %d of xid %d: %w", m.Name, s.cur.Part, s.cur.Xid, errProtocol)
+				}
+				// s.cur stays set (with its changes dropped) until the
+				// commit, which tells skipping for the origin from
+				// skipping a transaction delivered before.
+				s.cur.Changes, s.cur.Relations = nil, nil
+				s.skipping = true
+			}
 		}
 	case *Relation:
 		s.relations[m.ID] = m

@@ -29,6 +29,9 @@ type Config struct {
 	// sync applies each side's changes to the other and verify
 	// classifies differences by the side that wrote last.
 	TwoWay bool `yaml:"two_way"`
+	// Conflicts is two-way sync's conflict policy: last_update_wins (the
+	// default when empty), source_wins or target_wins (sync --conflicts).
+	Conflicts string `yaml:"conflicts"`
 }
 
 // TableSpec is one table of the config, as the user wrote it.
@@ -180,6 +183,11 @@ func yamlProblems(err error) []Problem {
 
 func (c *Config) validate() []Problem {
 	var problems []Problem
+	switch c.Conflicts {
+	case "", "last_update_wins", "source_wins", "target_wins":
+	default:
+		problems = append(problems, Problem{Path: "conflicts", Msg: fmt.Sprintf("%q is not a conflict policy: use last_update_wins, source_wins or target_wins", c.Conflicts)})
+	}
 	seen := map[string]int{}
 	for i, t := range c.Tables {
 		path := fmt.Sprintf("tables[%d]", i)

@@ -53,6 +53,9 @@ func copyName(name string) string { return "sync:" + name }
 // table after the other, recording each at lsn once it is whole. The caller
 // keeps the exporting connection open and idle until copyTables returns.
 func (s *syncer) copyTables(ctx context.Context, snapshot string, lsn cdc.LSN, tables []*mapping.Table) error {
+	if s.tw != nil {
+		return s.copyTablesWhole(ctx, snapshot, lsn, tables)
+	}
 	workers := max(s.cfg.CopyWorkers, 1)
 	src, err := copyPool(ctx, "source", s.cfg.Source, workers)
 	if err != nil {

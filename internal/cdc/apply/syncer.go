@@ -56,6 +56,9 @@ type Config struct {
 	// and the target's sequences are otherwise left alone (see
 	// advanceSequences).
 	TwoWay bool
+	// Conflicts is two-way sync's conflict policy (see runTwoWay):
+	// LastUpdateWins (the default), SourceWins or TargetWins.
+	Conflicts string
 	// CopyWorkers is the number of key ranges a table's first copy reads
 	// at once, each on its own source connection importing the slot's
 	// snapshot; 1 when zero.
@@ -95,6 +98,8 @@ type syncer struct {
 	lock *runLock
 	// checked is when the periodic checks (guard.go) last ran.
 	checked time.Time
+	// tw is set when the syncer is one direction of a two-way sync.
+	tw *direction
 }
 
 // Run syncs the tables: it checks the mapping and the source (preflight),
@@ -142,7 +147,12 @@ type syncer struct {
 // transaction is rolled back and Run returns nil: nothing of it was
 // acknowledged, and the next run gets it again from the server.
 func Run(ctx context.Context, cfg Config) error {
-	err := run(ctx, cfg)
+	var err error
+	if cfg.TwoWay {
+		err = runTwoWay(ctx, cfg)
+	} else {
+		err = run(ctx, cfg, nil)
+	}
 	if err != nil && ctx.Err() != nil {
 		// Stopped (SIGTERM) while starting: whatever was under way rolled
 		// back, nothing was acknowledged.
@@ -151,7 +161,7 @@ func Run(ctx context.Context, cfg Config) error {
 	return err
 }
 
-func run(ctx context.Context, cfg Config) error {
+func run(ctx context.Context, cfg Config, dir *direction) error {
 	if !ValidName(cfg.Name) {
 		return fmt.Errorf("sync: name %q: use lower-case letters, digits and _ (at most 54)", cfg.Name)
 	}
@@ -168,18 +178,23 @@ func run(ctx context.Context, cfg Config) error {
 		cfg.Metrics = NewMetrics(nil)
 	}
 	s := &syncer{cfg: cfg, log: cfg.Logger.With("sync", cfg.Name), metrics: cfg.Metrics,
-		byName: map[string]*mapping.Table{}, copied: map[*mapping.Table]cdc.LSN{}, plans: map[uint32]*plan{}, unmapped: map[uint32]bool{}}
+		byName: map[string]*mapping.Table{}, copied: map[*mapping.Table]cdc.LSN{}, plans: map[uint32]*plan{}, unmapped: map[uint32]bool{}, tw: dir}
 	var err error
-	// One sync per name, checked before anything is created or dropped.
-	if s.lock, err = acquireRunLock(ctx, cfg); err != nil {
-		return err
+	// One sync per name, checked before anything is created or dropped. A
+	// direction of a two-way sync runs under the lock runTwoWay holds.
+	if dir != nil {
+		s.lock = dir.lock
+	} else {
+		if s.lock, err = acquireRunLock(ctx, cfg); err != nil {
+			return err
+		}
+		defer s.lock.release()
 	}
-	defer s.lock.release()
 	if s.src, err = dbconn.Open(ctx, "source", cfg.Source, "datasync sync", nil); err != nil {
 		return fmt.Errorf("connect source: %w", err)
 	}
 	defer s.src.Close()
-	if s.dst, err = dbconn.Open(ctx, "target", cfg.Target, "datasync sync", nil); err != nil {
+	if s.dst, err = openTarget(ctx, cfg.Target, dir); err != nil {
 		return fmt.Errorf("connect target: %w", err)
 	}
 	defer s.dst.Close()
@@ -190,11 +205,6 @@ func run(ctx context.Context, cfg Config) error {
 	identity, err := Preflight(ctx, s.src, s.tables)
 	if err != nil {
 		return err
-	}
-	if cfg.TwoWay {
-		if _, err := EnsureDisjointKeys(ctx, s.src, s.dst, s.tables, s.log); err != nil {
-			return err
-		}
 	}
 	for _, t := range s.tables {
 		s.byName[t.Source.String()] = t
@@ -247,6 +257,7 @@ func run(ctx context.Context, cfg Config) error {
 	if err := s.handoff(ctx); err != nil {
 		return err
 	}
+	dir.handedOff()
 	if err := s.stream(ctx, caughtUpAt); err != nil {
 		return err
 	}
@@ -389,6 +400,7 @@ func (s *syncer) openStream(ctx context.Context) (*cdc.Stream, error) {
 		StatusInterval: s.cfg.StatusInterval,
 		MaxTxChanges:   s.cfg.MaxTxChanges,
 		Logger:         s.log,
+		SkipOrigins:    s.skipOrigins(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start stream: %w", err)
@@ -428,6 +440,7 @@ func (s *syncer) stream(ctx context.Context, caughtUpAt cdc.LSN) error {
 				}
 				if errors.Is(err, context.DeadlineExceeded) {
 					s.observeIdle(st)
+					s.retryParked(ctx)
 					continue
 				}
 				return fmt.Errorf("stream: %w", err)
@@ -485,6 +498,7 @@ func (s *syncer) stream(ctx context.Context, caughtUpAt cdc.LSN) error {
 		if applyErr != nil {
 			return applyErr
 		}
+		s.retryParked(ctx)
 	}
 }
 
@@ -572,11 +586,15 @@ func (s *syncer) applyLong(ctx context.Context, st *cdc.Stream, part *cdc.Transa
 	}
 	// Every part is sent: the transaction in hand is finished even when
 	// ctx ends now.
+	if err := s.storeConflicts(context.WithoutCancel(ctx), tx); err != nil {
+		return nil, s.restartOn(context.WithoutCancel(ctx), err)
+	}
 	if err := tx.Commit(context.WithoutCancel(ctx)); err != nil {
 		tx = nil
 		return nil, s.restartOn(context.WithoutCancel(ctx), fmt.Errorf("apply up to %s: commit: %w", part.EndLSN, err))
 	}
 	tx = nil
+	s.reportConflicts()
 	s.applied = part.EndLSN
 	st.Ack(part.EndLSN)
 	s.count(counts, 1)
@@ -603,14 +621,23 @@ func (s *syncer) sendPart(ctx context.Context, tx *pgx.Tx, part *cdc.Transaction
 		sendCtx = context.WithoutCancel(ctx)
 	}
 	if *tx == nil {
+		s.beginApply()
 		t, err := s.dst.Begin(ctx)
 		if err != nil {
 			return s.restartOn(ctx, fmt.Errorf("apply: begin: %w", err))
 		}
 		*tx = t
 	}
-	if err := (*tx).SendBatch(sendCtx, b).Close(); err != nil {
-		return s.restartOn(sendCtx, fmt.Errorf("apply part %d of the transaction committed at %s: %w", part.Part, part.CommitLSN, err))
+	if s.parkingPart(part) {
+		if err := s.applyEachPart(sendCtx, *tx, part, b); err != nil {
+			return s.restartOn(sendCtx, fmt.Errorf("apply part %d of the transaction committed at %s: %w", part.Part, part.CommitLSN, err))
+		}
+	} else if err := (*tx).SendBatch(sendCtx, b).Close(); err != nil {
+		err = fmt.Errorf("apply part %d of the transaction committed at %s: %w", part.Part, part.CommitLSN, err)
+		if s.refused(err) {
+			return s.parkFromStart(part, err)
+		}
+		return s.restartOn(sendCtx, err)
 	}
 	s.log.Debug("sent part of a large transaction", "xid", part.Xid, "part", part.Part, "changes", len(part.Changes))
 	return nil
@@ -707,6 +734,9 @@ func (s *syncer) applyWithRetry(ctx, stop context.Context, batch []*cdc.Transact
 	backoff := 100 * time.Millisecond
 	for {
 		applied, err := s.apply(ctx, batch)
+		if s.refused(err) {
+			applied, err = s.applyParking(ctx, batch)
+		}
 		if err == nil || !targetRetryable(err) {
 			return applied, err
 		}
@@ -780,6 +810,7 @@ func (s *syncer) apply(ctx context.Context, batch []*cdc.Transaction) (cdc.LSN, 
 	}
 	commitTime := last.CommitTime
 	b.Queue(upsertStateSQL, s.cfg.Name, last.EndLSN.String(), &commitTime)
+	s.beginApply()
 	tx, err := s.dst.Begin(ctx)
 	if err != nil {
 		return s.applied, fmt.Errorf("apply: begin: %w", err)
@@ -788,9 +819,13 @@ func (s *syncer) apply(ctx context.Context, batch []*cdc.Transaction) (cdc.LSN, 
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		return s.applied, fmt.Errorf("apply up to %s: %w", last.EndLSN, err)
 	}
+	if err := s.storeConflicts(ctx, tx); err != nil {
+		return s.applied, err
+	}
 	if err := tx.Commit(ctx); err != nil {
 		return s.applied, fmt.Errorf("apply up to %s: commit: %w", last.EndLSN, err)
 	}
+	s.reportConflicts()
 	n := 0
 	for _, tx := range batch {
 		if tx.EndLSN > s.applied && tx.EndLSN <= last.EndLSN {
@@ -850,7 +885,7 @@ func (s *syncer) queueTx(b *pgx.Batch, tx *cdc.Transaction, counts map[[2]string
 		if err != nil {
 			return err
 		}
-		if err := p.queue(b, c); err != nil {
+		if err := s.queueChange(b, p, tx, c); err != nil {
 			return err
 		}
 		counts[[2]string{p.table.Target.String(), c.Op.String()}]++

@@ -1,0 +1,401 @@
+package apply
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/strangler-fig/strangler/internal/cdc"
+	"github.com/strangler-fig/strangler/internal/mapping"
+)
+
+// Conflict kinds, as stored and as the kind label of
+// datasync_sync_conflicts_total.
+const (
+	// KindInsertExists: an insert whose key the other side already has,
+	// with other values, written there.
+	KindInsertExists = "insert_exists"
+	// KindUpdateUpdate: an update of a row the other side has changed too.
+	KindUpdateUpdate = "update_update"
+	// KindUpdateDelete: an update of a row the other side has deleted.
+	KindUpdateDelete = "update_delete"
+	// KindDeleteUpdate: a delete of a row the other side has changed.
+	KindDeleteUpdate = "delete_update"
+	// KindParked: a change the other side refused, parked.
+	KindParked = "parked"
+)
+
+// conflict is one conflict met by a direction.
+type conflict struct {
+	table      string
+	kind       string
+	key        string
+	local      *time.Time // commit time of the local row's last writer
+	remote     time.Time  // commit time of the incoming change
+	resolution string     // source_won, target_won or parked
+	lsn        cdc.LSN
+	reason     string // for parked changes
+}
+
+// stmtKey names a cached conflict-aware statement.
+type stmtKey struct {
+	p  *plan
+	op cdc.Op
+}
+
+// Conflict detection, per incoming row change, is one statement that reads
+// the local row (locking it), decides, and writes, so that a batch of
+// changes still goes in one round trip:
+//
+//   - The local row's last writer is pg_xact_commit_timestamp_origin(xmin):
+//     its commit time and replication origin. A row whose last writer is
+//     this direction's own origin came from the other side through the sync;
+//     a row written in the same target transaction, or before commit
+//     timestamps were kept, has no commit time. Neither is a conflict.
+//   - An update or delete conflicts when the local row was last written
+//     locally and differs from the incoming old row (REPLICA IDENTITY FULL
+//     sends it) and from the incoming new row: the local side changed it
+//     after the change the other side started from. An insert conflicts
+//     when the key exists, written locally, with other values. The
+//     sequential case (a change that came through the sync, then a local
+//     write, then the other side's next change starting from that write)
+//     is not a conflict, since the incoming old row is the local row.
+//   - The incoming change wins under source_wins when it comes from the
+//     source, under target_wins when from the target, and under
+//     last_update_wins when its commit time is later than the local row's;
+//     on equal times the source's row wins. Both directions decide the
+//     same way from the same two commit times, so both sides converge.
+//   - An update of a row missing locally (deleted there) inserts it when
+//     the incoming side wins; a delete of a row changed locally deletes it
+//     when the incoming side wins. Under last_update_wins, where a deleted
+//     row has no commit time to compare, the update wins on both sides.
+//
+// decision modes passed to the statement: the incoming change never wins,
+// always wins, or wins by commit time.
+const (
+	modeLocal  = 0
+	modeRemote = 1
+	modeTime   = 2
+)
+
+// modes returns, for an incoming change of op, the decision mode for a
+// conflicting local row and whether a row missing locally is written.
+func (d *direction) modes(op cdc.Op) (mode int, missing bool) {
+	incomingWins := (d.policy == SourceWins) == d.fromSource
+	switch d.policy {
+	case LastUpdateWins:
+		if op == cdc.OpDelete {
+			return modeLocal, true
+		}
+		return modeTime, true
+	default:
+		if incomingWins {
+			return modeRemote, true
+		}
+		return modeLocal, false
+	}
+}
+
+// byText lists types without an equality operator, compared as text.
+var byText = map[string]bool{"json": true, "xml": true, "point": true, "line": true, "lseg": true,
+	"box": true, "path": true, "polygon": true, "circle": true}
+
+// cmpExpr is the SQL of a local column and a parameter compared by value.
+func cmpExpr(c mapping.Column, n int) (local, param string) {
+	local = "t." + mapping.QuoteIdent(c.Target)
+	p := fmt.Sprintf("$%d::text::%s", n, castType(c.TargetType))
+	if byText[strings.TrimSuffix(castType(c.TargetType), "[]")] {
+		return local + "::text", p + "::text"
+	}
+	return local, p
+}
+
+// rowMatch is ROW(local columns) IS NOT DISTINCT FROM ROW(parameters from
+// first).
+func rowMatch(t *mapping.Table, first int) string {
+	var l, r []string
+	for i, c := range t.Columns {
+		a, b := cmpExpr(c, first+i)
+		l = append(l, a)
+		r = append(r, b)
+	}
+	return "ROW(" + strings.Join(l, ", ") + ") IS NOT DISTINCT FROM ROW(" + strings.Join(r, ", ") + ")"
+}
+
+// keyMatch is the local key equal to the parameters from first.
+func keyMatch(t *mapping.Table, first int) string {
+	conds := make([]string, len(t.Key))
+	for i, k := range t.Key {
+		c := t.Columns[k]
+		conds[i] = "t." + mapping.QuoteIdent(c.Target) + " = " + param(first+i, c)
+	}
+	return strings.Join(conds, " AND ")
+}
+
+// conflictSQL builds the conflict-aware statement of op for p's table. Its
+// parameters: for an insert or update, the new row ($1…$n), the key to
+// look up ($n+1…$n+k), for an update the old row, then the decision
+// (mode, incoming commit time, tie, own origin, write a missing row); for a
+// delete, the key ($1…$k), the old row, then the decision without the last.
+// It returns one row: conflict (NULL when the row is missing), the local
+// commit time, whether the change was applied, rows inserted.
+func conflictSQL(p *plan, op cdc.Op) string {
+	t := p.table
+	n, k := len(t.Columns), len(t.Key)
+	target := t.Target.Quoted()
+	var b strings.Builder
+	var lookup, decision int
+	var same string
+	switch op {
+	case cdc.OpInsert:
+		lookup, decision = n+1, n+k+1
+		same = rowMatch(t, 1)
+	case cdc.OpUpdate:
+		lookup, decision = n+1, 2*n+k+1
+		same = "(" + rowMatch(t, n+k+1) + ") OR (" + rowMatch(t, 1) + ")"
+	case cdc.OpDelete:
+		lookup, decision = 1, n+k+1
+		same = rowMatch(t, k+1)
+	}
+	mode, ts, tie, ours := decision, decision+1, decision+2, decision+3
+	fmt.Fprintf(&b, `WITH l AS (SELECT %s AS same, c.timestamp AS ts, c.roident AS ro
+	FROM %s t CROSS JOIN LATERAL pg_xact_commit_timestamp_origin(t.xmin) c
+	WHERE %s FOR UPDATE OF t),
+w AS (SELECT ts, conflict, (NOT conflict OR $%d::int = 1 OR ($%d::int = 2 AND ($%d::timestamptz > ts OR ($%d::timestamptz = ts AND $%d::bool)))) AS apply
+	FROM (SELECT ts, (NOT same AND ts IS NOT NULL AND ro IS DISTINCT FROM $%d::oid) AS conflict FROM l) v)`,
+		same, target, keyMatch(t, lookup), mode, mode, ts, ts, tie, ours)
+	if op == cdc.OpDelete {
+		fmt.Fprintf(&b, `,
+d AS (DELETE FROM %s t USING w WHERE %s AND w.apply RETURNING 1)
+SELECT w.conflict, w.ts, w.apply, 0::int8 FROM (SELECT 1) o LEFT JOIN w ON true`, target, keyMatch(t, lookup))
+		return b.String()
+	}
+	sets := make([]string, n)
+	vals := make([]string, n)
+	for i, c := range t.Columns {
+		vals[i] = param(i+1, c)
+		sets[i] = mapping.QuoteIdent(c.Target) + " = " + vals[i]
+	}
+	fmt.Fprintf(&b, `,
+u AS (UPDATE %s t SET %s FROM w WHERE %s AND w.apply RETURNING 1),
+i AS (INSERT INTO %s (%s) SELECT %s WHERE NOT EXISTS (SELECT 1 FROM l) AND $%d::bool RETURNING 1)
+SELECT w.conflict, w.ts, w.apply, (SELECT count(*) FROM i) FROM (SELECT 1) o LEFT JOIN w ON true`,
+		target, strings.Join(sets, ", "), keyMatch(t, lookup), target, t.TargetColumnList(), strings.Join(vals, ", "), ours+1)
+	return b.String()
+}
+
+// statement returns the conflict-aware statement of op for p, compiling it
+// on first use.
+func (d *direction) statement(p *plan, op cdc.Op) string {
+	k := stmtKey{p, op}
+	sql, ok := d.statements[k]
+	if !ok {
+		sql = conflictSQL(p, op)
+		d.statements[k] = sql
+	}
+	return sql
+}
+
+// queueChange queues the statements of one row change: plainly in a
+// one-way sync, and with conflict detection in a two-way one.
+func (s *syncer) queueChange(b *pgx.Batch, p *plan, tx *cdc.Transaction, c *cdc.Change) error {
+	if s.tw == nil {
+		return p.queue(b, c)
+	}
+	sql, args, key, err := s.tw.conflictArgs(p, tx, c)
+	if err != nil {
+		return err
+	}
+	if sql == "" {
+		// Without the old row (the replica identity was changed from FULL
+		// behind the sync's back) no conflict can be told: applied plainly.
+		return p.queue(b, c)
+	}
+	d, table, commit := s.tw, p.table.Target.String(), tx.CommitTime
+	lsn := tx.CommitLSN
+	b.Queue(sql, args...).QueryRow(func(row pgx.Row) error {
+		var conflicted, applied *bool
+		var local *time.Time
+		var inserted int64
+		if err := row.Scan(&conflicted, &local, &applied, &inserted); err != nil {
+			return fmt.Errorf("apply %s on %s: %w", c.Op, table, err)
+		}
+		kind := ""
+		switch {
+		case conflicted != nil && *conflicted:
+			kind = map[cdc.Op]string{cdc.OpInsert: KindInsertExists, cdc.OpUpdate: KindUpdateUpdate, cdc.OpDelete: KindDeleteUpdate}[c.Op]
+		case conflicted == nil && c.Op == cdc.OpUpdate:
+			kind = KindUpdateDelete
+			t := inserted > 0
+			applied = &t
+		}
+		if kind == "" {
+			return nil
+		}
+		winner := d.side()
+		if applied != nil && *applied {
+			winner = d.otherSide()
+		}
+		d.pending = append(d.pending, conflict{table: table, kind: kind, key: key, local: local, remote: commit,
+			resolution: winner + "_won", lsn: lsn})
+		return nil
+	})
+	return nil
+}
+
+// conflictArgs returns the conflict-aware statement of a change, its
+// arguments (all text) and its key as JSON. sql is "" when the change
+// lacks the old row needed.
+func (d *direction) conflictArgs(p *plan, tx *cdc.Transaction, c *cdc.Change) (sql string, args []any, key string, err error) {
+	newRow := c.New
+	switch c.Op {
+	case cdc.OpUpdate, cdc.OpDelete:
+		if c.OldKind != 'O' {
+			return "", nil, "", nil
+		}
+	}
+	if c.Op == cdc.OpUpdate {
+		// Unchanged TOAST values of the new row are those of the old row,
+		// which REPLICA IDENTITY FULL sends whole.
+		newRow = make(cdc.Tuple, len(c.New))
+		copy(newRow, c.New)
+		for i, v := range newRow {
+			if v.Kind == cdc.ValueUnchanged {
+				if c.Old[i].Kind == cdc.ValueUnchanged {
+					return "", nil, "", nil
+				}
+				newRow[i] = c.Old[i]
+			}
+		}
+	}
+	var keyTuple cdc.Tuple
+	switch c.Op {
+	case cdc.OpInsert:
+		keyTuple = newRow
+		r, err := p.row(newRow)
+		if err != nil {
+			return "", nil, "", err
+		}
+		args = append(args, r...)
+		k, err := p.key(newRow)
+		if err != nil {
+			return "", nil, "", err
+		}
+		args = append(args, k...)
+	case cdc.OpUpdate:
+		keyTuple = c.Old
+		r, err := p.row(newRow)
+		if err != nil {
+			return "", nil, "", err
+		}
+		args = append(args, r...)
+		k, err := p.key(c.Old)
+		if err != nil {
+			return "", nil, "", err
+		}
+		args = append(args, k...)
+		o, err := p.row(c.Old)
+		if err != nil {
+			return "", nil, "", err
+		}
+		args = append(args, o...)
+	case cdc.OpDelete:
+		keyTuple = c.Old
+		k, err := p.key(c.Old)
+		if err != nil {
+			return "", nil, "", err
+		}
+		args = append(args, k...)
+		o, err := p.row(c.Old)
+		if err != nil {
+			return "", nil, "", err
+		}
+		args = append(args, o...)
+	default:
+		return "", nil, "", fmt.Errorf("queue %s on %s: not a row change", c.Op, p.table.Source)
+	}
+	mode, missing := d.modes(c.Op)
+	args = append(args, strconv.Itoa(mode), tx.CommitTime.UTC().Format(time.RFC3339Nano),
+		strconv.FormatBool(d.fromSource), strconv.FormatUint(uint64(d.ours), 10))
+	if c.Op != cdc.OpDelete {
+		args = append(args, strconv.FormatBool(missing))
+	}
+	k, err := p.key(keyTuple)
+	if err != nil {
+		return "", nil, "", err
+	}
+	return d.statement(p, c.Op), args, keyJSON(p.table, k), nil
+}
+
+// keyJSON renders key values as a JSON object of target key column → value.
+func keyJSON(t *mapping.Table, vals []any) string {
+	var b strings.Builder
+	b.WriteByte('{')
+	for i, k := range t.Key {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		name, _ := json.Marshal(t.Columns[k].Target)
+		v, _ := json.Marshal(vals[i])
+		b.Write(name)
+		b.WriteString(": ")
+		b.Write(v)
+	}
+	b.WriteByte('}')
+	return b.String()
+}
+
+// beginApply forgets the conflicts of a target transaction that did not
+// commit.
+func (s *syncer) beginApply() {
+	if s.tw != nil {
+		s.tw.pending = s.tw.pending[:0]
+	}
+}
+
+const insertConflictSQL = `INSERT INTO datasync.sync_conflicts (name, direction, table_name, kind, key,
+	local_commit_time, remote_commit_time, resolution, commit_lsn) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::text::pg_lsn)`
+
+// storeConflicts writes the conflicts met in the target transaction tx
+// into it, so that they are stored exactly when the changes are.
+func (s *syncer) storeConflicts(ctx context.Context, tx pgx.Tx) error {
+	if s.tw == nil || len(s.tw.pending) == 0 {
+		return nil
+	}
+	b := &pgx.Batch{}
+	for _, c := range s.tw.pending {
+		b.Queue(insertConflictSQL, s.tw.name, s.tw.label, c.table, c.kind, c.key, c.local, c.remote, c.resolution, c.lsn.String())
+	}
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("store conflicts: %w", err)
+	}
+	return nil
+}
+
+// reportConflicts logs and counts the conflicts of a target transaction
+// that committed.
+func (s *syncer) reportConflicts() {
+	if s.tw == nil {
+		return
+	}
+	for _, c := range s.tw.pending {
+		var local any
+		if c.local != nil {
+			local = c.local.UTC().Format(time.RFC3339Nano)
+		}
+		attrs := []any{"direction", s.tw.label, "table", c.table, "kind", c.kind, "key", c.key,
+			s.tw.side() + "_commit_time", local, s.tw.otherSide() + "_commit_time", c.remote.UTC().Format(time.RFC3339Nano),
+			"resolution", c.resolution}
+		if c.reason != "" {
+			attrs = append(attrs, "reason", c.reason)
+		}
+		s.log.Warn("conflict", attrs...)
+		s.metrics.Conflicts.WithLabelValues(c.table, c.kind, c.resolution).Inc()
+	}
+	s.tw.pending = s.tw.pending[:0]
+}

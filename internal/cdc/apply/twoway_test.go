@@ -1,0 +1,446 @@
+package apply
+
+import (
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/strangler-fig/strangler/internal/mapping"
+	"github.com/strangler-fig/strangler/internal/pgtest"
+)
+
+// twoWayCluster starts a cluster of the test's own with
+// track_commit_timestamp on, which two-way sync needs.
+func twoWayCluster(tb testing.TB) *pgtest.Cluster {
+	tb.Helper()
+	c := pgtest.NewCluster(tb)
+	admin, err := pgxpool.New(testCtx(tb), c.URL("postgres"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	execAll(tb, admin, `ALTER SYSTEM SET track_commit_timestamp = on`)
+	admin.Close()
+	if err := c.Restart(); err != nil {
+		tb.Fatal(err)
+	}
+	return c
+}
+
+// pairIn creates the source and target databases in cluster c (as in the
+// demo, where both live in one cluster and origins and slots are shared).
+func pairIn(tb testing.TB, c *pgtest.Cluster, srcSchema, dstSchema string) pair {
+	tb.Helper()
+	p := pair{src: c.NewDB(tb), dst: c.NewDB(tb)}
+	execAll(tb, p.src.Pool, srcSchema)
+	execAll(tb, p.dst.Pool, dstSchema)
+	return p
+}
+
+// newTwoWayPair is pairIn in a cluster of the test's own.
+func newTwoWayPair(tb testing.TB, srcSchema, dstSchema string) pair {
+	tb.Helper()
+	return pairIn(tb, twoWayCluster(tb), srcSchema, dstSchema)
+}
+
+func (p pair) twoWay(name, policy string, tables ...mapping.TableSpec) Config {
+	cfg := p.config(name, tables...)
+	cfg.TwoWay, cfg.Conflicts = true, policy
+	cfg.Metrics = NewMetrics(nil)
+	return cfg
+}
+
+// logRecorder collects log records for assertions.
+type logRecorder struct {
+	mu  sync.Mutex
+	got []slog.Record
+}
+
+func (l *logRecorder) logger() *slog.Logger {
+	return slog.New(hookHandler{fn: func(r slog.Record) {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		l.got = append(l.got, r)
+	}})
+}
+
+// messages returns the records with message msg.
+func (l *logRecorder) messages(msg string) []slog.Record {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []slog.Record
+	for _, r := range l.got {
+		if r.Message == msg {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+const accountsSchema = `CREATE TABLE accounts (id bigint PRIMARY KEY, email text UNIQUE, name text, n int)`
+
+const accountsQuery = `SELECT id, email, name, n FROM accounts ORDER BY id`
+
+// catchUp runs the two-way sync until both directions have applied
+// everything committed before it started, with fresh metrics, and returns
+// them.
+func catchUp(tb testing.TB, cfg Config) *Metrics {
+	tb.Helper()
+	cfg.UntilCaughtUp = true
+	cfg.Metrics = NewMetrics(prometheus.NewRegistry())
+	if err := Run(testCtx(tb), cfg); err != nil {
+		tb.Fatalf("sync --until-caught-up: %v", err)
+	}
+	return cfg.Metrics
+}
+
+// TestTwoWayNoEcho writes on both sides and checks that every change
+// reaches the other side once and never comes back: each direction applies
+// exactly the transactions of its own side, and a later catch-up run
+// applies nothing (an echo would be applied there, being new to the
+// checkpoint of the direction that carries it).
+func TestTwoWayNoEcho(t *testing.T) {
+	p := newTwoWayPair(t, accountsSchema+`; INSERT INTO accounts VALUES (1, 'a@x', 'A', 1)`, accountsSchema)
+	cfg := p.twoWay("echo", "", mapping.TableSpec{Source: "accounts"})
+	reg := prometheus.NewRegistry()
+	cfg.Metrics = NewMetrics(reg)
+	r := startSync(t, cfg)
+	waitSame(t, p, r, accountsQuery, accountsQuery)
+
+	for i := 0; i < 5; i++ {
+		execAll(t, p.src.Pool, `INSERT INTO accounts SELECT max(id) + 1, 's' || max(id) + 1, 'S', 0 FROM accounts`)
+	}
+	waitSame(t, p, r, accountsQuery, accountsQuery)
+	for i := 0; i < 3; i++ {
+		execAll(t, p.dst.Pool, `INSERT INTO accounts SELECT max(id) + 1, 't' || max(id) + 1, 'T', 0 FROM accounts`)
+	}
+	execAll(t, p.dst.Pool, `UPDATE accounts SET n = n + 10 WHERE id = 1`, `DELETE FROM accounts WHERE id = 2`)
+	waitSame(t, p, r, accountsQuery, accountsQuery)
+	execAll(t, p.src.Pool, `UPDATE accounts SET name = 'A2' WHERE id = 1`)
+	waitSame(t, p, r, accountsQuery, accountsQuery)
+	if err := r.stop(t); err != nil {
+		t.Fatalf("stop: got %v, want nil", err)
+	}
+	if got := testutil.ToFloat64(cfg.Metrics.Transactions); got != 6 {
+		t.Errorf("source → target transactions: got %v, want 6", got)
+	}
+	if got := testutil.ToFloat64(cfg.Metrics.reverse.Transactions); got != 5 {
+		t.Errorf("target → source transactions: got %v, want 5", got)
+	}
+	if got := testutil.ToFloat64(cfg.Metrics.reverse.AppliedChanges.WithLabelValues("public.accounts", "insert")); got != 3 {
+		t.Errorf("target → source inserts: got %v, want 3", got)
+	}
+	if n, err := testutil.GatherAndCount(reg, "datasync_sync_conflicts_total"); err != nil || n != 0 {
+		t.Errorf("conflicts: got %d series (%v), want none", n, err)
+	}
+
+	m := catchUp(t, cfg)
+	if got := testutil.ToFloat64(m.Transactions) + testutil.ToFloat64(m.reverse.Transactions); got != 0 {
+		t.Errorf("transactions applied by a catch-up run after everything was applied: got %v, want 0 (an echo came back)", got)
+	}
+	if s, d := dump(t, p.src.Pool, accountsQuery), dump(t, p.dst.Pool, accountsQuery); s != d {
+		t.Fatalf("sides differ after the catch-up run\nsource:\n%s\ntarget:\n%s", s, d)
+	}
+	// Origins, slots and the reverse checkpoint are where they are said to
+	// be.
+	for _, q := range []struct {
+		pool *pgxpool.Pool
+		sql  string
+	}{
+		{p.src.Pool, `SELECT count(*) FROM pg_replication_origin WHERE roname IN ('datasync_echo_to_target', 'datasync_echo_to_source')`},
+		{p.src.Pool, `SELECT count(*) FROM pg_replication_slots WHERE slot_name IN ('datasync_echo', 'datasync_echo_to_source')`},
+		{p.src.Pool, `SELECT count(*) FROM datasync.sync_state WHERE name = 'echo_to_source'`},
+	} {
+		var n int
+		if err := q.pool.QueryRow(testCtx(t), q.sql).Scan(&n); err != nil || n == 0 {
+			t.Errorf("%s: got %d (%v), want at least 1", q.sql, n, err)
+		}
+	}
+}
+
+// TestTwoWayRefusesWithoutCommitTimestamps checks the preflight: without
+// track_commit_timestamp the sync exits with a preflight error naming the
+// setting, and creates nothing.
+func TestTwoWayRefusesWithoutCommitTimestamps(t *testing.T) {
+	p := newPair(t, accountsSchema, accountsSchema)
+	err := Run(testCtx(t), p.twoWay("nocts", "", mapping.TableSpec{Source: "accounts"}))
+	if !errors.Is(err, mapping.ErrPreflight) || !strings.Contains(err.Error(), "track_commit_timestamp") {
+		t.Fatalf("got %v, want a preflight error naming track_commit_timestamp", err)
+	}
+	for _, db := range []*pgtest.DB{p.src, p.dst} {
+		var n int
+		if err := db.Pool.QueryRow(testCtx(t), `SELECT (SELECT count(*) FROM pg_replication_slots WHERE database = current_database())
+			+ (SELECT count(*) FROM pg_publication) + (SELECT count(*) FROM pg_namespace WHERE nspname = 'datasync')
+			+ (SELECT count(*) FROM pg_class WHERE relname = 'accounts' AND relreplident = 'f')`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n != 0 {
+			t.Errorf("%s: %d things created or changed, want none", db.Name, n)
+		}
+	}
+}
+
+// TestTwoWayConflictPolicies makes rows conflict while the sync is stopped
+// (changed on both sides before either change reached the other), then
+// catches up, and checks that both sides converge to the row the policy
+// picks, and that each conflict is logged, counted and stored. Commit order
+// is source first, so the target's changes are the later ones.
+func TestTwoWayConflictPolicies(t *testing.T) {
+	c := twoWayCluster(t)
+	const seed = accountsSchema + `; INSERT INTO accounts VALUES (1, 'a@x', 'A', 1), (2, 'b@x', 'B', 2), (3, 'c@x', 'C', 3), (4, 'd@x', 'D', 4), (5, 'e@x', 'E', 5)`
+	// Under last_update_wins an update wins over a delete (a deleted row has
+	// no commit time to compare), so rows 2 and 3 stay.
+	cases := []struct {
+		policy string
+		want   string
+	}{
+		{LastUpdateWins, "[1 a@x tgt 1]\n[2 b@x src 2]\n[3 c@x tgt 3]\n[4 d@x D 40]\n[5 e@x E 5]\n[100 t100@x T 0]\n"},
+		{SourceWins, "[1 a@x src 1]\n[2 b@x src 2]\n[4 d@x D 40]\n[5 e@x E 5]\n[100 s100@x S 0]\n"},
+		{TargetWins, "[1 a@x tgt 1]\n[3 c@x tgt 3]\n[4 d@x D 40]\n[5 e@x E 5]\n[100 t100@x T 0]\n"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.policy, func(t *testing.T) {
+			p := pairIn(t, c, seed, accountsSchema)
+			var logs logRecorder
+			cfg := p.twoWay("c_"+tc.policy, tc.policy, mapping.TableSpec{Source: "accounts"})
+			cfg.Logger = logs.logger()
+			catchUp(t, cfg) // the initial copy
+
+			// Row 1: updated on both sides. Row 2: updated on the source,
+			// deleted on the target. Row 3: deleted on the source, updated
+			// on the target. Row 100: inserted on both. Row 4: updated on
+			// the target alone, then again on the source after it came
+			// through: sequential, no conflict. Row 5 is left alone.
+			execAll(t, p.src.Pool, `UPDATE accounts SET name = 'src' WHERE id IN (1, 2)`, `DELETE FROM accounts WHERE id = 3`,
+				`INSERT INTO accounts VALUES (100, 's100@x', 'S', 0)`)
+			execAll(t, p.dst.Pool, `UPDATE accounts SET name = 'tgt' WHERE id IN (1, 3)`, `DELETE FROM accounts WHERE id = 2`,
+				`INSERT INTO accounts VALUES (100, 't100@x', 'T', 0)`, `UPDATE accounts SET n = 40 WHERE id = 4`)
+			m := catchUp(t, cfg)
+			catchUp(t, cfg)
+
+			s, d := dump(t, p.src.Pool, accountsQuery), dump(t, p.dst.Pool, accountsQuery)
+			if s != d {
+				t.Fatalf("the sides did not converge\nsource:\n%s\ntarget:\n%s", s, d)
+			}
+			if s != tc.want {
+				t.Errorf("got\n%swant\n%s", s, tc.want)
+			}
+			// Each of the four conflicts is seen by both directions.
+			kinds := dump(t, p.src.Pool, `SELECT direction, kind, key, resolution, local_commit_time IS NOT NULL, remote_commit_time IS NOT NULL FROM datasync.sync_conflicts ORDER BY kind, key`) +
+				dump(t, p.dst.Pool, `SELECT direction, kind, key, resolution, local_commit_time IS NOT NULL, remote_commit_time IS NOT NULL FROM datasync.sync_conflicts ORDER BY kind, key`)
+			for _, want := range []string{"to_source delete_update {\"id\": \"2\"}", "to_source insert_exists {\"id\": \"100\"}",
+				"to_source update_delete {\"id\": \"3\"}", "to_source update_update {\"id\": \"1\"}",
+				"to_target delete_update {\"id\": \"3\"}", "to_target insert_exists {\"id\": \"100\"}",
+				"to_target update_delete {\"id\": \"2\"}", "to_target update_update {\"id\": \"1\"}"} {
+				if !strings.Contains(kinds, "["+want) {
+					t.Errorf("stored conflicts lack %s:\n%s", want, kinds)
+				}
+			}
+			if n := strings.Count(kinds, "\n"); n != 8 {
+				t.Errorf("stored conflicts: got %d, want 8:\n%s", n, kinds)
+			}
+			if got := len(logs.messages("conflict")); got != 8 {
+				t.Errorf("conflict log lines: got %d, want 8", got)
+			}
+			for _, r := range logs.messages("conflict") {
+				local, remote := "target_commit_time", "source_commit_time"
+				if attr(r, "direction").String() == dirToSource {
+					local, remote = remote, local
+				}
+				if !strings.HasPrefix(attr(r, remote).String(), "20") {
+					t.Errorf("conflict log line without the incoming commit time %s: %v", remote, r)
+				}
+				if kind := attr(r, "kind").String(); kind != KindUpdateDelete && !strings.HasPrefix(attr(r, local).String(), "20") {
+					t.Errorf("%s conflict log line without the local commit time %s: %v", kind, local, r)
+				}
+			}
+			if got := testutil.ToFloat64(m.Conflicts.WithLabelValues("public.accounts", KindUpdateUpdate, map[string]string{LastUpdateWins: "target_won", SourceWins: "source_won", TargetWins: "target_won"}[tc.policy])); got != 2 {
+				t.Errorf("datasync_sync_conflicts_total{kind=update_update}: got %v, want 2", got)
+			}
+		})
+	}
+}
+
+// waitFor polls cond every 25 ms for up to 30 seconds.
+func waitFor(tb testing.TB, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("%s: not within 30s", what)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+// TestTwoWayParksRefusedChange deletes, in the target, an account that has
+// orders in the source: the source refuses the delete (foreign key). The
+// delete is parked with its reason in the source, counted as a conflict,
+// and later changes keep flowing both ways. Once the order is gone, a retry
+// applies the delete and the sides are equal again.
+func TestTwoWayParksRefusedChange(t *testing.T) {
+	p := newTwoWayPair(t, accountsSchema+`; CREATE TABLE orders (id int PRIMARY KEY, account_id bigint REFERENCES accounts);
+		INSERT INTO accounts VALUES (1, 'a@x', 'A', 1), (2, 'b@x', 'B', 2); INSERT INTO orders VALUES (10, 1)`, accountsSchema)
+	cfg := p.twoWay("park", "", mapping.TableSpec{Source: "accounts"})
+	r := startSync(t, cfg)
+	waitSame(t, p, r, accountsQuery, accountsQuery)
+
+	execAll(t, p.dst.Pool, `DELETE FROM accounts WHERE id = 1`, `INSERT INTO accounts VALUES (3, 'c@x', 'C', 3)`)
+	execAll(t, p.src.Pool, `INSERT INTO accounts VALUES (4, 'd@x', 'D', 4)`)
+	const without1 = `SELECT id, email, name, n FROM accounts WHERE id <> 1 ORDER BY id`
+	waitSame(t, p, r, without1, without1)
+
+	sides := Sides{Source: p.src.Pool, Target: p.dst.Pool}
+	var parked []ParkedChange
+	waitFor(t, "the refused delete parked", func() bool {
+		var err error
+		parked, err = ListParked(testCtx(t), sides, "park")
+		return err == nil && len(parked) == 1
+	})
+	got := parked[0]
+	if got.Side != "source" || got.Table != "public.accounts" || got.Op != "delete" || got.Key != `{"id": "1"}` || !strings.Contains(got.Reason, "orders") {
+		t.Fatalf("parked: got %+v, want the delete of account 1 in the source, refused for its orders", got)
+	}
+	if n := testutil.ToFloat64(cfg.Metrics.Conflicts.WithLabelValues("public.accounts", KindParked, KindParked)); n != 1 {
+		t.Errorf("parked conflicts: got %v, want 1", n)
+	}
+	if got := dump(t, p.src.Pool, `SELECT direction, kind, key, resolution FROM datasync.sync_conflicts`); got != "[to_source parked {\"id\": \"1\"} parked]\n" {
+		t.Errorf("stored conflicts in the source: got %s, want the parked delete", got)
+	}
+	// A retry before the cause is gone parks it again.
+	if n, err := RetryParked(testCtx(t), sides, "park", "source", got.ID); err != nil || n != 1 {
+		t.Fatalf("retry: got %d, %v; want 1 marked", n, err)
+	}
+	waitFor(t, "the failed retry recorded", func() bool {
+		l, err := ListParked(testCtx(t), sides, "park")
+		return err == nil && len(l) == 1 && l[0].Attempts == 1 && !l[0].RetryRequested
+	})
+
+	execAll(t, p.src.Pool, `DELETE FROM orders`)
+	if n, err := RetryParked(testCtx(t), sides, "park", "", 0); err != nil || n != 1 {
+		t.Fatalf("retry: got %d, %v; want 1 marked", n, err)
+	}
+	waitSame(t, p, r, accountsQuery, accountsQuery)
+	waitFor(t, "the parked change gone after its retry", func() bool {
+		l, err := ListParked(testCtx(t), sides, "park")
+		return err == nil && len(l) == 0
+	})
+	if err := r.stop(t); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+}
+
+// TestTwoWayParksUniqueViolations inserts the same email under different
+// keys on both sides while the sync is stopped: each side refuses the
+// other's row (unique email), both are parked, and a change after them in
+// the same source transaction still applies. Dropping one parked change and
+// retrying after fixing the other makes the sides equal.
+func TestTwoWayParksUniqueViolations(t *testing.T) {
+	p := newTwoWayPair(t, accountsSchema+`; INSERT INTO accounts VALUES (1, 'a@x', 'A', 1)`, accountsSchema)
+	cfg := p.twoWay("uniq", "", mapping.TableSpec{Source: "accounts"})
+	catchUp(t, cfg)
+	execAll(t, p.src.Pool, `BEGIN; INSERT INTO accounts VALUES (70, 'z@x', 'S', 0); UPDATE accounts SET n = 11 WHERE id = 1; COMMIT`)
+	execAll(t, p.dst.Pool, `BEGIN; INSERT INTO accounts VALUES (71, 'z@x', 'T', 0); INSERT INTO accounts VALUES (72, 'y@x', 'T', 0); COMMIT`)
+	m := catchUp(t, cfg)
+	parked, err := ListParked(testCtx(t), Sides{Source: p.src.Pool, Target: p.dst.Pool}, "uniq")
+	if err != nil || len(parked) != 2 {
+		t.Fatalf("parked: got %+v, %v; want one on each side", parked, err)
+	}
+	if n := testutil.ToFloat64(m.Conflicts.WithLabelValues("public.accounts", KindParked, KindParked)); n != 2 {
+		t.Errorf("parked conflicts: got %v, want 2", n)
+	}
+	const rest = `SELECT id, email, name, n FROM accounts WHERE id NOT IN (70, 71) ORDER BY id`
+	if s, d := dump(t, p.src.Pool, rest), dump(t, p.dst.Pool, rest); s != d || !strings.Contains(s, "[1 a@x A 11]") || !strings.Contains(s, "[72 y@x T 0]") {
+		t.Fatalf("the changes after the refused ones did not apply\nsource:\n%s\ntarget:\n%s", s, d)
+	}
+	// The target's row 71 gives way: it is deleted there, the source's
+	// parked insert of it dropped, and the target's parked insert of 70
+	// retried.
+	sides := Sides{Source: p.src.Pool, Target: p.dst.Pool}
+	execAll(t, p.dst.Pool, `DELETE FROM accounts WHERE id = 71`)
+	for _, pc := range parked {
+		var err error
+		if pc.Side == "source" {
+			_, err = DropParked(testCtx(t), sides, "uniq", "source", pc.ID)
+		} else {
+			_, err = RetryParked(testCtx(t), sides, "uniq", "target", pc.ID)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	catchUp(t, cfg)
+	if s, d := dump(t, p.src.Pool, accountsQuery), dump(t, p.dst.Pool, accountsQuery); s != d || !strings.Contains(s, "[70 z@x S 0]") {
+		t.Fatalf("sides differ after the retry\nsource:\n%s\ntarget:\n%s", s, d)
+	}
+	if l, err := ListParked(testCtx(t), sides, "uniq"); err != nil || len(l) != 0 {
+		t.Fatalf("parked after retry and drop: got %+v, %v; want none", l, err)
+	}
+}
+
+// TestTwoWayAfterOneWayUpdatesStillAllowed switches a one-way sync of a table with a column
+// the mapping leaves out to two ways. Its publication entry has a column
+// list, which PostgreSQL refuses under REPLICA IDENTITY FULL unless it
+// covers every column: the application's updates on the source would fail.
+// They must go on working, and flow both ways.
+func TestTwoWayAfterOneWayUpdatesStillAllowed(t *testing.T) {
+	const src = `CREATE TABLE accounts (id bigint PRIMARY KEY, email text UNIQUE, name text, n int, secret text);
+		INSERT INTO accounts VALUES (1, 'a@x', 'A', 1, 's')`
+	p := newTwoWayPair(t, src, accountsSchema)
+	cfg := p.config("switch", mapping.TableSpec{Source: "accounts"})
+	cfg.UntilCaughtUp = true
+	if err := Run(testCtx(t), cfg); err != nil {
+		t.Fatal(err)
+	}
+	// The moment the two-way start has changed the replica identity,
+	// before the sync runs on: the application's updates still work.
+	tables, err := mapping.ResolveAll(testCtx(t), p.src.Pool, p.dst.Pool, []mapping.TableSpec{{Source: "accounts"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fullIdentity(testCtx(t), p.src.Pool, "source", PublicationName("switch"), tables, slog.New(hookHandler{fn: func(slog.Record) {}})); err != nil {
+		t.Fatal(err)
+	}
+	execAll(t, p.src.Pool, `UPDATE accounts SET name = 'A2' WHERE id = 1`)
+
+	tw := p.twoWay("switch", "", mapping.TableSpec{Source: "accounts"})
+	catchUp(t, tw)
+	execAll(t, p.src.Pool, `INSERT INTO accounts VALUES (2, 'b@x', 'B', 2, 's')`)
+	execAll(t, p.dst.Pool, `INSERT INTO accounts VALUES (3, 'c@x', 'C', 3)`)
+	catchUp(t, tw)
+	execAll(t, p.dst.Pool, `UPDATE accounts SET n = 10 WHERE id = 1`)
+	catchUp(t, tw)
+	if s, d := dump(t, p.src.Pool, accountsQuery), dump(t, p.dst.Pool, accountsQuery); s != d || !strings.Contains(s, "[1 a@x A2 10]") || !strings.Contains(s, "[3 c@x C 3]") {
+		t.Fatalf("sides differ\nsource:\n%s\ntarget:\n%s", s, d)
+	}
+}
+
+// TestTwoWayParksInLargeTransaction refuses one change of a source
+// transaction applied in parts (more than MaxTxChanges changes): the
+// transaction is applied again from its start, change by change, the
+// refused change is parked and every other one applied, once.
+func TestTwoWayParksInLargeTransaction(t *testing.T) {
+	const schema = `CREATE TABLE accounts (id bigint PRIMARY KEY, email text, name text, n int)`
+	p := newTwoWayPair(t, schema, schema+`; CREATE UNIQUE INDEX ON accounts (email)`)
+	cfg := p.twoWay("bigpark", "", mapping.TableSpec{Source: "accounts"})
+	cfg.MaxTxChanges = 3
+	catchUp(t, cfg)
+	execAll(t, p.src.Pool, `INSERT INTO accounts SELECT g, CASE WHEN g IN (4, 7) THEN 'dup@x' ELSE g || '@x' END, 'N', g FROM generate_series(1, 10) g`)
+	m := catchUp(t, cfg)
+	if got := dump(t, p.dst.Pool, `SELECT count(*), sum(n) FROM accounts`); got != "[9 48]\n" {
+		t.Errorf("target: got %s, want the 9 rows other than 7", got)
+	}
+	parked, err := ListParked(testCtx(t), Sides{Source: p.src.Pool, Target: p.dst.Pool}, "bigpark")
+	if err != nil || len(parked) != 1 || parked[0].Side != "target" || parked[0].Key != `{"id": "7"}` {
+		t.Fatalf("parked: got %+v, %v; want the insert of 7 in the target", parked, err)
+	}
+	if n := testutil.ToFloat64(m.Transactions); n != 1 {
+		t.Errorf("transactions applied: got %v, want 1", n)
+	}
+}
