@@ -18,8 +18,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"gopkg.in/yaml.v3"
 
+	"github.com/strangler-fig/strangler/internal/cdc/apply"
 	"github.com/strangler-fig/strangler/internal/mapping"
 	"github.com/strangler-fig/strangler/internal/statuspage"
 )
@@ -64,7 +66,44 @@ func exported(tb testing.TB) map[string]bool {
 			tb.Fatal(err)
 		}
 	}
+	// Names built at run time (one set of sync metrics per direction) are
+	// taken from the collectors themselves.
+	for _, n := range described(func(r prometheus.Registerer) { apply.NewMetrics(r) }) {
+		names[n] = true
+	}
 	return names
+}
+
+// describer is a prometheus.Registerer that keeps the names of what is
+// registered with it.
+type describer struct{ names []string }
+
+var fqName = regexp.MustCompile(`fqName: "([^"]+)"`)
+
+func (d *describer) Register(c prometheus.Collector) error {
+	ch := make(chan *prometheus.Desc)
+	go func() { c.Describe(ch); close(ch) }()
+	for desc := range ch {
+		if m := fqName.FindStringSubmatch(desc.String()); m != nil {
+			d.names = append(d.names, m[1])
+		}
+	}
+	return nil
+}
+
+func (d *describer) MustRegister(cs ...prometheus.Collector) {
+	for _, c := range cs {
+		_ = d.Register(c)
+	}
+}
+
+func (d *describer) Unregister(prometheus.Collector) bool { return false }
+
+// described returns the metric names that register registers.
+func described(register func(prometheus.Registerer)) []string {
+	d := &describer{}
+	register(d)
+	return d.names
 }
 
 // used returns the strangler_ and datasync_ metric names in a PromQL
