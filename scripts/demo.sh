@@ -2,10 +2,12 @@
 # The Strangler demo, on this machine: a PostgreSQL cluster under .demo/, the
 # legacy monolith with sample data, the two new services, each with its own
 # database, and strangler-proxy in front of them all. datasync copies users and
-# products to the services' databases and keeps the users in sync; the proxy's
-# rollout of /api/users is ramped 0 -> 10 -> 50 % with its CLI, /api/products
-# is shadowed (the product-service's answers compared with the monolith's) and
-# a guard sets /api/users back to 0 % when the user-service goes down. It
+# products to the services' databases and keeps the users in sync both ways;
+# the proxy's rollout of /api/users is ramped 0 -> 10 -> 50 % with its CLI and
+# users create accounts through it, on both sides; /api/products is shadowed
+# (the product-service's answers compared with the monolith's) and a guard
+# sets /api/users back to 0 % when the user-service goes down, after which
+# every account it created is still served, by the monolith. It
 # prints what to try, then runs until Ctrl-C (or SIGTERM), which stops
 # everything it started. Running it again starts afresh.
 #
@@ -91,6 +93,12 @@ http_send() {
   timeout 5 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$2" &&
     printf "%s %s HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" "$1" "$3" "$4" "$5" >&3 &&
     cat <&3' _ "$1" "$2" "$3" "${#4}" "$4" 2>/dev/null || true
+}
+# proxy_send METHOD PATH USER BODY sends a JSON body through the proxy as USER
+# (X-User-ID) and prints the raw answer.
+proxy_send() {
+  printf '%s %s HTTP/1.0\r\nHost: 127.0.0.1\r\nX-User-ID: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s' \
+    "$1" "$2" "$3" "${#4}" "$4" | http_raw "$PROXY_PORT"
 }
 # proxy_get PATH [USER] GETs PATH through the proxy, as USER (X-User-ID) when
 # given, and prints the raw answer.
@@ -239,12 +247,14 @@ chmod 700 "$PG_DATA"
 say "creating a PostgreSQL cluster in ${PG_DATA#"$ROOT/"} (server programs: $PG_BIN)"
 as_postgres "$PG_BIN/initdb" -D "$PG_DATA" -U postgres -A trust -E UTF8 --locale=C --no-sync \
   >"$LOG_DIR/initdb.log" 2>&1 || die "initdb failed: see $LOG_DIR/initdb.log"
-# wal_level=logical and the slots are what datasync sync needs.
+# wal_level=logical and the slots are what datasync sync needs; two-way sync
+# tells who last wrote a row by its commit timestamp and origin.
 cat >>"$PG_DATA/postgresql.conf" <<EOF
 listen_addresses = '127.0.0.1'
 port = $PG_PORT
 unix_socket_directories = ''
 wal_level = logical
+track_commit_timestamp = on
 max_replication_slots = 10
 max_wal_senders = 10
 EOF
@@ -425,11 +435,13 @@ CONFIG
   "$BIN/datasync" backfill --config "$RUN_DIR/backfill-products.yaml" \
     2>>"$LOG_DIR/datasync-backfill.log" || die "datasync backfill of products failed: see $LOG_DIR/datasync-backfill.log"
 
-  # Sync: users follow the monolith's writes from now on. It runs like the
-  # apps (stopped with them, SIGTERM first); a user created through the
-  # monolith must show up in the user-service.
-  say "starting datasync sync of users (slot datasync_users); log in ${LOG_DIR#"$ROOT/"}/datasync-sync.log"
-  setsid "$BIN/datasync" sync --name users --source "$PG_URL/monolith?sslmode=disable" \
+  # Sync, both ways: once the rollout sends users to the user-service, both
+  # databases take writes, and each side's must reach the other. The key
+  # spaces are made disjoint first, so the two sides never hand out one id
+  # twice. It runs like the apps (stopped with them, SIGTERM first); a user
+  # created through the monolith must show up in the user-service.
+  say "starting datasync sync --two-way of users (slots datasync_users on monolith, datasync_users_to_source on users); log in ${LOG_DIR#"$ROOT/"}/datasync-sync.log"
+  setsid "$BIN/datasync" sync --two-way --name users --source "$PG_URL/monolith?sslmode=disable" \
     --target "$PG_URL/users?sslmode=disable" --table users >>"$LOG_DIR/datasync-sync.log" 2>&1 &
   APP_PIDS[datasync-sync]=$!
   APP_NAMES+=(datasync-sync)
@@ -455,20 +467,22 @@ CONFIG
   say "user $new_id ($email), created through the monolith, reached the user-service's database through the change stream (datasync sync)"
 
   # Verify: both copies match (a difference still there after 2s is not a
-  # change in flight); then a row of the users' copy is changed behind the
-  # sync's back, verify finds it (exit 1) and --repair fixes it.
-  USERS_VERIFY=(--recheck-delay 2s --source "$PG_URL/monolith?sslmode=disable" --target "$PG_URL/users?sslmode=disable" --table users)
-  say "verifying the copies (datasync verify)"
+  # change in flight). Users are synced both ways: their verify tells rows
+  # the service wrote from rows the monolith deleted. Products were copied
+  # once: a row of their copy is changed behind datasync's back, verify finds
+  # it (exit 1) and --repair fixes it.
+  USERS_VERIFY=(--two-way --name users --recheck-delay 2s --source "$PG_URL/monolith?sslmode=disable" --target "$PG_URL/users?sslmode=disable" --table users)
+  say "verifying the copies (datasync verify --two-way for users, datasync verify for products)"
   "$BIN/datasync" verify "${USERS_VERIFY[@]}" 2>>"$LOG_DIR/datasync-verify.log" || die "datasync verify of users failed: see $LOG_DIR/datasync-verify.log"
   "$BIN/datasync" verify --config "$RUN_DIR/backfill-products.yaml" 2>>"$LOG_DIR/datasync-verify.log" ||
     die "datasync verify of products failed: see $LOG_DIR/datasync-verify.log"
-  say "changing user 1's username in the user-service's database behind datasync's back"
-  "$PG_BIN/psql" -q "$PG_URL/users?sslmode=disable" -c "UPDATE users SET username = 'changed-behind-datasync' WHERE id = 1"
+  say "changing product 1's title in the product-service's database behind datasync's back"
+  "$PG_BIN/psql" -q "$PG_URL/products?sslmode=disable" -c "UPDATE catalog_items SET title = 'changed-behind-datasync' WHERE id = 1"
   rc=0
-  "$BIN/datasync" verify "${USERS_VERIFY[@]}" 2>>"$LOG_DIR/datasync-verify.log" || rc=$?
+  "$BIN/datasync" verify --config "$RUN_DIR/backfill-products.yaml" 2>>"$LOG_DIR/datasync-verify.log" || rc=$?
   [[ $rc == 1 ]] || die "datasync verify should have found the changed row (exit 1), got exit $rc"
   say "repairing it (datasync verify --repair)"
-  "$BIN/datasync" verify --repair "${USERS_VERIFY[@]}" 2>>"$LOG_DIR/datasync-verify.log" ||
+  "$BIN/datasync" verify --repair --config "$RUN_DIR/backfill-products.yaml" 2>>"$LOG_DIR/datasync-verify.log" ||
     die "datasync verify --repair failed: see $LOG_DIR/datasync-verify.log"
 fi
 
@@ -522,6 +536,37 @@ if [[ -n $PROXY && -x $BIN/datasync ]]; then
       *) ((count > 0 && count < RAMP_USERS)) || die "at $pct % the user-service served $count of $RAMP_USERS users" ;;
     esac
   done
+  # Writes at 50 %: each user creates an account through the proxy. The
+  # flag sends some to the user-service and the rest to the monolith; both
+  # take the writes, and two-way sync carries each to the other side.
+  WRITERS=24
+  say "writes at 50 %: users 1..$WRITERS each create an account through the proxy (POST /api/users)"
+  created_service=()
+  created_monolith=()
+  declare -gA CREATOR=()
+  for ((u = 1; u <= WRITERS; u++)); do
+    answer=$(proxy_send POST /api/users "$u" "{\"email\":\"demo-$u-$$@example.com\",\"username\":\"demo$u\"}")
+    code=$(head -n 1 <<<"$answer" | awk '{print $2}')
+    [[ $code == 201 ]] || die "POST /api/users as user $u through the proxy: got '$(head -n 1 <<<"$answer")', want 201: see $LOG_DIR/proxy.log"
+    id=$(grep -o '"id":[0-9]*' <<<"$answer" | head -n 1 | cut -d: -f2)
+    by=$(tr -d '\r' <<<"$answer" | awk 'tolower($1) == "x-served-by:" {print $2; exit}')
+    CREATOR[$id]=$u
+    if [[ $by == user-service ]]; then created_service+=("$id"); else created_monolith+=("$id"); fi
+  done
+  ((${#created_service[@]} > 0 && ${#created_monolith[@]} > 0)) ||
+    die "at 50 % both backends should have taken creates: user-service ${#created_service[@]}, monolith ${#created_monolith[@]}"
+  say "${#created_service[@]} accounts created by the user-service (ids ${created_service[*]}),"
+  say "${#created_monolith[@]} by the monolith (ids ${created_monolith[*]}): the two sides hand out ids from disjoint ranges"
+  for id in "${created_service[@]}" "${created_monolith[@]}"; do
+    for ((i = 0; i < 150; i++)); do
+      [[ $(http_status "$MONOLITH_PORT" "/api/users/$id") == 200 && $(http_status "$USERS_PORT" "/api/users/$id") == 200 ]] && break
+      kill -0 "${APP_PIDS[datasync-sync]}" 2>/dev/null || die "datasync sync stopped: see $LOG_DIR/datasync-sync.log"
+      sleep 0.2
+    done
+    [[ $(http_status "$MONOLITH_PORT" "/api/users/$id") == 200 && $(http_status "$USERS_PORT" "/api/users/$id") == 200 ]] ||
+      die "account $id is not in both databases after 30s: see $LOG_DIR/datasync-sync.log"
+  done
+  say "every one of the $WRITERS accounts is in both databases (datasync sync --two-way)"
   say "what the proxy counted (http://127.0.0.1:$ADMIN_PORT/metrics):"
   show_metrics
   say "strangler-proxy rollout get users-migration"
@@ -614,6 +659,15 @@ if [[ -n $PROXY && -x $BIN/datasync ]]; then
     grep -E '^strangler_(guard_trips_total|rollout_percentage|fallbacks_total)\{.*(users-migration|/api/users)' | sed 's/^/    /' || true
   grep '"guard' "$LOG_DIR/proxy.log" | tail -n 1 | sed 's/^/    /' || true
 
+  # Rolled back: the accounts the user-service created are still there for
+  # their users, now served by the monolith.
+  for id in "${created_service[@]}"; do
+    answer=$(proxy_get "/api/users/$id" "${CREATOR[$id]}" | tr -d '\r')
+    [[ $(head -n 1 <<<"$answer" | awk '{print $2}') == 200 ]] && grep -qi '^x-served-by: monolith' <<<"$answer" ||
+      die "after the rollback, account $id (created through the user-service) is not served by the monolith: $(head -n 1 <<<"$answer")"
+  done
+  say "after the rollback all ${#created_service[@]} accounts created through the user-service are served, by the monolith"
+
   say "restarting the user-service; then strangler-proxy rollout resume users-migration and rollout set users-migration 50"
   start_app user-service user-service "$USERS_PORT" users
   wait_healthy user-service "$USERS_PORT"
@@ -621,6 +675,10 @@ if [[ -n $PROXY && -x $BIN/datasync ]]; then
   printf '    %s\n' "$out"
   out=$("$PROXY" rollout set users-migration 50 2>&1) || die "strangler-proxy rollout set failed: $out (see $LOG_DIR/proxy.log)"
   printf '    %s\n' "$out"
+  say "the nightly check, now: datasync verify --two-way of users"
+  "$BIN/datasync" verify "${USERS_VERIFY[@]}" 2>>"$LOG_DIR/datasync-verify.log" ||
+    die "datasync verify --two-way of users found differences after the rollout: see $LOG_DIR/datasync-verify.log"
+  say "datasync verify --two-way: users are consistent on both sides, every account the user-service created included"
 fi
 
 M="http://127.0.0.1:$MONOLITH_PORT"

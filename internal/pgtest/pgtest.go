@@ -261,6 +261,9 @@ func Start() (*Cluster, error) {
 		"max_wal_senders = 40",
 		"shared_buffers = 64MB",
 		"wal_sender_timeout = 0",
+		// Two-way sync tells who last wrote a row by its commit timestamp
+		// and origin.
+		"track_commit_timestamp = on",
 		"log_min_messages = warning",
 		"",
 	}, "\n")
