@@ -23,8 +23,12 @@ func (s *syncer) periodicChecks(ctx context.Context) error {
 		return nil
 	}
 	s.checked = time.Now()
-	if err := s.lock.check(ctx); err != nil {
-		return err
+	// The reverse direction of a two-way sync has no lock of its own: the
+	// forward direction checks the one both run under.
+	if s.lock != nil {
+		if err := s.lock.check(ctx); err != nil {
+			return err
+		}
 	}
 	return s.checkPublished(ctx)
 }
