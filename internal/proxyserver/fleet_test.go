@@ -1,0 +1,310 @@
+package proxyserver
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/strangler-fig/strangler/internal/pgtest"
+	"github.com/strangler-fig/strangler/internal/toggles"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// fleetReplica is one proxy replica of a fleet test.
+type fleetReplica struct {
+	name               string
+	dir, cfgPath       string
+	proxyURL, adminURL string
+	env                map[string]string
+	stop               func()
+}
+
+// fleetConfig is rolloutConfig with the flags in the store at ${FLAGS_DB}
+// (seeded from flags.yaml) and the replica's name.
+func fleetConfig(mono, svc, name string) string {
+	return rolloutConfig(mono, svc) + fmt.Sprintf("flags_store: {postgres: \"${FLAGS_DB}\", replica_name: %s}\n", name)
+}
+
+// startFleet starts n replicas (proxyserver.Server instances) on the store
+// at dbURL, each in its own folder with the same seed flags file.
+func startFleet(tb testing.TB, dbURL, svcURL, flags string, n int) []*fleetReplica {
+	tb.Helper()
+	mono := namedServer(tb, "monolith", nil, nil)
+	out := make([]*fleetReplica, n)
+	for i := range n {
+		r := &fleetReplica{name: fmt.Sprintf("r%d", i), dir: tb.TempDir()}
+		r.cfgPath = filepath.Join(r.dir, "strangler.yaml")
+		writeConfig(tb, r.cfgPath, fleetConfig(mono.URL, svcURL, r.name))
+		writeConfig(tb, filepath.Join(r.dir, "flags.yaml"), flags)
+		r.env = map[string]string{"FLAGS_DB": dbURL}
+		for k, v := range e2eEnv {
+			r.env[k] = v
+		}
+		r.start(tb)
+		out[i] = r
+	}
+	return out
+}
+
+// start runs a new Server on the replica's files; stop ends it.
+func (r *fleetReplica) start(tb testing.TB) {
+	tb.Helper()
+	srv, err := New(Options{
+		ConfigPath:   r.cfgPath,
+		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Getenv:       func(k string) string { return r.env[k] },
+		PollInterval: -1,
+		GuardTick:    20 * time.Millisecond,
+		RampTick:     50 * time.Millisecond,
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx, nil) }()
+	var once sync.Once
+	r.stop = func() {
+		once.Do(func() {
+			cancel()
+			<-done
+		})
+	}
+	tb.Cleanup(r.stop)
+	p, a, err := srv.Addrs(ctx)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	r.proxyURL, r.adminURL = "http://"+p.String(), "http://"+a.String()
+}
+
+// waitAll waits until ok accepts the flag as every replica shows it.
+func waitAll(tb testing.TB, reps []*fleetReplica, key string, ok func(toggles.FlagView) bool) {
+	tb.Helper()
+	for _, r := range reps {
+		waitFlag(tb, r.adminURL, key, nil, ok)
+	}
+}
+
+// flagETag returns the ETag of GET /admin/flags/{key}.
+func flagETag(tb testing.TB, adminURL, key string) string {
+	tb.Helper()
+	resp, err := http.Get(adminURL + "/admin/flags/" + key)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("ETag") == "" {
+		tb.Fatalf("GET flag %s: %d, ETag %q", key, resp.StatusCode, resp.Header.Get("ETag"))
+	}
+	return resp.Header.Get("ETag")
+}
+
+// putIfMatch sends PUT /admin/flags/{key} with If-Match.
+func putIfMatch(tb testing.TB, adminURL, key, etag, body string) (int, string) {
+	tb.Helper()
+	req, err := http.NewRequest(http.MethodPut, adminURL+"/admin/flags/"+key, strings.NewReader(body))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+e2eToken)
+	req.Header.Set("If-Match", etag)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func auditCount(tb testing.TB, pool *pgxpool.Pool, actorPrefix string) int {
+	tb.Helper()
+	var n int
+	if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM strangler_flags.audit WHERE actor LIKE $1 || '%'`, actorPrefix).Scan(&n); err != nil {
+		tb.Fatal(err)
+	}
+	return n
+}
+
+const fleetFlags = `flags:
+  users-migration: {percentage: 0}
+`
+
+// TestFleetWriteThroughOneIsSeenByAll: a change made through one replica's
+// admin API is served by every replica, with the same revision as ETag,
+// and audited once with the replica that made it.
+func TestFleetWriteThroughOneIsSeenByAll(t *testing.T) {
+	db := pgtest.NewDB(t)
+	svc := namedServer(t, "user-service", nil, nil)
+	reps := startFleet(t, db.URL, svc.URL, fleetFlags, 3)
+	for _, r := range reps {
+		if got := servedBy(t, r.proxyURL+"/api/users", "u-1", nil); got != "monolith" {
+			t.Fatalf("%s at 0 %%: served by %s", r.name, got)
+		}
+	}
+	setFlag(t, reps[1].adminURL, "users-migration", `{"percentage": 100}`)
+	waitAll(t, reps, "users-migration", func(v toggles.FlagView) bool { return v.Percentage == 100 })
+	etag := flagETag(t, reps[0].adminURL, "users-migration")
+	for _, r := range reps {
+		if got := servedBy(t, r.proxyURL+"/api/users", "u-1", nil); got != "user-service" {
+			t.Errorf("%s at 100 %%: served by %s", r.name, got)
+		}
+		if e := flagETag(t, r.adminURL, "users-migration"); e != etag {
+			t.Errorf("%s serves ETag %s, %s serves %s", r.name, e, reps[0].name, etag)
+		}
+		_, metrics := adminDo(t, http.MethodGet, r.adminURL+"/metrics", "", "")
+		if !strings.Contains(metrics, "strangler_flags_store_up 1") || !strings.Contains(metrics, "strangler_flags_revision "+strings.Trim(etag, `"`)) {
+			t.Errorf("%s metrics lack store up and revision %s", r.name, etag)
+		}
+	}
+	var replica string
+	if err := db.Pool.QueryRow(context.Background(), `SELECT replica FROM strangler_flags.audit WHERE flag = 'users-migration'`).Scan(&replica); err != nil {
+		t.Fatalf("one audit row for the change: %v", err)
+	}
+	if replica != "r1" {
+		t.Errorf("audit replica = %q, want r1", replica)
+	}
+	// Every replica is listed with the revision it serves.
+	code, body := adminDo(t, http.MethodGet, reps[2].adminURL+"/admin/replicas", "", "")
+	var list ReplicaList
+	if code != http.StatusOK || json.Unmarshal([]byte(body), &list) != nil || len(list.Replicas) != 3 {
+		t.Fatalf("GET /admin/replicas: %d %s, want 3 replicas", code, body)
+	}
+}
+
+// TestFleetStaleIfMatchIs409: a PUT whose If-Match is a revision older
+// than the store's is refused with 409 and changes nothing, whichever
+// replica it goes to.
+func TestFleetStaleIfMatchIs409(t *testing.T) {
+	db := pgtest.NewDB(t)
+	svc := namedServer(t, "user-service", nil, nil)
+	reps := startFleet(t, db.URL, svc.URL, fleetFlags, 3)
+	old := flagETag(t, reps[0].adminURL, "users-migration")
+	setFlag(t, reps[1].adminURL, "users-migration", `{"percentage": 10}`)
+	code, body := putIfMatch(t, reps[2].adminURL, "users-migration", old, `{"percentage": 90}`)
+	if code != http.StatusConflict {
+		t.Fatalf("PUT with stale If-Match %s: %d %s, want 409", old, code, body)
+	}
+	waitAll(t, reps, "users-migration", func(v toggles.FlagView) bool { return v.Percentage == 10 })
+	cur := flagETag(t, reps[2].adminURL, "users-migration")
+	if code, body := putIfMatch(t, reps[2].adminURL, "users-migration", cur, `{"percentage": 90}`); code != http.StatusOK {
+		t.Fatalf("PUT with current If-Match %s: %d %s, want 200", cur, code, body)
+	}
+	waitAll(t, reps, "users-migration", func(v toggles.FlagView) bool { return v.Percentage == 90 })
+}
+
+// TestFleetGuardTripSetsAllToZero: a service failing under traffic trips
+// the guard of the replicas that see it; every replica goes to 0 %, and
+// the fleet records one trip, not one per replica.
+func TestFleetGuardTripSetsAllToZero(t *testing.T) {
+	db := pgtest.NewDB(t)
+	var failing atomic.Bool
+	svc := switchableServer(t, &failing)
+	reps := startFleet(t, db.URL, svc.URL, `flags:
+  users-migration:
+    percentage: 100
+    guard: {window: 1s, min_requests: 5, max_error_rate: 0.2}
+`, 3)
+	failing.Store(true)
+	// Only the first replica gets traffic: its guard judges its own
+	// requests, and its trip applies to all.
+	send := func(round int) {
+		for i := range 20 {
+			servedBy(t, reps[0].proxyURL+"/api/users", fmt.Sprintf("u-%d-%d", round, i), nil)
+		}
+	}
+	waitFlag(t, reps[0].adminURL, "users-migration", send, func(v toggles.FlagView) bool { return v.Percentage == 0 })
+	waitAll(t, reps, "users-migration", func(v toggles.FlagView) bool { return v.Percentage == 0 })
+	for _, r := range reps[1:] {
+		if got := servedBy(t, r.proxyURL+"/api/users", "u-x", nil); got != "monolith" {
+			t.Errorf("%s after the trip: served by %s", r.name, got)
+		}
+	}
+	if n := auditCount(t, db.Pool, "guard tripped"); n != 1 {
+		t.Errorf("audit has %d guard trips, want 1", n)
+	}
+}
+
+// TestFleetGuardTripOnEveryReplicaChangesOnce: when every replica's guard
+// trips on the same failure, the store records one change.
+func TestFleetGuardTripOnEveryReplicaChangesOnce(t *testing.T) {
+	db := pgtest.NewDB(t)
+	var failing atomic.Bool
+	svc := switchableServer(t, &failing)
+	reps := startFleet(t, db.URL, svc.URL, `flags:
+  users-migration:
+    percentage: 100
+    guard: {window: 1s, min_requests: 5, max_error_rate: 0.2}
+`, 3)
+	failing.Store(true)
+	var wg sync.WaitGroup
+	for _, r := range reps {
+		wg.Go(func() {
+			for i := range 40 {
+				servedBy(t, r.proxyURL+"/api/users", fmt.Sprintf("u-%d", i), nil)
+			}
+		})
+	}
+	wg.Wait()
+	waitAll(t, reps, "users-migration", func(v toggles.FlagView) bool {
+		return v.Percentage == 0 && v.State != nil && v.State.Guard != nil && v.State.Guard.Tripped
+	})
+	if n := auditCount(t, db.Pool, "guard tripped"); n != 1 {
+		t.Errorf("audit has %d guard trips for one failure seen by 3 replicas, want 1", n)
+	}
+}
+
+// TestFleetRampStepsOncePerInterval: three replicas tick the same ramp
+// every 50ms; the flag still takes one step per interval for the fleet.
+func TestFleetRampStepsOncePerInterval(t *testing.T) {
+	db := pgtest.NewDB(t)
+	svc := namedServer(t, "user-service", nil, nil)
+	reps := startFleet(t, db.URL, svc.URL, `flags:
+  users-migration:
+    percentage: 0
+    ramp: {steps: [10, 20, 30, 40], interval: 1s}
+`, 3)
+	waitAll(t, reps, "users-migration", func(v toggles.FlagView) bool { return v.Percentage == 40 })
+	rows, err := db.Pool.Query(context.Background(), `SELECT at, (new->>'percentage')::float8 FROM strangler_flags.audit
+		WHERE actor LIKE 'ramp step%' ORDER BY id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ats []time.Time
+	var pcts []float64
+	for rows.Next() {
+		var at time.Time
+		var p float64
+		if err := rows.Scan(&at, &p); err != nil {
+			t.Fatal(err)
+		}
+		ats, pcts = append(ats, at), append(pcts, p)
+	}
+	if rows.Err() != nil {
+		t.Fatal(rows.Err())
+	}
+	if fmt.Sprint(pcts) != "[10 20 30 40]" {
+		t.Fatalf("ramp steps in the audit log: %v, want [10 20 30 40] (one per step)", pcts)
+	}
+	for i := 1; i < len(ats); i++ {
+		// The store's clock: a step is decided when the last one is at
+		// least an interval old (less the few ms between deciding and
+		// writing).
+		if gap := ats[i].Sub(ats[i-1]); gap < 900*time.Millisecond {
+			t.Errorf("steps %v and %v are %v apart, want one interval (1s)", pcts[i-1], pcts[i], gap)
+		}
+	}
+}
