@@ -308,3 +308,120 @@ func TestFleetRampStepsOncePerInterval(t *testing.T) {
 		}
 	}
 }
+
+// storeUp reads strangler_flags_store_up from the replica's metrics.
+func storeUp(tb testing.TB, r *fleetReplica) string {
+	tb.Helper()
+	_, metrics := adminDo(tb, http.MethodGet, r.adminURL+"/metrics", "", "")
+	for line := range strings.Lines(metrics) {
+		if v, ok := strings.CutPrefix(line, "strangler_flags_store_up "); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+// waitStoreUp waits until every replica reports the store's state as want.
+func waitStoreUp(tb testing.TB, reps []*fleetReplica, want string) {
+	tb.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for _, r := range reps {
+		for storeUp(tb, r) != want {
+			if time.Now().After(deadline) {
+				tb.Fatalf("%s: strangler_flags_store_up is %q at the deadline, want %s", r.name, storeUp(tb, r), want)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+}
+
+// TestFleetSurvivesStoreStopAndStart: PostgreSQL stopped and started under
+// traffic. The replicas keep serving the last state with no failed
+// request, admin writes answer 503, a replica restarted during the outage
+// serves the flags cached beside its config file, and once the store is
+// back every replica catches up without a restart.
+func TestFleetSurvivesStoreStopAndStart(t *testing.T) {
+	cluster := pgtest.NewCluster(t)
+	db := cluster.NewDB(t)
+	svc := namedServer(t, "user-service", nil, nil)
+	reps := startFleet(t, db.URL, svc.URL, fleetFlags, 3)
+	setFlag(t, reps[0].adminURL, "users-migration", `{"percentage": 100}`)
+	waitAll(t, reps, "users-migration", func(v toggles.FlagView) bool { return v.Percentage == 100 })
+
+	// Traffic through the replicas that stay up the whole test.
+	var sent, failed atomic.Int64
+	var firstFailure atomic.Value
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, r := range reps[:2] {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				req, _ := http.NewRequest(http.MethodGet, r.proxyURL+"/api/users", nil)
+				req.Header.Set("X-User-ID", fmt.Sprintf("u-%d", i%50))
+				resp, err := http.DefaultClient.Do(req)
+				sent.Add(1)
+				if err != nil {
+					failed.Add(1)
+					firstFailure.CompareAndSwap(nil, err.Error())
+					continue
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK || resp.Header.Get("X-Served-By") != "user-service" {
+					failed.Add(1)
+					firstFailure.CompareAndSwap(nil, fmt.Sprintf("%s: %d from %s", r.name, resp.StatusCode, resp.Header.Get("X-Served-By")))
+				}
+			}
+		})
+	}
+	defer func() {
+		close(stop)
+		wg.Wait()
+	}()
+
+	if err := cluster.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	waitStoreUp(t, reps, "0")
+	code, body := adminDo(t, http.MethodPut, reps[1].adminURL+"/admin/flags/users-migration", e2eToken, `{"percentage": 5}`)
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "unreachable") {
+		t.Errorf("PUT with the store down: %d %s, want 503 saying the store is unreachable", code, body)
+	}
+	// A replica restarted during the outage serves its local copy.
+	reps[2].stop()
+	reps[2].start(t)
+	if got := servedBy(t, reps[2].proxyURL+"/api/users", "u-1", nil); got != "user-service" {
+		t.Errorf("replica restarted during the outage: served by %s, want user-service (100 %% from its local copy)", got)
+	}
+	if v := getFlag(t, reps[2].adminURL, "users-migration"); v.Percentage != 100 {
+		t.Errorf("replica restarted during the outage serves %v %%, want 100", v.Percentage)
+	}
+
+	if err := cluster.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitStoreUp(t, reps, "1")
+	for _, r := range reps {
+		if v := getFlag(t, r.adminURL, "users-migration"); v.Percentage != 100 {
+			t.Errorf("%s after the store came back: %v %%, want 100 (state intact)", r.name, v.Percentage)
+		}
+	}
+	// The replicas follow the store again without a restart.
+	setFlag(t, reps[2].adminURL, "users-migration", `{"percentage": 100, "include_users": ["u-vip"]}`)
+	waitAll(t, reps, "users-migration", func(v toggles.FlagView) bool { return len(v.IncludeUsers) == 1 })
+
+	close(stop)
+	wg.Wait()
+	stop = make(chan struct{})
+	if n := failed.Load(); n != 0 {
+		t.Errorf("%d of %d proxied requests failed across the outage; first: %v", n, sent.Load(), firstFailure.Load())
+	}
+	if sent.Load() == 0 {
+		t.Error("no traffic was sent")
+	}
+}
