@@ -1,12 +1,14 @@
 package proxyserver
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -15,9 +17,11 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/spf13/cobra"
 
 	"github.com/strangler-fig/strangler/internal/pgtest"
 	"github.com/strangler-fig/strangler/internal/toggles"
+	"github.com/strangler-fig/strangler/internal/toggles/togglescmd"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -423,5 +427,93 @@ func TestFleetSurvivesStoreStopAndStart(t *testing.T) {
 	}
 	if sent.Load() == 0 {
 		t.Error("no traffic was sent")
+	}
+}
+
+// cliRun runs a strangler-proxy command tree with args and returns its
+// standard output and error streams.
+func cliRun(tb testing.TB, cmd *cobra.Command, errOut *bytes.Buffer, args ...string) error {
+	tb.Helper()
+	cmd.SetArgs(args)
+	cmd.SetOut(errOut)
+	cmd.SetErr(errOut)
+	cmd.SilenceUsage, cmd.SilenceErrors = true, true
+	return cmd.ExecuteContext(context.Background())
+}
+
+// TestFleetRolloutGetWarnsWhenReplicasDisagree: rollout get says nothing
+// while the replicas serve one revision, and warns, naming them, when one
+// lags.
+func TestFleetRolloutGetWarnsWhenReplicasDisagree(t *testing.T) {
+	db := pgtest.NewDB(t)
+	svc := namedServer(t, "user-service", nil, nil)
+	reps := startFleet(t, db.URL, svc.URL, fleetFlags, 2)
+	get := func() string {
+		var out, errOut bytes.Buffer
+		cmd := togglescmd.NewCmdRollout(togglescmd.Deps{Out: &out, ErrOut: &errOut, Getenv: func(string) string { return "" }})
+		if err := cliRun(t, cmd, &errOut, "get", "--admin", reps[0].adminURL); err != nil {
+			t.Fatalf("rollout get: %v", err)
+		}
+		if !strings.Contains(out.String(), "users-migration") {
+			t.Fatalf("rollout get printed %q", out.String())
+		}
+		return errOut.String()
+	}
+	if msg := get(); strings.Contains(msg, "warning") {
+		t.Errorf("rollout get with replicas in agreement warned: %s", msg)
+	}
+	if _, err := db.Pool.Exec(context.Background(), `INSERT INTO strangler_flags.replicas (id, revision, started_at, last_seen)
+		VALUES ('r-lagging', 0, now(), now())`); err != nil {
+		t.Fatal(err)
+	}
+	if msg := get(); !strings.Contains(msg, "warning") || !strings.Contains(msg, "r-lagging at 0") {
+		t.Errorf("rollout get with a lagging replica: stderr %q, want a warning naming r-lagging", msg)
+	}
+}
+
+// TestFleetFlagsImportExport: flags export --store writes the store's
+// flags as a flags file; flags import --store puts a file in force on
+// every replica as one audited revision, and refuses a stale
+// --if-revision.
+func TestFleetFlagsImportExport(t *testing.T) {
+	db := pgtest.NewDB(t)
+	svc := namedServer(t, "user-service", nil, nil)
+	reps := startFleet(t, db.URL, svc.URL, fleetFlags, 2)
+	setFlag(t, reps[0].adminURL, "users-migration", `{"percentage": 15}`)
+	dir := t.TempDir()
+	deps := func(out, errOut *bytes.Buffer) togglescmd.Deps {
+		return togglescmd.Deps{Out: out, ErrOut: errOut, Getenv: func(k string) string {
+			if k == "STRANGLER_FLAGS_DATABASE_URL" {
+				return db.URL
+			}
+			return ""
+		}}
+	}
+	exported := filepath.Join(dir, "exported.yaml")
+	var out, errOut bytes.Buffer
+	if err := cliRun(t, togglescmd.NewCmdFlags(deps(&out, &errOut)), &errOut, "export", "--store", "env", "-o", exported); err != nil {
+		t.Fatalf("flags export: %v (%s)", err, errOut.String())
+	}
+	data, err := os.ReadFile(exported)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := toggles.Parse(data)
+	if err != nil || f.Flags["users-migration"].Percentage != 15 {
+		t.Fatalf("exported flags: %v, %s", err, data)
+	}
+
+	next := filepath.Join(dir, "next.yaml")
+	writeConfig(t, next, "flags:\n  users-migration: {percentage: 70}\n  new-flag: {percentage: 1}\n")
+	if err := cliRun(t, togglescmd.NewCmdFlags(deps(&out, &errOut)), &errOut, "import", "--store", "env", "--flags", next, "--if-revision", "1"); err == nil {
+		t.Fatal("flags import with a stale --if-revision 1: no error")
+	}
+	if err := cliRun(t, togglescmd.NewCmdFlags(deps(&out, &errOut)), &errOut, "import", "--store", "env", "--flags", next); err != nil {
+		t.Fatalf("flags import: %v (%s)", err, errOut.String())
+	}
+	waitAll(t, reps, "users-migration", func(v toggles.FlagView) bool { return v.Percentage == 70 })
+	waitAll(t, reps, "new-flag", func(v toggles.FlagView) bool { return v.Percentage == 1 })
+	if n := auditCount(t, db.Pool, "flags import"); n != 2 {
+		t.Errorf("audit rows of the import: %d, want 2 (one per changed flag)", n)
 	}
 }

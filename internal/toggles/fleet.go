@@ -612,3 +612,100 @@ func (fl Fleet) Replicas(ctx context.Context) ([]Replica, error) {
 // Heartbeat records this replica in the replica list now (the poll does
 // it every PollInterval).
 func (fl Fleet) Heartbeat(ctx context.Context) error { return fl.f.heartbeat(ctx) }
+
+// ExportFlags returns the flags document in the store at url, as a flags
+// file, with its revision. It changes nothing.
+func ExportFlags(ctx context.Context, url string) (revision int64, flags []byte, err error) {
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return 0, nil, fmt.Errorf("export flags: %w: %w", ErrStoreUnavailable, err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var body string
+	err = conn.QueryRow(ctx, `SELECT revision, body FROM strangler_flags.document WHERE id = 1`).Scan(&revision, &body)
+	if err != nil {
+		return 0, nil, fmt.Errorf("export flags: the store has no flags yet (start a proxy on it, or run flags import): %w", err)
+	}
+	return revision, []byte(body), nil
+}
+
+// ImportFlags replaces the flags in the store at url with data, a flags
+// file (validated first), as one new revision with an audit row for each
+// flag that changes, and notifies every replica. The schema is created
+// when missing. ifRevision, when not 0, refuses with ErrRevisionMismatch
+// unless the store is at that revision.
+func ImportFlags(ctx context.Context, url string, data []byte, actor string, ifRevision int64) (int64, error) {
+	file, err := Parse(data)
+	if err != nil {
+		return 0, fmt.Errorf("import flags: %w", err)
+	}
+	if _, err := NewSnapshot(file); err != nil {
+		return 0, fmt.Errorf("import flags: %w", err)
+	}
+	pcfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return 0, fmt.Errorf("import flags: not a PostgreSQL URL: %w", err)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return 0, fmt.Errorf("import flags: %w", err)
+	}
+	defer pool.Close()
+	f := &fleet{s: &Store{log: slog.New(slog.DiscardHandler)}, pool: pool, opts: FleetOptions{Replica: DefaultReplicaName()}}
+	if err := f.setup(ctx); err != nil {
+		return 0, fmt.Errorf("import flags: %w", err)
+	}
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("import flags: %w: %w", ErrStoreUnavailable, err)
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	var rev int64
+	var body string
+	if err := tx.QueryRow(ctx, `SELECT revision, body FROM strangler_flags.document WHERE id = 1 FOR UPDATE`).Scan(&rev, &body); err != nil {
+		return 0, fmt.Errorf("import flags: %w: %w", ErrStoreUnavailable, err)
+	}
+	if ifRevision != 0 && ifRevision != rev {
+		return 0, fmt.Errorf("import flags: %w: %d, now %d", ErrRevisionMismatch, ifRevision, rev)
+	}
+	old, err := Parse([]byte(body))
+	if err != nil {
+		old = &File{}
+	}
+	newRev := rev + 1
+	batch := &pgx.Batch{}
+	batch.Queue(`UPDATE strangler_flags.document SET revision = $1, body = $2, updated_at = now() WHERE id = 1`, newRev, string(data))
+	keys := map[string]bool{}
+	for k := range old.Flags {
+		keys[k] = true
+	}
+	for k := range file.Flags {
+		keys[k] = true
+	}
+	for k := range keys {
+		o, hadOld := old.Flags[k]
+		n, hasNew := file.Flags[k]
+		if hadOld && hasNew && flagEqual(o, n) {
+			continue
+		}
+		var oj, nj any
+		if hadOld {
+			b, _ := json.Marshal(ViewOf(k, o))
+			oj = string(b)
+		}
+		if hasNew {
+			b, _ := json.Marshal(ViewOf(k, n))
+			nj = string(b)
+		}
+		batch.Queue(`INSERT INTO strangler_flags.audit (revision, flag, actor, replica, old, new) VALUES ($1, $2, $3, $4, $5, $6)`,
+			newRev, k, actor, f.opts.Replica, oj, nj)
+	}
+	batch.Queue(`SELECT pg_notify($1, $2)`, fleetChannel, strconv.FormatInt(newRev, 10))
+	if err := tx.SendBatch(ctx, batch).Close(); err != nil {
+		return 0, fmt.Errorf("import flags: %w", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return 0, fmt.Errorf("import flags: %w: %w", ErrStoreUnavailable, err)
+	}
+	return newRev, nil
+}
