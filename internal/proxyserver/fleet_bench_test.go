@@ -80,7 +80,9 @@ func BenchmarkFleetPropagation(b *testing.B) {
 	b.StopTimer()
 	slices.Sort(times)
 	slices.Sort(puts)
-	q := func(ts []time.Duration, p float64) float64 { return float64(ts[int(p*float64(len(ts)-1))].Microseconds()) / 1000 }
+	q := func(ts []time.Duration, p float64) float64 {
+		return float64(ts[int(p*float64(len(ts)-1))].Microseconds()) / 1000
+	}
 	b.ReportMetric(q(times, 0.5), "p50-ms")
 	b.ReportMetric(q(times, 0.99), "p99-ms")
 	b.ReportMetric(q(times, 1), "max-ms")
