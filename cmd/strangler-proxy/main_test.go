@@ -499,7 +499,7 @@ func TestArgumentMistakesAreUsageErrors(t *testing.T) {
 		{[]string{"rollout", "get", "a", "b"}, "(see strangler-proxy rollout get --help)"},
 		{[]string{"rollout", "enable"}, "(see strangler-proxy rollout enable --help)"},
 		{[]string{"rollout", "promote", "x"}, `unknown command "promote" for "strangler-proxy rollout"`},
-		{[]string{"flags", "import"}, `unknown command "import" for "strangler-proxy flags"`},
+		{[]string{"flags", "promote"}, `unknown command "promote" for "strangler-proxy flags"`},
 		{[]string{"serv"}, `unknown command "serv" for "strangler-proxy"`},
 	} {
 		code, _, stderr := run(t, tc.args...)
