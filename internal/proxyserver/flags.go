@@ -112,7 +112,42 @@ func startFlags(ctx context.Context, cfg *proxyconfig.Config, opts Options) (*fl
 			f.log.Error("ramp loop stopped", "err", err)
 		}
 	})
+	if fleetOpts != nil {
+		every := opts.RampTick
+		if every <= 0 {
+			every = 5 * time.Second
+		}
+		f.wg.Go(func() { f.followResumes(loopCtx, every) })
+	}
 	return f, nil
+}
+
+// followResumes rearms, every interval, this replica's tripped guards
+// that were resumed through another replica since they tripped (fleet
+// mode: rollout resume reaches one replica; the store records when).
+func (f *flagRollout) followResumes(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, key := range f.tr.Store().Snapshot().FlagKeys() {
+			g, ok := f.guards.State(key)
+			if !ok || !g.Tripped {
+				continue
+			}
+			st, ok, err := f.ramps.State(key)
+			if err != nil || !ok || st.Stopped || !st.ResumedAt.After(g.At) {
+				continue
+			}
+			if f.guards.Rearm(key) {
+				f.log.Info("guard rearmed: the flag was resumed through another replica", "flag", key, "resumed_at", st.ResumedAt)
+			}
+		}
+	}
 }
 
 // configure gives the guards and ramps the flags file's settings; it runs

@@ -210,9 +210,10 @@ func TestFleetStaleIfMatchIs409(t *testing.T) {
 	waitAll(t, reps, "users-migration", func(v toggles.FlagView) bool { return v.Percentage == 90 })
 }
 
-// TestFleetGuardTripSetsAllToZero: a service failing under traffic trips
-// the guard of the replicas that see it; every replica goes to 0 %, and
-// the fleet records one trip, not one per replica.
+// TestFleetGuardTripSetsAllToZero: a service failing under traffic
+// through one replica trips that replica's guard; every replica goes to 0 %, and
+// the fleet records one trip, not one per replica; a resume through
+// another replica rearms the guard that tripped.
 func TestFleetGuardTripSetsAllToZero(t *testing.T) {
 	db := pgtest.NewDB(t)
 	var failing atomic.Bool
@@ -240,6 +241,14 @@ func TestFleetGuardTripSetsAllToZero(t *testing.T) {
 	if n := auditCount(t, db.Pool, "guard tripped"); n != 1 {
 		t.Errorf("audit has %d guard trips, want 1", n)
 	}
+	// Resumed through another replica, the tripped guard is rearmed too.
+	failing.Store(false)
+	if code, body := adminDo(t, http.MethodPost, reps[1].adminURL+"/admin/flags/users-migration/resume", e2eToken, ""); code != http.StatusOK {
+		t.Fatalf("resume through %s: %d %s", reps[1].name, code, body)
+	}
+	waitFlag(t, reps[0].adminURL, "users-migration", nil, func(v toggles.FlagView) bool {
+		return v.State != nil && v.State.Guard != nil && !v.State.Guard.Tripped
+	})
 }
 
 // TestFleetGuardTripOnEveryReplicaChangesOnce: when every replica's guard

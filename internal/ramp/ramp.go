@@ -113,6 +113,9 @@ type FlagState struct {
 	Stopped       bool      `json:"stopped,omitempty"`
 	StoppedReason string    `json:"stopped_reason,omitempty"`
 	StoppedAt     time.Time `json:"stopped_at,omitzero"`
+	// ResumedAt is when Resume last let the ramp go on: a replica whose
+	// guard tripped before it rearms that guard (fleet mode).
+	ResumedAt time.Time `json:"resumed_at,omitzero"`
 }
 
 // stateFile is the state file's content.
@@ -294,6 +297,7 @@ func (c *Controller) Resume(ctx context.Context, flag string) error {
 		stopped = true
 		fl.Stopped, fl.StoppedReason, fl.StoppedAt = false, "", time.Time{}
 		fl.LastAdvancedAt, fl.LastStep, fl.Done = time.Time{}, 0, false
+		fl.ResumedAt = now
 		c.log.Info("ramp resumed", "flag", flag)
 	})
 	if err == nil && !stopped {
