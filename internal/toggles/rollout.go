@@ -110,6 +110,7 @@ func Start(ctx context.Context, cfg Config) (*Rollout, error) {
 	r.provider = NewProvider(store)
 	client, shutdown, err := newClientFor(ctx, r.provider)
 	if err != nil {
+		store.Close()
 		return nil, fmt.Errorf("start rollout: %w", err)
 	}
 	r.shutdown = shutdown
