@@ -252,31 +252,36 @@ func TestFleetGuardTripSetsAllToZero(t *testing.T) {
 }
 
 // TestFleetGuardTripOnEveryReplicaChangesOnce: when every replica's guard
-// trips on the same failure, the store records one change.
+// trips on the same failure, the store records one change. The users are
+// in include_users, so they keep reaching the failing service through
+// every replica after the first trip, and every guard trips.
 func TestFleetGuardTripOnEveryReplicaChangesOnce(t *testing.T) {
 	db := pgtest.NewDB(t)
 	var failing atomic.Bool
 	svc := switchableServer(t, &failing)
-	reps := startFleet(t, db.URL, svc.URL, `flags:
+	users := make([]string, 20)
+	for i := range users {
+		users[i] = fmt.Sprintf("u-%d", i)
+	}
+	reps := startFleet(t, db.URL, svc.URL, fmt.Sprintf(`flags:
   users-migration:
     percentage: 100
+    include_users: [%s]
     guard: {window: 1s, min_requests: 5, max_error_rate: 0.2}
-`, 3)
+`, strings.Join(users, ", ")), 3)
 	failing.Store(true)
-	var wg sync.WaitGroup
 	for _, r := range reps {
-		wg.Go(func() {
-			for i := range 40 {
-				servedBy(t, r.proxyURL+"/api/users", fmt.Sprintf("u-%d", i), nil)
+		send := func(int) {
+			for _, u := range users {
+				servedBy(t, r.proxyURL+"/api/users", u, nil)
 			}
+		}
+		waitFlag(t, r.adminURL, "users-migration", send, func(v toggles.FlagView) bool {
+			return v.Percentage == 0 && v.State != nil && v.State.Guard != nil && v.State.Guard.Tripped
 		})
 	}
-	wg.Wait()
-	waitAll(t, reps, "users-migration", func(v toggles.FlagView) bool {
-		return v.Percentage == 0 && v.State != nil && v.State.Guard != nil && v.State.Guard.Tripped
-	})
 	if n := auditCount(t, db.Pool, "guard tripped"); n != 1 {
-		t.Errorf("audit has %d guard trips for one failure seen by 3 replicas, want 1", n)
+		t.Errorf("audit has %d guard trips for one failure that tripped 3 replicas, want 1", n)
 	}
 }
 
