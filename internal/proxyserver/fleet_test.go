@@ -319,9 +319,10 @@ func TestFleetRampStepsOncePerInterval(t *testing.T) {
 	}
 	for i := 1; i < len(ats); i++ {
 		// The store's clock: a step is decided when the last one is at
-		// least an interval old (less the few ms between deciding and
-		// writing).
-		if gap := ats[i].Sub(ats[i-1]); gap < 900*time.Millisecond {
+		// least an interval old; the write follows the decision after a
+		// delay that varies with load, hence the margin. Steps taken by
+		// several replicas in one interval are milliseconds apart.
+		if gap := ats[i].Sub(ats[i-1]); gap < 500*time.Millisecond {
 			t.Errorf("steps %v and %v are %v apart, want one interval (1s)", pcts[i-1], pcts[i], gap)
 		}
 	}
