@@ -97,6 +97,12 @@ func explainRun(_ context.Context, opts *ExplainOptions) error {
 		return nil
 	}
 	fmt.Fprintf(out, "flag:     %s\n", route.Flag)
+	if cfg.FlagsStore != nil {
+		// Fleet mode: the flags in force are in PostgreSQL, not in a file
+		// explain could read.
+		fmt.Fprintf(out, "decision: not evaluated (the flags are in flags_store: see `strangler-proxy rollout get %s` against a replica)\n", route.Flag)
+		return nil
+	}
 	if cfg.FlagsFile == "" {
 		fmt.Fprintf(out, "decision: monolith (no flags_file: the flag cannot be evaluated)\n")
 		return nil

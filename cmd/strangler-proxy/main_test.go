@@ -466,6 +466,23 @@ routes:
 	}
 }
 
+// TestExplainInFleetModeSaysItDoesNotEvaluate: with flags_store the flags
+// in force are in PostgreSQL; explain says so instead of claiming that
+// there is no flags file.
+func TestExplainInFleetModeSaysItDoesNotEvaluate(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeFile(t, dir, "strangler.yaml", `monolith: {url: http://127.0.0.1:8000}
+services: {users: {url: http://127.0.0.1:8001}}
+flags_store: "${FLAGS_DB}"
+routes:
+  - {prefix: /api/users, service: users, flag: users-migration}
+`)
+	code, out, errOut := run(t, "explain", "--config", cfg, "GET", "/api/users")
+	if code != 0 || !strings.Contains(out, "not evaluated (the flags are in flags_store") {
+		t.Errorf("got exit %d, output %q (stderr %q)", code, out, errOut)
+	}
+}
+
 // TestGCPercent pins that serve sets its own GOGC only when the environment
 // sets none.
 func TestGCPercent(t *testing.T) {
@@ -499,7 +516,7 @@ func TestArgumentMistakesAreUsageErrors(t *testing.T) {
 		{[]string{"rollout", "get", "a", "b"}, "(see strangler-proxy rollout get --help)"},
 		{[]string{"rollout", "enable"}, "(see strangler-proxy rollout enable --help)"},
 		{[]string{"rollout", "promote", "x"}, `unknown command "promote" for "strangler-proxy rollout"`},
-		{[]string{"flags", "import"}, `unknown command "import" for "strangler-proxy flags"`},
+		{[]string{"flags", "promote"}, `unknown command "promote" for "strangler-proxy flags"`},
 		{[]string{"serv"}, `unknown command "serv" for "strangler-proxy"`},
 	} {
 		code, _, stderr := run(t, tc.args...)

@@ -68,6 +68,9 @@ type Config struct {
 	Anonymous string `yaml:"anonymous"`
 	// FlagsFile is the rollout flags file, relative to the config file's folder.
 	FlagsFile string `yaml:"flags_file"`
+	// FlagsStore keeps the flags in PostgreSQL, shared by every replica
+	// (fleet mode); see flagsstore.go.
+	FlagsStore *FlagsStoreConfig `yaml:"flags_store"`
 	// Routes send path prefixes to services.
 	Routes []RouteConfig `yaml:"routes"`
 

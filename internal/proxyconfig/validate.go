@@ -165,6 +165,7 @@ func (c *Config) Validate() error {
 		v.add("anonymous", fmt.Sprintf("%q is not a policy: use %s or %s", c.Anonymous, AnonymousMonolith, AnonymousStickyCookie))
 	}
 
+	c.FlagsStore.validate(v)
 	seen := make(map[string]int, len(c.Routes))
 	for i := range c.Routes {
 		v.route(i, &c.Routes[i], seen)

@@ -55,8 +55,25 @@ func startFlags(ctx context.Context, cfg *proxyconfig.Config, opts Options) (*fl
 	// The ramp needs the store, which toggles.Start opens: it is set
 	// before the first snapshot reaches configure, through the adapter.
 	store := &rampStore{}
+	var fleetOpts *toggles.FleetOptions
+	var rampState ramp.StateStore
+	fleetState := &fleetRampState{}
+	if cfg.FlagsStore != nil {
+		url, err := cfg.FlagsStoreURL(opts.Getenv)
+		if err != nil {
+			return nil, fmt.Errorf("flags: %w", err)
+		}
+		fleetOpts = &toggles.FleetOptions{
+			URL:       url,
+			CacheFile: cfg.FlagsCachePath(),
+			Replica:   cfg.FlagsStore.ReplicaName,
+			SeedFile:  cfg.FlagsPath(),
+		}
+		rampState = fleetState
+	}
 	f.ramps, err = ramp.New(ramp.Options{
 		Store:     store,
+		State:     rampState,
 		FlagsFile: cfg.FlagsPath(),
 		Holding:   f.guards.Holding,
 		Logger:    opts.Logger.With("component", "ramp"),
@@ -74,11 +91,15 @@ func startFlags(ctx context.Context, cfg *proxyconfig.Config, opts Options) (*fl
 		Registerer: opts.Registry,
 		Logger:     opts.Logger,
 		OnChange:   f.configure,
+		Fleet:      fleetOpts,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("flags: %w", err)
 	}
 	store.s = f.tr.Store()
+	if fl, ok := store.s.Fleet(); ok {
+		fleetState.s = fl.RampState()
+	}
 	loopCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	f.cancel = cancel
 	f.wg.Go(func() {
@@ -91,7 +112,42 @@ func startFlags(ctx context.Context, cfg *proxyconfig.Config, opts Options) (*fl
 			f.log.Error("ramp loop stopped", "err", err)
 		}
 	})
+	if fleetOpts != nil {
+		every := opts.RampTick
+		if every <= 0 {
+			every = 5 * time.Second
+		}
+		f.wg.Go(func() { f.followResumes(loopCtx, every) })
+	}
 	return f, nil
+}
+
+// followResumes rearms, every interval, this replica's tripped guards
+// that were resumed through another replica since they tripped (fleet
+// mode: rollout resume reaches one replica; the store records when).
+func (f *flagRollout) followResumes(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, key := range f.tr.Store().Snapshot().FlagKeys() {
+			g, ok := f.guards.State(key)
+			if !ok || !g.Tripped {
+				continue
+			}
+			st, ok, err := f.ramps.State(key)
+			if err != nil || !ok || st.Stopped || !st.ResumedAt.After(g.At) {
+				continue
+			}
+			if f.guards.Rearm(key) {
+				f.log.Info("guard rearmed: the flag was resumed through another replica", "flag", key, "resumed_at", st.ResumedAt)
+			}
+		}
+	}
 }
 
 // configure gives the guards and ramps the flags file's settings; it runs
@@ -142,6 +198,20 @@ func (r rampStore) SetPercentage(_ context.Context, flag string, p float64, reas
 		return fmt.Errorf("set %s to %v%%: %w", flag, p, err)
 	}
 	return nil
+}
+
+// fleetRampState is the fleet store's ramp state, set once the store is
+// open (the ramp controller is made before).
+type fleetRampState struct{ s ramp.StateStore }
+
+// UpdateState implements ramp.StateStore.
+func (r *fleetRampState) UpdateState(ctx context.Context, fn func(map[string]*ramp.FlagState)) error {
+	return r.s.UpdateState(ctx, fn)
+}
+
+// ReadState implements ramp.StateStore.
+func (r *fleetRampState) ReadState(ctx context.Context) (map[string]*ramp.FlagState, error) {
+	return r.s.ReadState(ctx)
 }
 
 // IdentitySources converts the config's identity list to the toggles type
@@ -236,6 +306,9 @@ func (f *flagRollout) mount(s *Server) {
 	s.admin.HandleWrite("POST /admin/flags/{key}/resume", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		f.resume(w, r, opts)
 	}))
+	if fl, ok := f.tr.Store().Fleet(); ok {
+		s.admin.Handle("GET /admin/replicas", replicasHandler(fl, f.tr.Store()))
+	}
 }
 
 // resume serves POST /admin/flags/{key}/resume: it rearms the flag's guard
@@ -253,6 +326,9 @@ func (f *flagRollout) resume(w http.ResponseWriter, r *http.Request, opts toggle
 	switch {
 	case errors.Is(err, ramp.ErrNotStopped) && !wasTripped:
 		admin.WriteJSON(w, http.StatusConflict, toggles.APIError{Error: fmt.Sprintf("flag %q has no tripped guard and no stopped ramp: nothing to resume", key)})
+		return
+	case errors.Is(err, toggles.ErrStoreUnavailable):
+		admin.WriteJSON(w, http.StatusServiceUnavailable, toggles.APIError{Error: "the shared flags store (PostgreSQL) is unreachable: the ramp was not resumed; retry when the store is back (" + err.Error() + ")"})
 		return
 	case err != nil && !errors.Is(err, ramp.ErrNotStopped):
 		f.log.Error("resume ramp", "flag", key, "err", err)

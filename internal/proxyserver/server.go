@@ -101,7 +101,7 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{opts: opts, content: content, ready: make(chan struct{})}
-	if opts.Rollout == nil && cfg.FlagsFile != "" {
+	if opts.Rollout == nil && (cfg.FlagsFile != "" || cfg.FlagsStore != nil) {
 		s.flags, err = startFlags(context.Background(), cfg, opts)
 		if err != nil {
 			return nil, err

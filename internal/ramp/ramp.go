@@ -86,6 +86,17 @@ type Store interface {
 	SetPercentage(ctx context.Context, flag string, percentage float64, reason string) error
 }
 
+// StateStore keeps the ramp state of every flag where every replica sees
+// it, in place of the state file: the fleet's PostgreSQL store.
+type StateStore interface {
+	// UpdateState runs fn on every flag's state, by flag (never nil),
+	// under a lock that excludes every other replica's UpdateState, and
+	// saves what fn changed.
+	UpdateState(ctx context.Context, fn func(flags map[string]*FlagState)) error
+	// ReadState returns every flag's state.
+	ReadState(ctx context.Context) (map[string]*FlagState, error)
+}
+
 // FlagState is one flag's entry in the shared state file.
 type FlagState struct {
 	// StartedAt is when a controller first saw the ramp.
@@ -102,6 +113,9 @@ type FlagState struct {
 	Stopped       bool      `json:"stopped,omitempty"`
 	StoppedReason string    `json:"stopped_reason,omitempty"`
 	StoppedAt     time.Time `json:"stopped_at,omitzero"`
+	// ResumedAt is when Resume last let the ramp go on: a replica whose
+	// guard tripped before it rearms that guard (fleet mode).
+	ResumedAt time.Time `json:"resumed_at,omitzero"`
 }
 
 // stateFile is the state file's content.
@@ -119,6 +133,10 @@ type Options struct {
 	// FlagsFile is the flags file's path; the lock and state files go
 	// beside it (FlagsFile+".lock", FlagsFile+".ramp.json").
 	FlagsFile string
+	// State, when set, keeps the ramp state instead of the files beside
+	// FlagsFile (which may then be empty): several replicas on several
+	// hosts share it (fleet mode).
+	State StateStore
 	// Holding, when set, is asked before each step; false (e.g. the
 	// replica's own guard is tripped) skips the step.
 	Holding func(flag string) bool
@@ -147,8 +165,8 @@ func New(opts Options) (*Controller, error) {
 	if opts.Store == nil {
 		return nil, errors.New("ramp: a Store is required")
 	}
-	if opts.FlagsFile == "" {
-		return nil, errors.New("ramp: the flags file's path is required")
+	if opts.FlagsFile == "" && opts.State == nil {
+		return nil, errors.New("ramp: the flags file's path (or a StateStore) is required")
 	}
 	c := &Controller{
 		opts: opts, log: opts.Logger, now: opts.Now,
@@ -279,6 +297,7 @@ func (c *Controller) Resume(ctx context.Context, flag string) error {
 		stopped = true
 		fl.Stopped, fl.StoppedReason, fl.StoppedAt = false, "", time.Time{}
 		fl.LastAdvancedAt, fl.LastStep, fl.Done = time.Time{}, 0, false
+		fl.ResumedAt = now
 		c.log.Info("ramp resumed", "flag", flag)
 	})
 	if err == nil && !stopped {
@@ -318,6 +337,11 @@ func (c *Controller) Run(ctx context.Context) error {
 // update runs fn on the state file's content under the exclusive lock and
 // writes the result back when it changed.
 func (c *Controller) update(ctx context.Context, fn func(st *stateFile, now time.Time)) error {
+	if c.opts.State != nil {
+		return c.opts.State.UpdateState(ctx, func(flags map[string]*FlagState) {
+			fn(&stateFile{Flags: flags}, c.now())
+		})
+	}
 	unlock, err := lockFile(ctx, c.lockPath)
 	if err != nil {
 		return err
@@ -342,7 +366,16 @@ func (c *Controller) update(ctx context.Context, fn func(st *stateFile, now time
 	return writeAtomic(c.statePath, append(after, '\n'))
 }
 
-func (c *Controller) read() (*stateFile, error) { return readStateFile(c.statePath) }
+func (c *Controller) read() (*stateFile, error) {
+	if c.opts.State != nil {
+		flags, err := c.opts.State.ReadState(context.Background())
+		if err != nil {
+			return nil, err
+		}
+		return &stateFile{Flags: flags}, nil
+	}
+	return readStateFile(c.statePath)
+}
 
 // ReadState returns flag's ramp state from the state file beside flagsFile,
 // without a controller (for the explain command); ok is false when the file

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/strangler-fig/strangler/internal/guard"
@@ -104,6 +105,11 @@ const maxPatchBody = 64 << 10
 //	                        input, 404 for an unknown flag, 409 while the
 //	                        file on disk is invalid
 //
+// GET of one flag and PUT answers carry the flags' revision as ETag; a PUT
+// with If-Match of another revision changes nothing and answers 409, so a
+// client that read a flag never overwrites a newer change. In
+// fleet mode a PUT answers 503 while the shared store is unreachable.
+//
 // Errors are APIError bodies.
 func NewAdminHandler(store *Store, opts AdminOptions) http.Handler {
 	a := &admin{store: store, actor: opts.Actor, log: opts.Logger, state: opts.State}
@@ -157,11 +163,13 @@ func (a *admin) list(w http.ResponseWriter, _ *http.Request) {
 
 func (a *admin) get(w http.ResponseWriter, r *http.Request) {
 	key := r.PathValue("key")
-	f, ok := a.store.Snapshot().Flag(key)
+	snap := a.store.Snapshot()
+	f, ok := snap.Flag(key)
 	if !ok {
 		writeJSON(w, http.StatusNotFound, APIError{Error: fmt.Sprintf("flag %q is not in the flags file", key)})
 		return
 	}
+	w.Header().Set("ETag", ETag(snap.Revision()))
 	writeJSON(w, http.StatusOK, a.view(key, f))
 }
 
@@ -172,9 +180,21 @@ func (a *admin) put(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, e)
 		return
 	}
-	f, err := a.store.Update(key, p, a.actor(r))
+	ifRev, perr := parseIfMatch(r.Header.Get("If-Match"))
+	if perr != nil {
+		writeJSON(w, http.StatusBadRequest, APIError{Error: perr.Error(), Field: "If-Match"})
+		return
+	}
+	f, err := a.store.UpdateIf(key, p, a.actor(r), ifRev)
 	var verr *ValidationError
 	switch {
+	case errors.Is(err, ErrRevisionMismatch):
+		w.Header().Set("ETag", ETag(a.store.Snapshot().Revision()))
+		writeJSON(w, http.StatusConflict, APIError{Error: fmt.Sprintf("flag %q: %v: read it again (its ETag is the revision now in force) and retry", key, err)})
+	case errors.Is(err, ErrStoreUnavailable):
+		a.log.Warn("admin flag update refused: flags store unreachable", "flag", key, "err", err)
+		w.Header().Set("Retry-After", "5")
+		writeJSON(w, http.StatusServiceUnavailable, APIError{Error: "the shared flags store (PostgreSQL) is unreachable: nothing was changed; the proxy keeps serving the flags it last read; retry when the store is back (" + err.Error() + ")"})
 	case errors.Is(err, ErrFileInvalid):
 		writeJSON(w, http.StatusConflict, APIError{Error: err.Error()})
 	case errors.Is(err, ErrFlagNotFound):
@@ -185,8 +205,30 @@ func (a *admin) put(w http.ResponseWriter, r *http.Request) {
 		a.log.Error("admin flag update failed", "flag", key, "err", err)
 		writeJSON(w, http.StatusInternalServerError, APIError{Error: err.Error()})
 	default:
+		w.Header().Set("ETag", ETag(a.store.Snapshot().Revision()))
 		writeJSON(w, http.StatusOK, a.view(key, f))
 	}
+}
+
+// ETag is the ETag header value of a revision: the number, quoted.
+func ETag(revision int64) string { return `"` + strconv.FormatInt(revision, 10) + `"` }
+
+// parseIfMatch reads an If-Match header: empty or * means any revision
+// (0), else one quoted revision as ETag writes it.
+func parseIfMatch(h string) (int64, error) {
+	h = strings.TrimSpace(h)
+	if h == "" || h == "*" {
+		return 0, nil
+	}
+	v := strings.TrimPrefix(h, "W/")
+	if len(v) < 2 || v[0] != '"' || v[len(v)-1] != '"' {
+		return 0, fmt.Errorf("If-Match %q is not an ETag: send the ETag of GET /admin/flags/{key}, e.g. \"42\"", h)
+	}
+	n, err := strconv.ParseInt(v[1:len(v)-1], 10, 64)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("If-Match %q is not a revision this proxy gave: send the ETag of GET /admin/flags/{key}, e.g. \"42\"", h)
+	}
+	return n, nil
 }
 
 // patchFields lists the fields a PUT may set, for messages.

@@ -43,9 +43,16 @@ type Result struct {
 // Snapshot is one immutable, compiled state of the flags file. Reads need
 // no lock.
 type Snapshot struct {
-	file  *File
-	flags map[string]*compiledFlag
+	file     *File
+	flags    map[string]*compiledFlag
+	revision int64 // set by the store before the snapshot is put in force
 }
+
+// Revision is the snapshot's revision: in fleet mode the store's revision,
+// shared by every replica; with a flags file a count of the contents this
+// process has put in force (1 for the first). 0 for a snapshot no store
+// has put in force.
+func (s *Snapshot) Revision() int64 { return s.revision }
 
 type compiledFlag struct {
 	enabled   bool

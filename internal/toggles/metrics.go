@@ -81,3 +81,29 @@ func (m *Metrics) SetPercentages(s *Snapshot) {
 		m.percentage.WithLabelValues(key).Set(pct)
 	}
 }
+
+// registerFleetMetrics adds strangler_flags_revision and
+// strangler_flags_store_up for a store in fleet mode.
+func registerFleetMetrics(reg prometheus.Registerer, s *Store, fl Fleet) error {
+	rev := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "strangler_flags_revision",
+		Help: "Revision of the shared flags store this replica serves.",
+	}, func() float64 { return float64(s.Snapshot().Revision()) })
+	up := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "strangler_flags_store_up",
+		Help: "1 when the shared flags store (PostgreSQL) answered the last read, else 0.",
+	}, func() float64 {
+		if fl.Up() {
+			return 1
+		}
+		return 0
+	})
+	if err := reg.Register(rev); err != nil {
+		return fmt.Errorf("register strangler_flags_revision: %w", err)
+	}
+	if err := reg.Register(up); err != nil {
+		reg.Unregister(rev)
+		return fmt.Errorf("register strangler_flags_store_up: %w", err)
+	}
+	return nil
+}

@@ -42,6 +42,10 @@ type Config struct {
 	// PollInterval is how often the flags file is looked at. Zero means
 	// one second.
 	PollInterval time.Duration
+	// Fleet, when set, keeps the flags in PostgreSQL, shared by every
+	// replica (fleet mode); FlagsFile then only seeds an empty store
+	// (FleetOptions.SeedFile).
+	Fleet *FleetOptions
 }
 
 // Rollout is the running rollout state of a proxy: the flags store and
@@ -75,7 +79,11 @@ func Start(ctx context.Context, cfg Config) (*Rollout, error) {
 		return nil, fmt.Errorf("start rollout: %w", err)
 	}
 	r.resolver.Store(resolver)
-	store, err := OpenStore(cfg.FlagsFile, StoreOptions{
+	open := func(so StoreOptions) (*Store, error) { return OpenStore(cfg.FlagsFile, so) }
+	if cfg.Fleet != nil {
+		open = func(so StoreOptions) (*Store, error) { return OpenFleetStore(ctx, *cfg.Fleet, so) }
+	}
+	store, err := open(StoreOptions{
 		Logger:   cfg.Logger,
 		OnReload: cfg.OnReload,
 		Audit:    cfg.Audit,
@@ -102,6 +110,7 @@ func Start(ctx context.Context, cfg Config) (*Rollout, error) {
 	r.provider = NewProvider(store)
 	client, shutdown, err := newClientFor(ctx, r.provider)
 	if err != nil {
+		store.Close()
 		return nil, fmt.Errorf("start rollout: %w", err)
 	}
 	r.shutdown = shutdown
@@ -109,6 +118,14 @@ func Start(ctx context.Context, cfg Config) (*Rollout, error) {
 	if r.metrics != nil {
 		if err := r.metrics.register(cfg.Registerer); err != nil {
 			_ = shutdown(ctx)
+			store.Close()
+			return nil, fmt.Errorf("start rollout: %w", err)
+		}
+	}
+	if fl, ok := store.Fleet(); ok && cfg.Registerer != nil {
+		if err := registerFleetMetrics(cfg.Registerer, store, fl); err != nil {
+			_ = shutdown(ctx)
+			store.Close()
 			return nil, fmt.Errorf("start rollout: %w", err)
 		}
 	}
@@ -167,6 +184,7 @@ func (r *Rollout) AdminHandler(opts AdminOptions) http.Handler {
 func (r *Rollout) Close(ctx context.Context) error {
 	r.cancel()
 	r.wg.Wait()
+	r.store.Close()
 	if err := r.shutdown(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		return fmt.Errorf("close rollout: %w", err)
 	}

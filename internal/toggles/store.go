@@ -25,6 +25,14 @@ var (
 	// edited into an invalid state: it must be fixed before a change can be
 	// written over it.
 	ErrFileInvalid = errors.New("the flags file on disk is invalid: fix it (or restore it) first")
+	// ErrRevisionMismatch is returned by UpdateIf when the flags have
+	// changed since the revision the caller read: read the flag again and
+	// retry.
+	ErrRevisionMismatch = errors.New("the flags changed since the revision given")
+	// ErrStoreUnavailable is returned by a fleet store's writes while its
+	// PostgreSQL database cannot be reached; the flags last read stay in
+	// force.
+	ErrStoreUnavailable = errors.New("the flags store (PostgreSQL) is unreachable")
 )
 
 // StoreOptions are a Store's hooks. Every field may be left zero.
@@ -74,6 +82,8 @@ type Store struct {
 	mu      sync.Mutex // serialises loads and writes
 	onDisk  []byte     // the bytes last loaded or written
 	badDisk []byte     // the last content rejected, so it is reported once
+
+	fleet *fleet // the PostgreSQL store in fleet mode; nil for a flags file
 }
 
 // OpenStore loads the flags file at path. A missing file is a file with no
@@ -93,6 +103,7 @@ func OpenStore(path string, opts StoreOptions) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open flags store %s: %w", path, err)
 	}
+	snap.revision = 1
 	s.snap.Store(snap)
 	s.onDisk = data
 	return s, nil
@@ -129,6 +140,9 @@ func snapshotOf(data []byte) (*Snapshot, error) {
 // stays and the error is returned. changed reports whether a new snapshot
 // was put in force.
 func (s *Store) Reload() (changed bool, err error) {
+	if s.fleet != nil {
+		return s.fleet.reload()
+	}
 	s.mu.Lock()
 	o := s.reloadLocked()
 	s.mu.Unlock()
@@ -174,6 +188,7 @@ func (s *Store) reloadLocked() reloadOutcome {
 		}
 		return o
 	}
+	snap.revision = s.snap.Load().revision + 1
 	s.snap.Store(snap)
 	s.onDisk, s.badDisk = data, nil
 	s.log.Info("flags file reloaded", "path", s.path, "flags", len(snap.file.Flags))
@@ -186,6 +201,10 @@ func (s *Store) reloadLocked() reloadOutcome {
 // truncates, then writes) is not loaded. An invalid file is reported
 // through OnReload and the logger, and the old state is kept.
 func (s *Store) Watch(ctx context.Context, interval time.Duration) {
+	if s.fleet != nil {
+		s.fleet.run(ctx)
+		return
+	}
 	defer func() {
 		if r := recover(); r != nil {
 			s.log.Error("flags watcher panicked", "panic", r, "stack", string(debug.Stack()))
@@ -227,7 +246,18 @@ func (s *Store) poll(seen *[]byte) {
 // made to the file on disk and not yet picked up by Watch is loaded first,
 // so it is not overwritten.
 func (s *Store) Update(key string, patch Patch, actor string) (Flag, error) {
-	ev, snap, reloaded, err := s.update(key, patch, actor)
+	return s.UpdateIf(key, patch, actor, 0)
+}
+
+// UpdateIf is Update when the flags are still at revision ifRevision (as
+// Snapshot.Revision reported it): otherwise nothing is changed and the
+// error is ErrRevisionMismatch. ifRevision 0 means any revision. In fleet
+// mode the check and the change are one transaction of the shared store.
+func (s *Store) UpdateIf(key string, patch Patch, actor string, ifRevision int64) (Flag, error) {
+	if s.fleet != nil {
+		return s.fleet.update(key, patch, actor, ifRevision)
+	}
+	ev, snap, reloaded, err := s.update(key, patch, actor, ifRevision)
 	s.notify(reloaded)
 	if err != nil {
 		return Flag{}, err
@@ -243,7 +273,7 @@ func (s *Store) Update(key string, patch Patch, actor string) (Flag, error) {
 }
 
 // update does Update's work under the lock; the hooks run after it.
-func (s *Store) update(key string, patch Patch, actor string) (AuditEvent, *Snapshot, reloadOutcome, error) {
+func (s *Store) update(key string, patch Patch, actor string, ifRevision int64) (AuditEvent, *Snapshot, reloadOutcome, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	reloaded := s.reloadLocked()
@@ -254,6 +284,9 @@ func (s *Store) update(key string, patch Patch, actor string) (AuditEvent, *Snap
 	old, ok := cur.file.Flags[key]
 	if !ok {
 		return AuditEvent{}, nil, reloaded, fmt.Errorf("update flag %s: %w", key, ErrFlagNotFound)
+	}
+	if ifRevision != 0 && ifRevision != cur.revision {
+		return AuditEvent{}, nil, reloaded, fmt.Errorf("update flag %s: %w: %d, now %d", key, ErrRevisionMismatch, ifRevision, cur.revision)
 	}
 	next := old.Clone()
 	patch.apply(&next)
@@ -271,6 +304,7 @@ func (s *Store) update(key string, patch Patch, actor string) (AuditEvent, *Snap
 	if err := writeFileAtomic(s.path, buf.Bytes()); err != nil {
 		return AuditEvent{}, nil, reloaded, fmt.Errorf("update flag %s: %w", key, err)
 	}
+	snap.revision = cur.revision + 1
 	s.snap.Store(snap)
 	s.onDisk = buf.Bytes()
 	ev := AuditEvent{Time: time.Now(), Flag: key, Actor: actor, Old: old.Clone(), New: next.Clone()}

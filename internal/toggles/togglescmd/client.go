@@ -59,6 +59,30 @@ func (c *AdminClient) Update(ctx context.Context, key string, p toggles.Patch) (
 	return out, nil
 }
 
+// Replica is one entry of GET /admin/replicas.
+type Replica struct {
+	ID       string `json:"id"`
+	Revision int64  `json:"revision"`
+	Self     bool   `json:"self"`
+}
+
+// Replicas returns the replicas of fleet mode seen in the last minute;
+// ok is false for a proxy with a flags file (404).
+func (c *AdminClient) Replicas(ctx context.Context) (list []Replica, ok bool, err error) {
+	var out struct {
+		Replicas []Replica `json:"replicas"`
+	}
+	err = c.do(ctx, http.MethodGet, "/admin/replicas", "", nil, &out)
+	var se *StatusError
+	if errors.As(err, &se) && se.Code == http.StatusNotFound {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, true, fmt.Errorf("list replicas: %w", err)
+	}
+	return out.Replicas, true, nil
+}
+
 // Resume rearms a flag's tripped guard and lets its stopped ramp go on;
 // it returns the flag as now in force.
 func (c *AdminClient) Resume(ctx context.Context, key string) (toggles.FlagView, error) {
@@ -98,13 +122,22 @@ func (c *AdminClient) do(ctx context.Context, method, path, flag string, body []
 		return fmt.Errorf("read admin API answer: %w", err)
 	}
 	if resp.StatusCode/100 != 2 {
-		return statusError(resp.StatusCode, flag, data)
+		return &StatusError{Code: resp.StatusCode, err: statusError(resp.StatusCode, flag, data)}
 	}
 	if err := json.Unmarshal(data, out); err != nil {
 		return fmt.Errorf("admin API answer is not the JSON expected (is --admin %s a strangler-proxy admin listener?): %w", base, err)
 	}
 	return nil
 }
+
+// StatusError is an error answer of the admin API; it wraps ErrAdmin.
+type StatusError struct {
+	Code int // the HTTP status
+	err  error
+}
+
+func (e *StatusError) Error() string { return e.err.Error() }
+func (e *StatusError) Unwrap() error { return e.err }
 
 // statusError explains an error answer and what to do about it.
 func statusError(code int, flag string, body []byte) error {

@@ -111,6 +111,7 @@ func NewCmdGet(d Deps, admin *AdminFlags, runF func(context.Context, *GetOptions
 
 func getRun(ctx context.Context, opts *GetOptions) error {
 	c := opts.Admin.client(opts.Deps)
+	defer warnReplicas(ctx, c, opts.Deps)
 	if opts.Flag == "" {
 		flags, err := c.List(ctx)
 		if err != nil {
@@ -357,4 +358,41 @@ func printJSON(w io.Writer, v any) error {
 		return fmt.Errorf("print JSON: %w", err)
 	}
 	return nil
+}
+
+// warnReplicas tells, on ErrOut, when the replicas of fleet mode do not
+// all serve the same flags revision. A proxy with a flags file has no
+// replica list: nothing is said.
+func warnReplicas(ctx context.Context, c *AdminClient, d Deps) {
+	list, ok, err := c.Replicas(ctx)
+	if !ok {
+		return
+	}
+	if err != nil {
+		fmt.Fprintf(d.ErrOut, "warning: could not check that the replicas agree: %v\n", err)
+		return
+	}
+	if msg := disagreement(list); msg != "" {
+		fmt.Fprintln(d.ErrOut, msg)
+	}
+}
+
+// disagreement describes replicas serving different revisions, or "".
+func disagreement(list []Replica) string {
+	if len(list) < 2 {
+		return ""
+	}
+	var parts []string
+	agree := true
+	for _, r := range list {
+		parts = append(parts, fmt.Sprintf("%s at %d", r.ID, r.Revision))
+		if r.Revision != list[0].Revision {
+			agree = false
+		}
+	}
+	if agree {
+		return ""
+	}
+	return "warning: the replicas serve different flags revisions (" + strings.Join(parts, ", ") +
+		"): a change may still be spreading (run again in a few seconds), or a replica cannot reach the flags store (see strangler_flags_store_up)"
 }
