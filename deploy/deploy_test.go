@@ -30,7 +30,7 @@ import (
 // Namespace/Subsystem/Name in client_golang's Opts, and NewDesc names.
 var (
 	metricOpts  = regexp.MustCompile(`Namespace:\s*"(\w+)",\s*(?:Subsystem:\s*"(\w+)",\s*)?Name:\s*"(\w+)"`)
-	metricDesc  = regexp.MustCompile(`NewDesc\(\s*"(\w+)"`)
+	metricDesc  = regexp.MustCompile(`(?:NewDesc\(\s*|Name:\s*)"((?:strangler|datasync)_\w+)"`)
 	metricUse   = regexp.MustCompile(`\b(?:strangler|datasync)_[a-z0-9_]+\b`)
 	quoted      = regexp.MustCompile(`"(?:[^"\\]|\\.)*"`)
 	histogramOf = regexp.MustCompile(`_(bucket|sum|count)$`)
@@ -450,6 +450,9 @@ func TestManifests(t *testing.T) {
 			t.Errorf("strangler-proxy: container port %s (%d) and the config's listener %q disagree", name, portOf(got, name), addr)
 		}
 	}
+	if !strings.Contains(cm.Data["strangler.yaml"], "flags_store:") {
+		t.Errorf("the ConfigMap's strangler.yaml runs without flags_store: several replicas need fleet mode")
+	}
 	dir := t.TempDir()
 	config := strings.Replace(cm.Data["strangler.yaml"], cfg.FlagsFile, filepath.Join(dir, "flags.yaml"), 1)
 	for name, text := range map[string]string{"strangler.yaml": config, "flags.yaml": cm.Data["flags.yaml"]} {
@@ -458,7 +461,7 @@ func TestManifests(t *testing.T) {
 		}
 	}
 	validate := exec.Command(bins["/usr/local/bin/strangler-proxy"], "validate", "--config", filepath.Join(dir, "strangler.yaml"))
-	validate.Env = append(os.Environ(), cfg.Admin.TokenEnv+"=x")
+	validate.Env = append(os.Environ(), cfg.Admin.TokenEnv+"=x", "STRANGLER_FLAGS_DATABASE_URL=postgres://strangler@127.0.0.1:1/strangler")
 	if out, err := validate.CombinedOutput(); err != nil {
 		t.Errorf("the ConfigMap's strangler.yaml does not validate: %v\n%s", err, out)
 	}
