@@ -37,8 +37,8 @@ type SyncOptions struct {
 	// AcceptPartitionLimits accepts, for every partitioned source table,
 	// what logical replication does not carry for one.
 	AcceptPartitionLimits bool
-	TwoWay        bool
-	Conflicts     string
+	TwoWay                bool
+	Conflicts             string
 }
 
 // NewCmdSync builds datasync sync. runF replaces syncRun in tests.
