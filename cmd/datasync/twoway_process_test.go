@@ -16,23 +16,6 @@ import (
 	"github.com/strangler-fig/strangler/internal/pgtest"
 )
 
-// twoWayCluster starts a cluster of the test's own with
-// track_commit_timestamp on, which two-way sync needs.
-func twoWayCluster(tb testing.TB) *pgtest.Cluster {
-	tb.Helper()
-	c := pgtest.NewCluster(tb)
-	admin, err := pgxpool.New(context.Background(), c.URL("postgres"))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	execSQL(tb, admin, `ALTER SYSTEM SET track_commit_timestamp = on`)
-	admin.Close()
-	if err := c.Restart(); err != nil {
-		tb.Fatal(err)
-	}
-	return c
-}
-
 // dupTrigger records, on either side, every UPDATE of events: no one
 // updates an event, so a row there means an insert was applied twice (the
 // apply statement overwrites a row it finds).
@@ -119,7 +102,7 @@ func waitRows(tb testing.TB, pool *pgxpool.Pool, p *proc, query string) {
 // row).
 func TestTwoWaySyncProcessKill(t *testing.T) {
 	bin := buildDatasync(t)
-	c := twoWayCluster(t)
+	c := pgtest.NewTwoWayCluster(t)
 	src, dst := c.NewDB(t), c.NewDB(t)
 	execSQL(t, src.Pool, workloadSchema+dupTrigger+`INSERT INTO accounts SELECT g, 'owner' || g, g * 1.5, NULL, now() FROM generate_series(1, 2000) g;
 		INSERT INTO events SELECT g, g, 'seed' FROM generate_series(1, 2000) g;`)

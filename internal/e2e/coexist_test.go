@@ -282,7 +282,8 @@ func TestCoexistenceRollout(t *testing.T) {
 		t.Skip("-short: builds the programs and runs them against PostgreSQL")
 	}
 	bin := buildAll(t)
-	mono, users := pgtest.NewDB(t), pgtest.NewDB(t)
+	cluster := pgtest.NewTwoWayCluster(t)
+	mono, users := cluster.NewDB(t), cluster.NewDB(t)
 
 	monoAddr, usersAddr := testkit.FreeAddr(t), testkit.FreeAddr(t)
 	monolith := start(t, "example-monolith", filepath.Join(bin, "example-monolith"),

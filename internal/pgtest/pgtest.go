@@ -214,6 +214,30 @@ func NewCluster(tb testing.TB) *Cluster {
 	return c
 }
 
+// NewTwoWayCluster starts a cluster of the test's own with
+// track_commit_timestamp on, which two-way sync and two-way verify need
+// (the shared cluster keeps it off, so that their refusals without it can be
+// tested).
+func NewTwoWayCluster(tb testing.TB) *Cluster {
+	tb.Helper()
+	c := NewCluster(tb)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	admin, err := pgxpool.New(ctx, c.URL("postgres"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	_, err = admin.Exec(ctx, `ALTER SYSTEM SET track_commit_timestamp = on`)
+	admin.Close()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := c.Restart(); err != nil {
+		tb.Fatal(err)
+	}
+	return c
+}
+
 // URL returns a superuser URL for database db in the cluster.
 func (c *Cluster) URL(db string) string {
 	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", c.Port, url.PathEscape(db))
@@ -261,9 +285,6 @@ func Start() (*Cluster, error) {
 		"max_wal_senders = 40",
 		"shared_buffers = 64MB",
 		"wal_sender_timeout = 0",
-		// Two-way sync tells who last wrote a row by its commit timestamp
-		// and origin.
-		"track_commit_timestamp = on",
 		"log_min_messages = warning",
 		"",
 	}, "\n")

@@ -23,18 +23,7 @@ import (
 func twoWayCluster(tb testing.TB, ddl string) (c *pgtest.Cluster, srcDB, dstDB *pgtest.DB, src, dst *pgxpool.Pool) {
 	tb.Helper()
 	ctx := context.Background()
-	c = pgtest.NewCluster(tb)
-	admin, err := pgx.Connect(ctx, c.URL("postgres"))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if _, err := admin.Exec(ctx, "ALTER SYSTEM SET track_commit_timestamp = on"); err != nil {
-		tb.Fatal(err)
-	}
-	admin.Close(ctx)
-	if err := c.Restart(); err != nil {
-		tb.Fatal(err)
-	}
+	c = pgtest.NewTwoWayCluster(tb)
 	srcDB, dstDB = c.NewDB(tb), c.NewDB(tb)
 	for _, d := range []struct {
 		db   *pgtest.DB

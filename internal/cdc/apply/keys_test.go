@@ -385,13 +385,7 @@ func TestKeyHeadroom(t *testing.T) {
 // collide; a one-way Run does not look at sequences.
 func TestRunTwoWayChecksKeysFirst(t *testing.T) {
 	// A cluster of the test's own, with what two-way sync needs.
-	c := pgtest.NewCluster(t)
-	admin := c.NewDB(t)
-	execAll(t, admin.Pool, `ALTER SYSTEM SET track_commit_timestamp = on`)
-	admin.Pool.Close()
-	if err := c.Restart(); err != nil {
-		t.Fatal(err)
-	}
+	c := pgtest.NewTwoWayCluster(t)
 	p := pair{src: c.NewDB(t), dst: c.NewDB(t)}
 	execAll(t, p.src.Pool, "CREATE TABLE t (id bigserial PRIMARY KEY, v text)")
 	execAll(t, p.dst.Pool, "CREATE TABLE t (id bigserial PRIMARY KEY, v text)")

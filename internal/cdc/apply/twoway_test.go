@@ -18,20 +18,7 @@ import (
 
 // twoWayCluster starts a cluster of the test's own with
 // track_commit_timestamp on, which two-way sync needs.
-func twoWayCluster(tb testing.TB) *pgtest.Cluster {
-	tb.Helper()
-	c := pgtest.NewCluster(tb)
-	admin, err := pgxpool.New(testCtx(tb), c.URL("postgres"))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	execAll(tb, admin, `ALTER SYSTEM SET track_commit_timestamp = on`)
-	admin.Close()
-	if err := c.Restart(); err != nil {
-		tb.Fatal(err)
-	}
-	return c
-}
+func twoWayCluster(tb testing.TB) *pgtest.Cluster { return pgtest.NewTwoWayCluster(tb) }
 
 // pairIn creates the source and target databases in cluster c (as in the
 // demo, where both live in one cluster and origins and slots are shared).
