@@ -83,8 +83,8 @@ func TestHostileInput(t *testing.T) {
 	}{
 		{"strangler", func(t *testing.T, rec *recorder) string { return strangler(t, rec, "http1_fast_path: true") }, true},
 		{"strangler without fast path", func(t *testing.T, rec *recorder) string { return strangler(t, rec, "http1_fast_path: false") }, true},
-		{"nginx", func(t *testing.T, rec *recorder) string { return startNginx(t, rec.addr, "") }, false},
-		{"haproxy", func(t *testing.T, rec *recorder) string { return startHAProxy(t, rec.addr, "") }, false},
+		{"nginx", func(t *testing.T, rec *recorder) string { return testkit.StartNginx(t, rec.addr, "") }, false},
+		{"haproxy", func(t *testing.T, rec *recorder) string { return testkit.StartHAProxy(t, rec.addr, "") }, false},
 	}
 	for _, target := range targets {
 		t.Run(target.name, func(t *testing.T) {
@@ -140,9 +140,11 @@ func TestStalledBodyReleasesBackend(t *testing.T) {
 		{"strangler without fast path", func(t *testing.T, rec *recorder) string {
 			return strangler(t, rec, "http1_fast_path: false, body_read_timeout: 300ms")
 		}, true},
-		{"nginx", func(t *testing.T, rec *recorder) string { return startNginx(t, rec.addr, "client_body_timeout 300ms;") }, false},
+		{"nginx", func(t *testing.T, rec *recorder) string {
+			return testkit.StartNginx(t, rec.addr, "client_body_timeout 300ms;")
+		}, false},
 		{"haproxy", func(t *testing.T, rec *recorder) string {
-			return startHAProxy(t, rec.addr, "option http-buffer-request\n  timeout http-request 300ms")
+			return testkit.StartHAProxy(t, rec.addr, "option http-buffer-request\n  timeout http-request 300ms")
 		}, false},
 	} {
 		t.Run(target.name, func(t *testing.T) {

@@ -5,121 +5,12 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/strangler-fig/strangler/internal/testkit"
 )
-
-// startNginx runs nginx in front of upstream, with upstream keepalive as
-// bench/proxy.sh sets it up and client_max_body_size as given, and returns
-// its address. The test is skipped when nginx is not installed.
-func startNginx(tb testing.TB, upstream, maxBody string) string {
-	tb.Helper()
-	bin := peerBinary(tb, "nginx")
-	dir := tb.TempDir()
-	addr := testkit.FreeAddr(tb)
-	conf := fmt.Sprintf(`daemon off;
-master_process off;
-worker_processes 1;
-pid %[1]s/nginx.pid;
-error_log %[1]s/error.log;
-events { worker_connections 256; }
-http {
-  access_log off;
-  client_body_temp_path %[1]s/body;
-  proxy_temp_path %[1]s/proxy;
-  fastcgi_temp_path %[1]s/fastcgi;
-  uwsgi_temp_path %[1]s/uwsgi;
-  scgi_temp_path %[1]s/scgi;
-  upstream up { server %[2]s; keepalive 16; }
-  server {
-    listen %[3]s;
-    client_max_body_size %[4]s;
-    location / {
-      proxy_pass http://up;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-    }
-  }
-}
-`, dir, upstream, addr, maxBody)
-	path := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
-		tb.Fatal(err)
-	}
-	runPeer(tb, addr, exec.Command(bin, "-p", dir, "-c", path, "-e", filepath.Join(dir, "error.log")))
-	return addr
-}
-
-// startHAProxy runs HAProxy in front of upstream with "http-reuse always",
-// as bench/proxy.sh sets it up, and returns its address. The test is
-// skipped when HAProxy is not installed.
-func startHAProxy(tb testing.TB, upstream string) string {
-	tb.Helper()
-	bin := peerBinary(tb, "haproxy")
-	addr := testkit.FreeAddr(tb)
-	conf := fmt.Sprintf(`global
-  maxconn 256
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 30s
-  timeout server 30s
-  http-reuse always
-frontend front
-  bind %s
-  default_backend up
-backend up
-  server up %s
-`, addr, upstream)
-	path := filepath.Join(tb.TempDir(), "haproxy.cfg")
-	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
-		tb.Fatal(err)
-	}
-	runPeer(tb, addr, exec.Command(bin, "-db", "-f", path))
-	return addr
-}
-
-// peerBinary finds a peer proxy's binary, or skips the test.
-func peerBinary(tb testing.TB, name string) string {
-	tb.Helper()
-	if bin, err := exec.LookPath(name); err == nil {
-		return bin
-	}
-	for _, dir := range []string{"/usr/sbin", "/usr/local/sbin"} {
-		if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
-			return filepath.Join(dir, name)
-		}
-	}
-	tb.Skipf("%s is not installed (apt-get install %s): the comparison with it is skipped", name, name)
-	return ""
-}
-
-// runPeer starts a peer proxy, stops it when the test ends, and waits for
-// it to listen on addr.
-func runPeer(tb testing.TB, addr string, cmd *exec.Cmd) {
-	tb.Helper()
-	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
-	if err := cmd.Start(); err != nil {
-		tb.Fatalf("start %s: %v", cmd.Path, err)
-	}
-	tb.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	testkit.Eventually(tb, 10*time.Second, filepath.Base(cmd.Path)+" to listen", func() bool {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
-}
 
 // TestHostileInputLikePeers sends the same raw requests through
 // strangler-proxy and through nginx, each in front of its own recording
@@ -140,8 +31,10 @@ max_body: 1KiB
 `, up.URL()))
 			return tp.addr()
 		}, false},
-		{"nginx", func(t *testing.T, up *rawBackend) string { return startNginx(t, up.addr, "1k") }, false},
-		{"haproxy", func(t *testing.T, up *rawBackend) string { return startHAProxy(t, up.addr) }, true},
+		{"nginx", func(t *testing.T, up *rawBackend) string {
+			return testkit.StartNginx(t, up.addr, "client_max_body_size 1k;")
+		}, false},
+		{"haproxy", func(t *testing.T, up *rawBackend) string { return testkit.StartHAProxy(t, up.addr, "") }, true},
 	}
 	for _, f := range fronts {
 		t.Run(f.name, func(t *testing.T) {
