@@ -687,11 +687,12 @@ P="http://127.0.0.1:$PRODUCTS_PORT"
 X="http://127.0.0.1:$PROXY_PORT"
 A="http://127.0.0.1:$ADMIN_PORT"
 PX=${PROXY#"$ROOT/"}
+DS=$BIN/datasync
 cat <<EOF
 
 The Strangler demo is running:
   example-monolith  $M   users, products, orders (seeded: $SEED_USERS users, $SEED_PRODUCTS products)
-  user-service      $U   /api/users, own database 'users' (filled and kept in sync by datasync)
+  user-service      $U   /api/users, own database 'users' (filled and kept in sync both ways by datasync)
   product-service   $P   /api/products, own database 'products' (table catalog_items)
 EOF
 if [[ -n $PROXY ]]; then
@@ -723,11 +724,16 @@ if [[ -n $PROXY ]]; then
   $PX rollout disable users-migration     # the kill switch: everyone to the monolith
   $PX rollout resume users-migration      # after a guard trip: rearm the guard
   $PX explain --config ${PROXY_CONFIG#"$ROOT/"} --user 7 GET /api/users/7
-  # Watch it:
+  # Watch it: the status page (routes, flags, guard, shadow) in a browser, or
+  curl -s $A/ | head -n 40
   curl -s $A/metrics | grep -E '^strangler_(requests_total|rollout_decisions_total|rollout_percentage|fallbacks_total)'
   curl -s $A/metrics | grep -E '^strangler_(guard_trips_total|shadow_comparisons_total)'
   curl -s '$A/admin/shadow/mismatches?route=/api/products'
   tail -f ${LOG_DIR#"$ROOT/"}/proxy-access.log
+  # The two-way sync of users: slots, origins, key headroom, conflicts, parked changes:
+  ${DS#"$ROOT/"} status --name users --source '$PG_URL/monolith' --target '$PG_URL/users'
+  ${DS#"$ROOT/"} parked list --name users --source '$PG_URL/monolith' --target '$PG_URL/users'
+  ${DS#"$ROOT/"} verify --two-way --name users --source '$PG_URL/monolith' --target '$PG_URL/users' --table users
   # The apps themselves:
 EOF
 fi

@@ -241,6 +241,10 @@ func printReverse(w io.Writer, st *apply.Status) {
 		switch {
 		case !o.Exists:
 			fmt.Fprintf(w, "origin %s\tmissing in the %s's cluster\n", o.Name, o.Database)
+		case o.RemoteLSN == "0/0":
+			// The sync keeps its position in datasync.sync_state, with the
+			// changes: the origin marks them, it does not track them.
+			fmt.Fprintf(w, "origin %s\tin the %s's cluster (marks what the sync applies; its position is in datasync.sync_state)\n", o.Name, o.Database)
 		case o.RemoteLSN != "":
 			fmt.Fprintf(w, "origin %s\tin the %s's cluster: applied up to %s of the other side's WAL (local %s)\n", o.Name, o.Database, o.RemoteLSN, orDash(o.LocalLSN))
 		default:
