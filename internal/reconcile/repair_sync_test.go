@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/strangler-fig/strangler/internal/cdc/apply"
 	"github.com/strangler-fig/strangler/internal/mapping"
@@ -126,7 +128,10 @@ func TestRepairBesideRunningSyncNeverWritesOlderValues(t *testing.T) {
 		// Damage every target row where the sync does not look (pad is
 		// only rewritten when the row changes on the source), so that
 		// each repair rewrites rows the stream is updating.
-		execSQL(t, dst, "UPDATE counters SET pad = 'damaged'")
+		// The statement takes the rows in no set order and can deadlock
+		// with the sync's apply, which PostgreSQL then breaks by failing
+		// one of the two: the damage is tried again, never the sync.
+		damage(t, dst, "UPDATE counters SET pad = 'damaged'")
 		rep, err := Verify(ctx, src, dst, tables, Options{Repair: true, BatchSize: 7})
 		if err != nil {
 			t.Fatal(err)
@@ -249,5 +254,21 @@ func TestRepairWriteAfterSyncAppliedNewerValue(t *testing.T) {
 	}
 	if n != 1 || pad != "p" {
 		t.Errorf("got target row n=%d pad=%q, want n=1 pad=\"p\" (the source's)", n, pad)
+	}
+}
+
+// damage runs sql on pool, again when PostgreSQL broke a deadlock by
+// failing it (SQLSTATE 40P01).
+func damage(tb testing.TB, pool *pgxpool.Pool, sql string) {
+	tb.Helper()
+	for attempt := 1; ; attempt++ {
+		_, err := pool.Exec(context.Background(), sql)
+		var pgErr *pgconn.PgError
+		if err == nil {
+			return
+		}
+		if !errors.As(err, &pgErr) || pgErr.Code != "40P01" || attempt == 5 {
+			tb.Fatalf("%s: %v", sql, err)
+		}
 	}
 }
