@@ -89,3 +89,35 @@ func QuoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`)
 
 // QuoteLiteral quotes a SQL string literal.
 func QuoteLiteral(s string) string { return `'` + strings.ReplaceAll(s, `'`, `''`) + `'` }
+
+// CastType is a type as format_type prints it, without its modifier, for a
+// cast in SQL: an explicit cast to varchar(10) or char(3) would cut a longer
+// value short in silence, where cast to the unbounded type the value meets
+// the column's limit on assignment, which fails instead. char and bit
+// without a modifier mean a length of 1, so their unbounded forms are
+// bpchar and varbit.
+func CastType(t string) string {
+	var b strings.Builder
+	depth := 0
+	for _, r := range t {
+		switch {
+		case r == '(':
+			depth++
+		case r == ')' && depth > 0:
+			depth--
+		case depth == 0:
+			b.WriteRune(r)
+		}
+	}
+	base, array := strings.CutSuffix(strings.TrimSpace(b.String()), "[]")
+	switch base {
+	case "character":
+		base = "bpchar"
+	case "bit":
+		base = "varbit"
+	}
+	if array {
+		base += "[]"
+	}
+	return base
+}

@@ -82,7 +82,7 @@ func (p *pair) toTarget(origin string) *flow {
 	for i, c := range p.table.Columns {
 		f.fromVals = append(f.fromVals, "("+p.src.values[i]+")::text")
 		f.cols = append(f.cols, mapping.QuoteIdent(c.Target))
-		f.casts = append(f.casts, castType(c.TargetType))
+		f.casts = append(f.casts, mapping.CastType(c.TargetType))
 		f.key = append(f.key, c.Key)
 	}
 	return f
@@ -94,46 +94,15 @@ func (p *pair) toSource(origin string) *flow {
 	f := &flow{from: p.dst, to: p.src, fromKey: p.dst.keyText, toKey: p.src.keyText, conflict: p.table.SourceKeyList(), origin: origin}
 	for _, c := range p.table.Columns {
 		v := mapping.QuoteIdent(c.Target)
-		if castType(c.SourceType) != castType(c.TargetType) {
-			v += "::" + castType(c.SourceType)
+		if mapping.CastType(c.SourceType) != mapping.CastType(c.TargetType) {
+			v += "::" + mapping.CastType(c.SourceType)
 		}
 		f.fromVals = append(f.fromVals, "("+v+")::text")
 		f.cols = append(f.cols, mapping.QuoteIdent(c.Source))
-		f.casts = append(f.casts, castType(c.SourceType))
+		f.casts = append(f.casts, mapping.CastType(c.SourceType))
 		f.key = append(f.key, c.Key)
 	}
 	return f
-}
-
-// castType is a type as format_type prints it, without its modifier: an
-// explicit cast to varchar(10) would cut a longer value short in silence,
-// where the column's own limit fails on assignment. char and bit without a
-// modifier mean a length of 1, so their unbounded forms are bpchar and
-// varbit.
-func castType(t string) string {
-	var b strings.Builder
-	depth := 0
-	for _, r := range t {
-		switch {
-		case r == '(':
-			depth++
-		case r == ')' && depth > 0:
-			depth--
-		case depth == 0:
-			b.WriteRune(r)
-		}
-	}
-	base, array := strings.CutSuffix(strings.TrimSpace(b.String()), "[]")
-	switch base {
-	case "character":
-		base = "bpchar"
-	case "bit":
-		base = "varbit"
-	}
-	if array {
-		base += "[]"
-	}
-	return base
 }
 
 // repair makes the target match the source's current rows for every key of

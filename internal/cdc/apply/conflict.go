@@ -108,8 +108,8 @@ var byText = map[string]bool{"json": true, "xml": true, "point": true, "line": t
 // cmpExpr is the SQL of a local column and a parameter compared by value.
 func cmpExpr(c mapping.Column, n int) (local, param string) {
 	local = "t." + mapping.QuoteIdent(c.Target)
-	p := fmt.Sprintf("$%d::text::%s", n, castType(c.TargetType))
-	if byText[strings.TrimSuffix(castType(c.TargetType), "[]")] {
+	p := fmt.Sprintf("$%d::text::%s", n, mapping.CastType(c.TargetType))
+	if byText[strings.TrimSuffix(mapping.CastType(c.TargetType), "[]")] {
 		return local + "::text", p + "::text"
 	}
 	return local, p

@@ -98,7 +98,7 @@ func compile(t *mapping.Table, rel *cdc.Relation) (*plan, error) {
 // copied ones. Types of the source's own (enums, domains) may not exist in
 // the target and are read as the target type.
 func param(n int, c mapping.Column) string {
-	src, dst := castType(c.SourceType), castType(c.TargetType)
+	src, dst := mapping.CastType(c.SourceType), mapping.CastType(c.TargetType)
 	if c.SourceType != "" && src != dst && c.SourceOID != 0 && c.SourceOID < firstUserOID {
 		return fmt.Sprintf("$%d::text::%s::%s", n, src, dst)
 	}
@@ -108,37 +108,6 @@ func param(n int, c mapping.Column) string {
 // firstUserOID is PostgreSQL's FirstNormalObjectId: OIDs below it are
 // built into every database.
 const firstUserOID = 16384
-
-// castType is a type as format_type prints it without its modifier. An
-// explicit cast to varchar(10) or char(3) would cut a longer value short in
-// silence; cast to the unbounded type, the value meets the column's limit
-// on assignment, which fails instead. char and bit without a modifier mean
-// a length of 1, so their unbounded forms are bpchar and varbit.
-func castType(t string) string {
-	var b strings.Builder
-	depth := 0
-	for _, r := range t {
-		switch {
-		case r == '(':
-			depth++
-		case r == ')' && depth > 0:
-			depth--
-		case depth == 0:
-			b.WriteRune(r)
-		}
-	}
-	base, array := strings.CutSuffix(b.String(), "[]")
-	switch base {
-	case "character":
-		base = "bpchar"
-	case "bit":
-		base = "varbit"
-	}
-	if array {
-		base += "[]"
-	}
-	return base
-}
 
 // keyCondition matches the key, its values numbered from first.
 func (p *plan) keyCondition(first int) string {

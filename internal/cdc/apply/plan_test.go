@@ -168,8 +168,8 @@ func TestCastType(t *testing.T) {
 		{"public.mood", "public.mood"},
 	}
 	for _, tc := range tests {
-		if got := castType(tc.in); got != tc.want {
-			t.Errorf("castType(%q): got %q, want %q", tc.in, got, tc.want)
+		if got := mapping.CastType(tc.in); got != tc.want {
+			t.Errorf("CastType(%q): got %q, want %q", tc.in, got, tc.want)
 		}
 	}
 }

@@ -80,7 +80,7 @@ func (s *syncer) fillInsert(ctx context.Context, tx *cdc.Transaction, c *cdc.Cha
 	conds := make([]string, len(t.Key))
 	for n, k := range t.Key {
 		kc := t.Columns[k]
-		conds[n] = fmt.Sprintf("%s = $%d::text::%s", mapping.QuoteIdent(kc.Source), n+1, castType(kc.SourceType))
+		conds[n] = fmt.Sprintf("%s = $%d::text::%s", mapping.QuoteIdent(kc.Source), n+1, mapping.CastType(kc.SourceType))
 	}
 	vals := make([]*string, len(missing))
 	dest := make([]any, len(missing))
