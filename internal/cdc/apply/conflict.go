@@ -3,12 +3,14 @@ package apply
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/strangler-fig/strangler/internal/cdc"
 	"github.com/strangler-fig/strangler/internal/mapping"
@@ -42,10 +44,14 @@ type conflict struct {
 	reason     string // for parked changes
 }
 
-// stmtKey names a cached conflict-aware statement.
+// stmtKey names a cached two-way statement: of a plan and kind of change,
+// for an update whether it changes the key, and whether it is the fast
+// statement or the conflict-aware one.
 type stmtKey struct {
-	p  *plan
-	op cdc.Op
+	p         *plan
+	op        cdc.Op
+	keyChange bool
+	fast      bool
 }
 
 // Conflict detection, per incoming row change, is one statement that reads
@@ -86,19 +92,18 @@ const (
 // modes returns, for an incoming change of op, the decision mode for a
 // conflicting local row and whether a row missing locally is written.
 func (d *direction) modes(op cdc.Op) (mode int, missing bool) {
-	incomingWins := (d.policy == SourceWins) == d.fromSource
-	switch d.policy {
-	case LastUpdateWins:
+	if d.policy == LastUpdateWins {
 		if op == cdc.OpDelete {
 			return modeLocal, true
 		}
 		return modeTime, true
-	default:
-		if incomingWins {
-			return modeRemote, true
-		}
-		return modeLocal, false
 	}
+	if incomingWins := (d.policy == SourceWins) == d.fromSource; incomingWins {
+		return modeRemote, true
+	}
+	// An insert of a row missing locally is no conflict: it is written
+	// under every policy.
+	return modeLocal, op == cdc.OpInsert
 }
 
 // byText lists types without an equality operator, compared as text.
@@ -137,6 +142,24 @@ func keyMatch(t *mapping.Table, first int) string {
 	return strings.Join(conds, " AND ")
 }
 
+// setList is the SET list of an update of p's table to the new row ($1…$n):
+// the columns that are not part of the key, or all of them when the update
+// changes the key (or every column is part of the key). Leaving the key
+// alone lets an update apply to a key that is GENERATED ALWAYS AS IDENTITY,
+// which only DEFAULT may be assigned.
+func setList(t *mapping.Table, keyChange bool) string {
+	var sets []string
+	for i, c := range t.Columns {
+		if keyChange || !c.Key {
+			sets = append(sets, mapping.QuoteIdent(c.Target)+" = "+param(i+1, c))
+		}
+	}
+	if len(sets) == 0 {
+		return setList(t, true)
+	}
+	return strings.Join(sets, ", ")
+}
+
 // conflictSQL builds the conflict-aware statement of op for p's table. Its
 // parameters: for an insert or update, the new row ($1…$n), the key to
 // look up ($n+1…$n+k), for an update the old row, then the decision
@@ -144,7 +167,7 @@ func keyMatch(t *mapping.Table, first int) string {
 // delete, the key ($1…$k), the old row, then the decision without the last.
 // It returns one row: conflict (NULL when the row is missing), the local
 // commit time, whether the change was applied, rows inserted.
-func conflictSQL(p *plan, op cdc.Op) string {
+func conflictSQL(p *plan, op cdc.Op, keyChange bool) string {
 	t := p.table
 	n, k := len(t.Columns), len(t.Key)
 	target := t.Target.Quoted()
@@ -175,50 +198,113 @@ d AS (DELETE FROM %s t USING w WHERE %s AND w.apply RETURNING 1)
 SELECT w.conflict, w.ts, w.apply, 0::int8 FROM (SELECT 1) o LEFT JOIN w ON true`, target, keyMatch(t, lookup))
 		return b.String()
 	}
-	sets := make([]string, n)
 	vals := make([]string, n)
 	for i, c := range t.Columns {
 		vals[i] = param(i+1, c)
-		sets[i] = mapping.QuoteIdent(c.Target) + " = " + vals[i]
 	}
 	fmt.Fprintf(&b, `,
 u AS (UPDATE %s t SET %s FROM w WHERE %s AND w.apply RETURNING 1),
-i AS (INSERT INTO %s (%s) SELECT %s WHERE NOT EXISTS (SELECT 1 FROM l) AND $%d::bool RETURNING 1)
+i AS (INSERT INTO %s (%s)%s SELECT %s WHERE NOT EXISTS (SELECT 1 FROM l) AND $%d::bool RETURNING 1)
 SELECT w.conflict, w.ts, w.apply, (SELECT count(*) FROM i) FROM (SELECT 1) o LEFT JOIN w ON true`,
-		target, strings.Join(sets, ", "), keyMatch(t, lookup), target, t.TargetColumnList(), strings.Join(vals, ", "), ours+1)
+		target, setList(t, keyChange), keyMatch(t, lookup), target, t.TargetColumnList(), t.Overriding(), strings.Join(vals, ", "), ours+1)
 	return b.String()
 }
 
-// statement returns the conflict-aware statement of op for p, compiling it
-// on first use.
-func (d *direction) statement(p *plan, op cdc.Op) string {
-	k := stmtKey{p, op}
+// fastSQL builds the fast statement of op for p's table, which direction d
+// applies under its origin: it applies the change only where the
+// conflict-aware statement would find no conflict and the row where it is
+// expected, and then does what that statement does; it touches no row
+// otherwise. Its parameters are the first ones of the conflict-aware
+// statement's (fastArgs of them). It changes exactly one row when it
+// applies the change.
+//
+// A row is where it is expected, without conflict, when an insert's key is
+// free, and when the row an update or delete finds by key was last written
+// through this direction's origin, or has no commit time, or equals the
+// incoming old row (or, for an update, the new row).
+func (d *direction) fastSQL(p *plan, op cdc.Op, keyChange bool) string {
+	t := p.table
+	n, k := len(t.Columns), len(t.Key)
+	target := t.Target.Quoted()
+	ours := fmt.Sprintf(`(SELECT c.timestamp IS NULL OR c.roident = %d FROM pg_xact_commit_timestamp_origin(t.xmin) c)`, d.ours)
+	switch op {
+	case cdc.OpInsert:
+		vals := make([]string, n)
+		for i, c := range t.Columns {
+			vals[i] = param(i+1, c)
+		}
+		return "INSERT INTO " + target + " (" + t.TargetColumnList() + ")" + t.Overriding() + " VALUES (" + strings.Join(vals, ", ") +
+			") ON CONFLICT (" + t.TargetKeyList() + ") DO NOTHING"
+	case cdc.OpUpdate:
+		return "UPDATE " + target + " t SET " + setList(t, keyChange) + " WHERE " + keyMatch(t, n+1) +
+			" AND ((" + rowMatch(t, n+k+1) + ") OR (" + rowMatch(t, 1) + ") OR " + ours + ")"
+	default:
+		return "DELETE FROM " + target + " t WHERE " + keyMatch(t, 1) + " AND ((" + rowMatch(t, k+1) + ") OR " + ours + ")"
+	}
+}
+
+// fastArgs is how many parameters the fast statement of op takes for p.
+func fastArgs(p *plan, op cdc.Op) int {
+	n, k := len(p.table.Columns), len(p.table.Key)
+	switch op {
+	case cdc.OpInsert:
+		return n
+	case cdc.OpUpdate:
+		return 2*n + k
+	default:
+		return k + n
+	}
+}
+
+// statement returns the two-way statement named by k, compiling it on
+// first use.
+func (d *direction) statement(k stmtKey) string {
 	sql, ok := d.statements[k]
 	if !ok {
-		sql = conflictSQL(p, op)
+		if k.fast {
+			sql = d.fastSQL(k.p, k.op, k.keyChange)
+		} else {
+			sql = conflictSQL(k.p, k.op, k.keyChange)
+		}
 		d.statements[k] = sql
 	}
 	return sql
 }
 
+// errFastMiss is returned when a fast statement of a two-way batch found a
+// conflict or a row missing: the batch is applied again with the
+// conflict-aware statements.
+var errFastMiss = errors.New("a fast two-way statement met a conflict or a missing row")
+
 // queueChange queues the statements of one row change: plainly in a
-// one-way sync, and with conflict detection in a two-way one.
-func (s *syncer) queueChange(b *pgx.Batch, p *plan, tx *cdc.Transaction, c *cdc.Change) error {
+// one-way sync, and in a two-way one with the fast statement (when fast is
+// set) or the conflict-aware one. A fast statement that does not apply its
+// change marks fast.
+func (s *syncer) queueChange(b *pgx.Batch, p *plan, tx *cdc.Transaction, c *cdc.Change, fast *fastBatch) error {
 	if s.tw == nil {
 		return p.queue(b, c)
 	}
-	sql, args, key, err := s.tw.conflictArgs(p, tx, c)
+	k, args, keyTuple, err := s.tw.conflictArgs(p, tx, c, fast != nil)
 	if err != nil {
 		return err
 	}
-	if sql == "" {
+	if k.p == nil {
 		// Without the old row (the replica identity was changed from FULL
 		// behind the sync's back) no conflict can be told: applied plainly.
 		return p.queue(b, c)
 	}
+	if fast != nil {
+		b.Queue(s.tw.statement(k), args...).Exec(func(ct pgconn.CommandTag) error {
+			if ct.RowsAffected() != 1 {
+				fast.miss = true
+			}
+			return nil
+		})
+		return nil
+	}
 	d, table, commit := s.tw, p.table.Target.String(), tx.CommitTime
 	lsn := tx.CommitLSN
-	b.Queue(sql, args...).QueryRow(func(row pgx.Row) error {
+	b.Queue(s.tw.statement(k), args...).QueryRow(func(row pgx.Row) error {
 		var conflicted, applied *bool
 		var local *time.Time
 		var inserted int64
@@ -241,22 +327,32 @@ func (s *syncer) queueChange(b *pgx.Batch, p *plan, tx *cdc.Transaction, c *cdc.
 		if applied != nil && *applied {
 			winner = d.otherSide()
 		}
-		d.pending = append(d.pending, conflict{table: table, kind: kind, key: key, local: local, remote: commit,
+		key, err := p.key(keyTuple)
+		if err != nil {
+			return err
+		}
+		d.pending = append(d.pending, conflict{table: table, kind: kind, key: keyJSON(p.table, key), local: local, remote: commit,
 			resolution: winner + "_won", lsn: lsn})
 		return nil
 	})
 	return nil
 }
 
-// conflictArgs returns the conflict-aware statement of a change, its
-// arguments (all text) and its key as JSON. sql is "" when the change
-// lacks the old row needed.
-func (d *direction) conflictArgs(p *plan, tx *cdc.Transaction, c *cdc.Change) (sql string, args []any, key string, err error) {
+// fastBatch is a two-way batch sent with the fast statements.
+type fastBatch struct {
+	// miss is set when one of them did not apply its change.
+	miss bool
+}
+
+// conflictArgs returns the name of the two-way statement of a change
+// (fast or conflict-aware), its arguments (all text) and the tuple holding
+// its key. k.p is nil when the change lacks the old row needed.
+func (d *direction) conflictArgs(p *plan, tx *cdc.Transaction, c *cdc.Change, fast bool) (k stmtKey, args []any, keyTuple cdc.Tuple, err error) {
 	newRow := c.New
 	switch c.Op {
 	case cdc.OpUpdate, cdc.OpDelete:
 		if c.OldKind != 'O' {
-			return "", nil, "", nil
+			return stmtKey{}, nil, nil, nil
 		}
 	}
 	if c.Op == cdc.OpUpdate {
@@ -267,57 +363,56 @@ func (d *direction) conflictArgs(p *plan, tx *cdc.Transaction, c *cdc.Change) (s
 		for i, v := range newRow {
 			if v.Kind == cdc.ValueUnchanged {
 				if c.Old[i].Kind == cdc.ValueUnchanged {
-					return "", nil, "", nil
+					return stmtKey{}, nil, nil, nil
 				}
 				newRow[i] = c.Old[i]
 			}
 		}
 	}
-	var keyTuple cdc.Tuple
+	k = stmtKey{p: p, op: c.Op, fast: fast}
+	var parts []cdc.Tuple
+	var keys []any
 	switch c.Op {
 	case cdc.OpInsert:
-		keyTuple = newRow
-		r, err := p.row(newRow)
-		if err != nil {
-			return "", nil, "", err
-		}
-		args = append(args, r...)
-		k, err := p.key(newRow)
-		if err != nil {
-			return "", nil, "", err
-		}
-		args = append(args, k...)
+		keyTuple, parts = newRow, []cdc.Tuple{newRow}
 	case cdc.OpUpdate:
-		keyTuple = c.Old
-		r, err := p.row(newRow)
+		keyTuple, parts = c.Old, []cdc.Tuple{newRow, nil, c.Old}
+	case cdc.OpDelete:
+		keyTuple, parts = c.Old, []cdc.Tuple{nil, c.Old}
+	default:
+		return stmtKey{}, nil, nil, fmt.Errorf("queue %s on %s: not a row change", c.Op, p.table.Source)
+	}
+	if keys, err = p.key(keyTuple); err != nil {
+		return stmtKey{}, nil, nil, err
+	}
+	args = make([]any, 0, fastArgs(p, c.Op)+5)
+	for _, part := range parts {
+		if part == nil {
+			args = append(args, keys...)
+			continue
+		}
+		r, err := p.row(part)
 		if err != nil {
-			return "", nil, "", err
+			return stmtKey{}, nil, nil, err
 		}
 		args = append(args, r...)
-		k, err := p.key(c.Old)
+	}
+	if c.Op == cdc.OpInsert && !fast {
+		args = append(args, keys...)
+	}
+	if c.Op == cdc.OpUpdate {
+		newKey, err := p.key(newRow)
 		if err != nil {
-			return "", nil, "", err
+			return stmtKey{}, nil, nil, err
 		}
-		args = append(args, k...)
-		o, err := p.row(c.Old)
-		if err != nil {
-			return "", nil, "", err
+		for i := range keys {
+			if newKey[i] != keys[i] {
+				k.keyChange = true
+			}
 		}
-		args = append(args, o...)
-	case cdc.OpDelete:
-		keyTuple = c.Old
-		k, err := p.key(c.Old)
-		if err != nil {
-			return "", nil, "", err
-		}
-		args = append(args, k...)
-		o, err := p.row(c.Old)
-		if err != nil {
-			return "", nil, "", err
-		}
-		args = append(args, o...)
-	default:
-		return "", nil, "", fmt.Errorf("queue %s on %s: not a row change", c.Op, p.table.Source)
+	}
+	if fast {
+		return k, args, keyTuple, nil
 	}
 	mode, missing := d.modes(c.Op)
 	args = append(args, strconv.Itoa(mode), tx.CommitTime.UTC().Format(time.RFC3339Nano),
@@ -325,11 +420,7 @@ func (d *direction) conflictArgs(p *plan, tx *cdc.Transaction, c *cdc.Change) (s
 	if c.Op != cdc.OpDelete {
 		args = append(args, strconv.FormatBool(missing))
 	}
-	k, err := p.key(keyTuple)
-	if err != nil {
-		return "", nil, "", err
-	}
-	return d.statement(p, c.Op), args, keyJSON(p.table, k), nil
+	return k, args, keyTuple, nil
 }
 
 // keyJSON renders key values as a JSON object of target key column → value.

@@ -86,7 +86,7 @@ func (s *syncer) applyEach(ctx context.Context, tx pgx.Tx, t *cdc.Transaction, c
 		one.Changes = t.Changes[i : i+1]
 		b := &pgx.Batch{}
 		mine := map[[2]string]int{}
-		if err := s.queueTx(b, &one, mine); err != nil {
+		if err := s.queueTx(b, &one, mine, nil); err != nil {
 			return err
 		}
 		if b.Len() == 0 {

@@ -611,7 +611,7 @@ func (s *syncer) sendPart(ctx context.Context, tx *pgx.Tx, part *cdc.Transaction
 		return s.restartOn(ctx, err)
 	}
 	b := &pgx.Batch{}
-	if err := s.queueTx(b, part, counts); err != nil {
+	if err := s.queueTx(b, part, counts, nil); err != nil {
 		return err
 	}
 	sendCtx := ctx
@@ -781,7 +781,38 @@ var errNotMapped = errors.New("change to a table that is not mapped")
 // transaction, with the checkpoint. When a transaction does not fit the
 // mapping (schema drift), the ones before it are applied and the error is
 // returned.
+//
+// A two-way batch is sent first with the fast statements, which apply a
+// change only where it meets no conflict and finds its row where expected,
+// at about the cost of one-way apply. When one of them does not apply its
+// change, the target transaction is rolled back and the batch is applied
+// again with the conflict-aware statements, which decide, record and count
+// each conflict; so are the next few batches, conflicts tending to come
+// together.
 func (s *syncer) apply(ctx context.Context, batch []*cdc.Transaction) (cdc.LSN, error) {
+	if s.tw == nil {
+		return s.applyBatch(ctx, batch, nil)
+	}
+	if s.tw.slowBatches > 0 {
+		s.tw.slowBatches--
+		return s.applyBatch(ctx, batch, nil)
+	}
+	applied, err := s.applyBatch(ctx, batch, &fastBatch{})
+	if !errors.Is(err, errFastMiss) {
+		return applied, err
+	}
+	s.log.Debug("a change met a conflict or a missing row; applying the batch again with conflict detection",
+		"from", batch[0].CommitLSN.String(), "transactions", len(batch))
+	s.tw.slowBatches = slowBatchesAfterMiss
+	return s.applyBatch(ctx, batch, nil)
+}
+
+// slowBatchesAfterMiss is how many batches after one whose fast statements
+// missed are sent with the conflict-aware statements straight away.
+const slowBatchesAfterMiss = 4
+
+// applyBatch is apply with the fast statements (fast set) or without.
+func (s *syncer) applyBatch(ctx context.Context, batch []*cdc.Transaction, fast *fastBatch) (cdc.LSN, error) {
 	if err := s.fillUnchanged(ctx, batch...); err != nil {
 		return s.applied, err
 	}
@@ -795,7 +826,7 @@ func (s *syncer) apply(ctx context.Context, batch []*cdc.Transaction) (cdc.LSN, 
 		}
 		mark := b.Len()
 		txCounts := map[[2]string]int{}
-		if err := s.queueTx(b, tx, txCounts); err != nil {
+		if err := s.queueTx(b, tx, txCounts, fast); err != nil {
 			b.QueuedQueries = b.QueuedQueries[:mark]
 			planErr = err
 			break
@@ -818,6 +849,9 @@ func (s *syncer) apply(ctx context.Context, batch []*cdc.Transaction) (cdc.LSN, 
 	defer tx.Rollback(ctx)
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		return s.applied, fmt.Errorf("apply up to %s: %w", last.EndLSN, err)
+	}
+	if fast != nil && fast.miss {
+		return s.applied, errFastMiss
 	}
 	if err := s.storeConflicts(ctx, tx); err != nil {
 		return s.applied, err
@@ -847,7 +881,7 @@ func (s *syncer) count(changes map[[2]string]int, transactions int) {
 // queueTx queues the statements of one source transaction, or of one part
 // of one. A table's changes already in its copy are left out: those of
 // transactions committed before the copy's LSN.
-func (s *syncer) queueTx(b *pgx.Batch, tx *cdc.Transaction, counts map[[2]string]int) error {
+func (s *syncer) queueTx(b *pgx.Batch, tx *cdc.Transaction, counts map[[2]string]int, fast *fastBatch) error {
 	for i := range tx.Changes {
 		c := &tx.Changes[i]
 		if c.Op == cdc.OpTruncate {
@@ -885,7 +919,7 @@ func (s *syncer) queueTx(b *pgx.Batch, tx *cdc.Transaction, counts map[[2]string
 		if err != nil {
 			return err
 		}
-		if err := s.queueChange(b, p, tx, c); err != nil {
+		if err := s.queueChange(b, p, tx, c, fast); err != nil {
 			return err
 		}
 		counts[[2]string{p.table.Target.String(), c.Op.String()}]++

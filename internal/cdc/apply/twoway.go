@@ -86,8 +86,11 @@ type direction struct {
 	// pending holds the conflicts met in the target transaction being
 	// built; they are stored with it and reported once it commits.
 	pending []conflict
-	// statements caches conflict-aware statements by plan and kind.
+	// statements caches the two-way statements.
 	statements map[stmtKey]string
+	// slowBatches is how many more batches are applied with the
+	// conflict-aware statements straight away (see apply).
+	slowBatches int
 	// slow is the commit LSN of a large transaction to apply change by
 	// change, since the target refused one of its changes.
 	slow cdc.LSN

@@ -2,6 +2,7 @@ package apply
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -429,5 +430,76 @@ func TestTwoWayParksInLargeTransaction(t *testing.T) {
 	}
 	if n := testutil.ToFloat64(m.Transactions); n != 1 {
 		t.Errorf("transactions applied: got %v, want 1", n)
+	}
+}
+
+// TestTwoWayEveryPolicyCarriesPlainChanges checks that changes without a
+// conflict reach the other side under every policy, in both directions: an
+// insert of a new row, an update and a delete on each side, also on a table
+// whose key is GENERATED ALWAYS AS IDENTITY on both sides (the applying
+// side must insert with OVERRIDING SYSTEM VALUE and must not SET the key).
+// Each side's changes are one transaction. In the "with a conflict" runs
+// that transaction also updates row 5, which the other side updates too:
+// the batch then goes through the conflict-aware statements, not the fast
+// ones, and exactly that conflict is stored, once per direction.
+func TestTwoWayEveryPolicyCarriesPlainChanges(t *testing.T) {
+	c := twoWayCluster(t)
+	const ident = `; CREATE TABLE ident (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, v text)`
+	const identQuery = `SELECT id, v FROM ident ORDER BY id`
+	for _, policy := range []string{LastUpdateWins, SourceWins, TargetWins} {
+		for _, withConflict := range []bool{false, true} {
+			name := policy
+			if withConflict {
+				name += " with a conflict"
+			}
+			t.Run(name, func(t *testing.T) {
+				p := pairIn(t, c, accountsSchema+ident+`; INSERT INTO accounts VALUES (1, 'a@x', 'A', 1), (2, 'b@x', 'B', 2), (3, 'c@x', 'C', 3), (4, 'd@x', 'D', 4), (5, 'e@x', 'E', 5);
+					INSERT INTO ident (v) VALUES ('one'), ('two')`, accountsSchema+ident)
+				cfg := p.twoWay(fmt.Sprintf("plain_%s_%t", policy, withConflict), policy, mapping.TableSpec{Source: "accounts"}, mapping.TableSpec{Source: "ident"})
+				catchUp(t, cfg) // the initial copy, which also makes the identity keys disjoint
+
+				srcTx := `INSERT INTO accounts VALUES (10, 's10@x', 'S', 0); UPDATE accounts SET name = 'A2' WHERE id = 1;
+					DELETE FROM accounts WHERE id = 2; INSERT INTO ident (v) VALUES ('src'); UPDATE ident SET v = 'one2' WHERE v = 'one';`
+				dstTx := `INSERT INTO accounts VALUES (200, 't200@x', 'T', 0); UPDATE accounts SET n = 30 WHERE id = 3;
+					DELETE FROM accounts WHERE id = 4; INSERT INTO ident (v) VALUES ('tgt'); DELETE FROM ident WHERE v = 'two';`
+				row5 := "[5 e@x E 5]\n"
+				if withConflict {
+					srcTx += `UPDATE accounts SET name = 'src' WHERE id = 5;`
+					dstTx += `UPDATE accounts SET name = 'tgt' WHERE id = 5;`
+					// The target commits later.
+					row5 = "[5 e@x tgt 5]\n"
+					if policy == SourceWins {
+						row5 = "[5 e@x src 5]\n"
+					}
+				}
+				execAll(t, p.src.Pool, "BEGIN; "+srcTx+" COMMIT")
+				execAll(t, p.dst.Pool, "BEGIN; "+dstTx+" COMMIT")
+				catchUp(t, cfg)
+				catchUp(t, cfg)
+
+				want := "[1 a@x A2 1]\n[3 c@x C 30]\n" + row5 + "[10 s10@x S 0]\n[200 t200@x T 0]\n"
+				for _, q := range []string{accountsQuery, identQuery} {
+					s, d := dump(t, p.src.Pool, q), dump(t, p.dst.Pool, q)
+					if s != d {
+						t.Errorf("%s: the sides differ\nsource:\n%s\ntarget:\n%s", q, s, d)
+					}
+					if q == accountsQuery && s != want {
+						t.Errorf("accounts: got\n%swant\n%s", s, want)
+					}
+				}
+				if got := dump(t, p.src.Pool, `SELECT string_agg(v, ' ' ORDER BY v) FROM ident`); got != "[one2 src tgt]\n" {
+					t.Errorf("ident values: got %s, want [one2 src tgt]", got)
+				}
+				wantConflicts := ""
+				if withConflict {
+					wantConflicts = "[update_update {\"id\": \"5\"}]\n"
+				}
+				for _, pool := range []*pgxpool.Pool{p.src.Pool, p.dst.Pool} {
+					if got := dump(t, pool, `SELECT kind, key FROM datasync.sync_conflicts ORDER BY id`); got != wantConflicts {
+						t.Errorf("stored conflicts: got %q, want %q", got, wantConflicts)
+					}
+				}
+			})
+		}
 	}
 }
