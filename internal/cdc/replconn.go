@@ -245,6 +245,37 @@ func (c *ReplConn) Receive(ctx context.Context) (any, error) {
 	}
 }
 
+// ReceiveUntil is Receive with a deadline of its own, set on the connection,
+// and without watching ctx for each message, which costs more than reading
+// a small message: ctx is checked once, and WatchContext interrupts a read
+// in progress when ctx ends. It fails with an error wrapping
+// context.DeadlineExceeded when deadline passes first; the connection stays
+// usable then.
+func (c *ReplConn) ReceiveUntil(ctx context.Context, deadline time.Time) (any, error) {
+	if err := c.conn.Conn().SetReadDeadline(deadline); err != nil {
+		return nil, fmt.Errorf("receive: %w", err)
+	}
+	// Checked after the deadline is set: WatchContext's interruption, had
+	// it come before, was undone by it.
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	msg, err := c.Receive(context.Background())
+	if err != nil && pgconn.Timeout(err) {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("receive: %w", context.DeadlineExceeded)
+	}
+	return msg, err
+}
+
+// WatchContext makes a ReceiveUntil in progress, or the next one, return
+// when ctx ends, until stop is called.
+func (c *ReplConn) WatchContext(ctx context.Context) (stop func() bool) {
+	return context.AfterFunc(ctx, func() { _ = c.conn.Conn().SetReadDeadline(time.Unix(1, 0)) })
+}
+
 // parseCopyData decodes a message of the copy-both stream with pglogrepl's
 // parsers. The data is copied, since the connection reuses its buffer.
 func parseCopyData(d []byte) (any, error) {

@@ -197,3 +197,73 @@ func waitFor(tb testing.TB, what string, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestReceiveUntil checks ReceiveUntil's two ways out of a quiet stream: its
+// deadline passing, after which the connection still delivers the next
+// change, and its context ending in the middle of a read (WatchContext),
+// which returns at once rather than at the deadline.
+func TestReceiveUntil(t *testing.T) {
+	db := pgtest.NewDB(t)
+	ctx := testCtx(t)
+	if _, err := db.Pool.Exec(ctx, `CREATE TABLE t (id int PRIMARY KEY); CREATE PUBLICATION pub FOR TABLE t`); err != nil {
+		t.Fatal(err)
+	}
+	rc := connect(t, db.URL)
+	slot, err := rc.CreateSlot(ctx, "until", SlotOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.StartReplication(ctx, "until", slot.ConsistentPoint, []string{"pub"}); err != nil {
+		t.Fatal(err)
+	}
+	// Quiet: only keepalives may come until the deadline.
+	deadline := time.Now().Add(300 * time.Millisecond)
+	for {
+		msg, err := rc.ReceiveUntil(ctx, deadline)
+		if errors.Is(err, context.DeadlineExceeded) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("before the deadline: %v", err)
+		}
+		if _, ok := msg.(*Keepalive); !ok {
+			t.Fatalf("got %T on a quiet stream, want keepalives only", msg)
+		}
+	}
+	if _, err := db.Pool.Exec(ctx, `INSERT INTO t VALUES (7)`); err != nil {
+		t.Fatal(err)
+	}
+	var got *Insert
+	for got == nil {
+		msg, err := rc.ReceiveUntil(ctx, time.Now().Add(10*time.Second))
+		if err != nil {
+			t.Fatalf("after a deadline passed, the connection must stay usable: %v", err)
+		}
+		if x, ok := msg.(*XLogData); ok {
+			if m, err := Decode(x.Data); err == nil {
+				got, _ = m.(*Insert)
+			}
+		}
+	}
+	if string(got.New[0].Data) != "7" {
+		t.Errorf("insert: got %q, want 7", got.New[0].Data)
+	}
+
+	cctx, cancel := context.WithCancel(ctx)
+	defer rc.WatchContext(cctx)()
+	time.AfterFunc(200*time.Millisecond, cancel)
+	start := time.Now()
+	for {
+		_, err := rc.ReceiveUntil(cctx, time.Now().Add(time.Minute))
+		if err == nil {
+			continue
+		}
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("after cancel: got %v, want context.Canceled", err)
+		}
+		break
+	}
+	if waited := time.Since(start); waited > 30*time.Second {
+		t.Errorf("the read ended %v after cancel, want at once, well before its deadline", waited)
+	}
+}

@@ -1,6 +1,7 @@
 package cdc
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -460,6 +461,7 @@ func (s *Stream) session(ctx context.Context, conn *ReplConn) (streamed bool, er
 	// heard is when the server was last heard from, or when the stream
 	// last went back to listening after waiting for its caller.
 	heard := time.Now()
+	defer conn.WatchContext(ctx)()
 	defer func() {
 		// Report the acknowledged position on the way out (Close, SIGTERM),
 		// so the server need not resend what is applied.
@@ -485,9 +487,7 @@ func (s *Stream) session(ctx context.Context, conn *ReplConn) (streamed bool, er
 		if giveUp := heard.Add(s.cfg.ReceiveTimeout); giveUp.Before(wait) {
 			wait = giveUp
 		}
-		rctx, cancel := context.WithDeadline(ctx, wait)
-		msg, err := conn.Receive(rctx)
-		cancel()
+		msg, err := conn.ReceiveUntil(ctx, wait)
 		if err != nil {
 			if ctx.Err() != nil {
 				return streamed, ctx.Err()
@@ -599,6 +599,13 @@ func (s *Stream) sendStatus(ctx context.Context, conn *ReplConn, reply bool) err
 // handle decodes one pgoutput message and returns a transaction, or a part
 // of one, once it is ready for delivery.
 func (s *Stream) handle(data []byte) (*Transaction, error) {
+	if s.skipping && len(data) > 0 && bytes.IndexByte(droppedWhenSkipping, data[0]) >= 0 {
+		// A row change or truncate of a transaction that is skipped is
+		// dropped undecoded: in two-way sync every transaction the other
+		// direction applied comes back this way, as many changes as the
+		// side's own.
+		return nil, nil
+	}
 	msg, err := Decode(data)
 	if err != nil {
 		return nil, err
@@ -701,6 +708,10 @@ func (s *Stream) add(c Change, relID uint32) (*Transaction, error) {
 	c.Relation = rel
 	return s.append(c), nil
 }
+
+// droppedWhenSkipping are the pgoutput message types (insert, update,
+// delete, truncate) that append drops in a skipped transaction.
+var droppedWhenSkipping = []byte("IUDT")
 
 // append adds a change to the part being received, unless the transaction
 // is skipped. It returns the part to deliver first, if any.
