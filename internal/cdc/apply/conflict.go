@@ -186,11 +186,14 @@ func conflictSQL(p *plan, op cdc.Op, keyChange bool) string {
 		same = rowMatch(t, k+1)
 	}
 	mode, ts, tie, ours := decision, decision+1, decision+2, decision+3
-	fmt.Fprintf(&b, `WITH l AS (SELECT %s AS same, c.timestamp AS ts, c.roident AS ro
-	FROM %s t CROSS JOIN LATERAL pg_xact_commit_timestamp_origin(t.xmin) c
-	WHERE %s FOR UPDATE OF t),
+	// The last writer is read in the locked row's own output, not through
+	// a join beside it: when the row was changed while the statement
+	// waited for its lock, PostgreSQL rereads the row, and the output with
+	// it, but keeps a joined function's result from the version before.
+	fmt.Fprintf(&b, `WITH l AS (SELECT %s AS same, pg_xact_commit_timestamp_origin(t.xmin) AS c
+	FROM %s t WHERE %s FOR UPDATE OF t),
 w AS (SELECT ts, conflict, (NOT conflict OR $%d::int = 1 OR ($%d::int = 2 AND ($%d::timestamptz > ts OR ($%d::timestamptz = ts AND $%d::bool)))) AS apply
-	FROM (SELECT ts, (NOT same AND ts IS NOT NULL AND ro IS DISTINCT FROM $%d::oid) AS conflict FROM l) v)`,
+	FROM (SELECT (c).timestamp AS ts, (NOT same AND (c).timestamp IS NOT NULL AND (c).roident IS DISTINCT FROM $%d::oid) AS conflict FROM l) v)`,
 		same, target, keyMatch(t, lookup), mode, mode, ts, ts, tie, ours)
 	if op == cdc.OpDelete {
 		fmt.Fprintf(&b, `,
