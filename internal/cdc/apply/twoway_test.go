@@ -512,51 +512,64 @@ func TestTwoWayEveryPolicyCarriesPlainChanges(t *testing.T) {
 // lose a write, by the policy, but the sides never keep different ones.
 func TestTwoWayConcurrentWritersConverge(t *testing.T) {
 	c := twoWayCluster(t)
-	for _, policy := range []string{LastUpdateWins, SourceWins} {
-		t.Run(policy, func(t *testing.T) {
-			seed := accountsSchema + `; INSERT INTO accounts SELECT g, 'e' || g, 'seed', 0 FROM generate_series(1, 8) g`
-			p := pairIn(t, c, seed, accountsSchema)
-			cfg := p.twoWay("converge_"+policy, policy, mapping.TableSpec{Source: "accounts"})
-			catchUp(t, cfg)
-			r := startSync(t, cfg)
-			ctx := testCtx(t)
-			stop := time.Now().Add(2 * time.Second)
-			var wg sync.WaitGroup
-			for side, pool := range map[string]*pgxpool.Pool{"s": p.src.Pool, "t": p.dst.Pool} {
-				for w := range 2 {
-					wg.Go(func() {
-						for i := 0; time.Now().Before(stop); i++ {
-							id := (i*7+w*3)%8 + 1
-							var err error
-							switch i % 10 {
-							case 3:
-								_, err = pool.Exec(ctx, `DELETE FROM accounts WHERE id = $1`, id)
-							case 6:
-								_, err = pool.Exec(ctx, `INSERT INTO accounts VALUES ($1, $2, $3, 0) ON CONFLICT DO NOTHING`, id, fmt.Sprintf("e%d", id), side)
-							default:
-								_, err = pool.Exec(ctx, `UPDATE accounts SET name = $1, n = n + 1 WHERE id = $2`, fmt.Sprintf("%s%d-%d", side, w, i), id)
+	workloads := []struct {
+		name                     string
+		withDeletes, withInserts bool
+	}{{"updates", false, false}, {"updates and deletes", true, false}}
+	for _, policy := range []string{LastUpdateWins, SourceWins, TargetWins} {
+		for wl, workload := range workloads {
+			withDeletes, withInserts := workload.withDeletes, workload.withInserts
+			t.Run(policy+" "+workload.name, func(t *testing.T) {
+				seed := accountsSchema + `; INSERT INTO accounts SELECT g, 'e' || g, 'seed', 0 FROM generate_series(1, 8) g`
+				p := pairIn(t, c, seed, accountsSchema)
+				cfg := p.twoWay(fmt.Sprintf("converge_%s_%d", policy, wl), policy, mapping.TableSpec{Source: "accounts"})
+				catchUp(t, cfg)
+				r := startSync(t, cfg)
+				ctx := testCtx(t)
+				stop := time.Now().Add(2 * time.Second)
+				var wg sync.WaitGroup
+				for side, pool := range map[string]*pgxpool.Pool{"s": p.src.Pool, "t": p.dst.Pool} {
+					for w := range 2 {
+						wg.Go(func() {
+							for i := 0; time.Now().Before(stop); i++ {
+								id := (i*7+w*3)%8 + 1
+								var err error
+								switch i % 10 {
+								case 3:
+									if !withDeletes {
+										continue
+									}
+									_, err = pool.Exec(ctx, `DELETE FROM accounts WHERE id = $1`, id)
+								case 6:
+									if !withInserts {
+										continue
+									}
+									_, err = pool.Exec(ctx, `INSERT INTO accounts VALUES ($1, $2, $3, 0) ON CONFLICT DO NOTHING`, id, fmt.Sprintf("e%d", id), side)
+								default:
+									_, err = pool.Exec(ctx, `UPDATE accounts SET name = $1, n = n + 1 WHERE id = $2`, fmt.Sprintf("%s%d-%d", side, w, i), id)
+								}
+								if err != nil {
+									t.Error(err)
+									return
+								}
 							}
-							if err != nil {
-								t.Error(err)
-								return
-							}
-						}
-					})
+						})
+					}
 				}
-			}
-			wg.Wait()
-			if err := r.stop(t); err != nil {
-				t.Fatalf("sync: %v", err)
-			}
-			catchUp(t, cfg)
-			catchUp(t, cfg)
-			s, d := dump(t, p.src.Pool, accountsQuery), dump(t, p.dst.Pool, accountsQuery)
-			if s != d {
-				t.Fatalf("the sides diverged\nsource:\n%s\ntarget:\n%s\nconflicts:\n%s", s, d,
-					dump(t, p.dst.Pool, `SELECT direction, kind, key, local_commit_time, remote_commit_time, resolution FROM datasync.sync_conflicts ORDER BY id`)+
-						dump(t, p.src.Pool, `SELECT direction, kind, key, local_commit_time, remote_commit_time, resolution FROM datasync.sync_conflicts ORDER BY id`))
-			}
-			t.Logf("converged after %s conflicts", dump(t, p.dst.Pool, `SELECT (SELECT count(*) FROM datasync.sync_conflicts)`))
-		})
+				wg.Wait()
+				if err := r.stop(t); err != nil {
+					t.Fatalf("sync: %v", err)
+				}
+				catchUp(t, cfg)
+				catchUp(t, cfg)
+				s, d := dump(t, p.src.Pool, accountsQuery), dump(t, p.dst.Pool, accountsQuery)
+				if s != d {
+					t.Fatalf("the sides diverged\nsource:\n%s\ntarget:\n%s\nconflicts:\n%s", s, d,
+						dump(t, p.dst.Pool, `SELECT direction, kind, key, local_commit_time, remote_commit_time, resolution FROM datasync.sync_conflicts ORDER BY id`)+
+							dump(t, p.src.Pool, `SELECT direction, kind, key, local_commit_time, remote_commit_time, resolution FROM datasync.sync_conflicts ORDER BY id`))
+				}
+				t.Logf("converged after %s conflicts", dump(t, p.dst.Pool, `SELECT (SELECT count(*) FROM datasync.sync_conflicts)`))
+			})
+		}
 	}
 }
