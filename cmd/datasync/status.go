@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -239,6 +240,10 @@ func printReverse(w io.Writer, st *apply.Status) {
 	}
 	for _, o := range st.Origins {
 		switch {
+		case strings.Contains(o.Name, "_repair_to_") && o.Exists:
+			fmt.Fprintf(w, "origin %s\tin the %s's cluster (marks what datasync verify --two-way --repair writes)\n", o.Name, o.Database)
+		case strings.Contains(o.Name, "_repair_to_"):
+			fmt.Fprintf(w, "origin %s\tmissing in the %s's cluster (a sync of this version creates it; until then repair waits for the sync's own origins)\n", o.Name, o.Database)
 		case !o.Exists:
 			fmt.Fprintf(w, "origin %s\tmissing in the %s's cluster\n", o.Name, o.Database)
 		case o.RemoteLSN == "0/0":

@@ -268,9 +268,13 @@ func TestStatusCleanupTwoWay(t *testing.T) {
 		js.Reverse.Slot != "datasync_tw_hand_to_source" || js.Reverse.Publication != "datasync_tw_hand_to_source" {
 		t.Errorf("status --json: got %+v, want a two-way sync with both slots and publications", js)
 	}
-	if len(js.Origins) != 2 || js.Origins[0].Name != "datasync_tw_hand_to_target" || !js.Origins[0].Exists || js.Origins[0].Database != "target" ||
-		js.Origins[0].RemoteLSN != "0/1234" || js.Origins[1].Name != "datasync_tw_hand_to_source" || !js.Origins[1].Exists || js.Origins[1].Database != "source" {
-		t.Errorf("origins: got %+v, want both, to_target applied up to 0/1234", js.Origins)
+	// The repair origins come after the sync's; this hand-made sync has
+	// none, as one from before them.
+	if len(js.Origins) != 4 || js.Origins[0].Name != "datasync_tw_hand_to_target" || !js.Origins[0].Exists || js.Origins[0].Database != "target" ||
+		js.Origins[0].RemoteLSN != "0/1234" || js.Origins[1].Name != "datasync_tw_hand_to_source" || !js.Origins[1].Exists || js.Origins[1].Database != "source" ||
+		js.Origins[2].Name != "datasync_tw_hand_repair_to_target" || js.Origins[2].Exists || js.Origins[2].Database != "target" ||
+		js.Origins[3].Name != "datasync_tw_hand_repair_to_source" || js.Origins[3].Exists || js.Origins[3].Database != "source" {
+		t.Errorf("origins: got %+v, want both of the sync's, to_target applied up to 0/1234, then both repair origins, missing", js.Origins)
 	}
 	if len(js.KeyHeadroom) != 2 || js.KeyHeadroom[1].Left != 1<<63-1-1<<52+1 {
 		t.Errorf("key headroom: got %+v, want the source's and the target's, 2^63 - 2^52 left on the target", js.KeyHeadroom)

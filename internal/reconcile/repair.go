@@ -485,7 +485,7 @@ func setupOrigin(ctx context.Context, conn *pgxpool.Conn, name string) error {
 		case <-time.After(wait):
 		}
 	}
-	return fmt.Errorf("write under replication origin %s: %w: it stayed in use by another session (a two-way sync's apply session holds it on PostgreSQL 15 while it runs); stop the sync for the repair, or verify without --repair", name, last)
+	return fmt.Errorf("write under replication origin %s: %w: it stayed in use by another session (on PostgreSQL 15 an origin serves one session at a time: a running sync holds its own, and repair uses them only when the sync has not created the repair origins datasync_NAME_repair_to_target and _to_source, which a sync of this version does at start): restart the sync with this version, or stop it for the repair, or verify without --repair", name, last)
 }
 
 // resetOrigin ends the session's origin and releases conn; a connection
@@ -507,3 +507,8 @@ func resetOrigin(conn *pgxpool.Conn) {
 func originToTarget(name string) string { return "datasync_" + name + "_to_target" }
 
 func originToSource(name string) string { return "datasync_" + name + "_to_source" }
+
+// repairOrigin names the origin repair writes under into the side that
+// origin (originToTarget or originToSource) applies into, as the sync
+// (apply.RepairOrigin) creates it.
+func repairOrigin(origin string) string { return strings.Replace(origin, "_to_", "_repair_to_", 1) }

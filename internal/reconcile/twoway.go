@@ -31,6 +31,24 @@ type twoWay struct {
 	// cluster, toSource that of datasync_NAME_to_source in the source's.
 	// Both are checked to exist.
 	toTarget, toSource uint32
+	// repairToTarget and repairToSource are the origins repair writes
+	// under: datasync_NAME_repair_to_target and _to_source, which the
+	// sync creates and its streams drop, so that repair runs beside it
+	// (PostgreSQL 15 lets one session at a time use an origin, and the
+	// sync's apply sessions hold theirs). A sync from before them has
+	// none, and repair then writes under the sync's own origins. Their
+	// ids, 0 when absent, mark rows that are copies like the sync's.
+	repairToTarget, repairToSource     string
+	repairToTargetID, repairToSourceID uint32
+}
+
+// copied reports whether w, the last writer of a row of side, wrote a copy
+// of the other side's row: the sync's apply or a repair.
+func (tw *twoWay) copied(side string, w writer) bool {
+	if side == sideTarget {
+		return w.origin == tw.toTarget || (tw.repairToTargetID != 0 && w.origin == tw.repairToTargetID)
+	}
+	return w.origin == tw.toSource || (tw.repairToSourceID != 0 && w.origin == tw.repairToSourceID)
 }
 
 // prepareTwoWay checks that both sides record commit timestamps and that
@@ -62,6 +80,22 @@ func prepareTwoWay(ctx context.Context, src, dst *pgxpool.Pool, name string) (*t
 			return nil, fmt.Errorf("%w: the %s database's server has no replication origin %s, so no two-way sync named %q has run against it: check --name (the sync's --name)", ErrTwoWay, s.side, s.origin, name)
 		}
 		*s.ident = uint32(id.Int64)
+	}
+	tw.repairToTarget, tw.repairToSource = originToTarget(name), originToSource(name)
+	for _, s := range []struct {
+		pool   *pgxpool.Pool
+		origin string
+		name   *string
+		ident  *uint32
+	}{{src, repairOrigin(originToSource(name)), &tw.repairToSource, &tw.repairToSourceID},
+		{dst, repairOrigin(originToTarget(name)), &tw.repairToTarget, &tw.repairToTargetID}} {
+		var id pgtype.Int8
+		if err := s.pool.QueryRow(ctx, "SELECT (SELECT roident FROM pg_replication_origin WHERE roname = $1)::bigint", s.origin).Scan(&id); err != nil {
+			return nil, fmt.Errorf("read replication origin %s: %w", s.origin, err)
+		}
+		if id.Valid {
+			*s.name, *s.ident = s.origin, uint32(id.Int64)
+		}
 	}
 	return tw, nil
 }
@@ -159,12 +193,11 @@ func (p *pair) classify(ctx context.Context, d *diffs, tw *twoWay) error {
 		return err
 	}
 	d.xmin = map[string]string{}
-	fromSync := func(w writer, ident uint32) bool { return w.origin == ident }
 
 	var missing, extraInSource [][]string
 	for _, k := range d.missing {
 		w := srcW[keyString(k)]
-		if fromSync(w, tw.toSource) {
+		if tw.copied(sideSource, w) {
 			extraInSource = append(extraInSource, k)
 			d.xmin[keyString(k)] = w.xmin
 		} else {
@@ -174,7 +207,7 @@ func (p *pair) classify(ctx context.Context, d *diffs, tw *twoWay) error {
 	var extra, missingInSource [][]string
 	for _, k := range d.extra {
 		w := dstW[keyString(k)]
-		if fromSync(w, tw.toTarget) {
+		if tw.copied(sideTarget, w) {
 			extra = append(extra, k)
 			d.xmin[keyString(k)] = w.xmin
 		} else {
@@ -184,7 +217,7 @@ func (p *pair) classify(ctx context.Context, d *diffs, tw *twoWay) error {
 	for i, m := range d.mismatched {
 		ks := keyString(m.key)
 		sw, dw := srcW[ks], dstW[ks]
-		srcCopy, dstCopy := fromSync(sw, tw.toSource), fromSync(dw, tw.toTarget)
+		srcCopy, dstCopy := tw.copied(sideSource, sw), tw.copied(sideTarget, dw)
 		newer := sideSource
 		switch {
 		case dstCopy && !srcCopy:
@@ -215,9 +248,9 @@ func mismatchKeys(ms []mismatch) [][]string {
 }
 
 // repairTwoWay repairs each difference toward the side that wrote last:
-// into the target under the sync's origin into the target, into the source
-// under its origin into the source, so that the running sync does not send
-// the repair back. A row repair would overwrite or delete that was written
+// into the target under the repair origin into the target, into the source
+// under the one into the source (the sync's own origins when those do not
+// exist), so that the running sync does not send the repair back. A row repair would overwrite or delete that was written
 // again since it was classified is left alone (Skipped).
 func (p *pair) repairTwoWay(ctx context.Context, d diffs, opts Options, tw *twoWay) (*RepairPlan, error) {
 	plan := &RepairPlan{DryRun: opts.DryRun}
@@ -234,7 +267,7 @@ func (p *pair) repairTwoWay(ctx context.Context, d diffs, opts Options, tw *twoW
 		plan.SourceInserted, plan.SourceDeleted, plan.SourceUpdated = int64(len(d.missingInSource)), int64(len(d.extraInSource)), int64(len(toSrc))
 		return plan, nil
 	}
-	fT := p.toTarget(originToTarget(tw.name))
+	fT := p.toTarget(tw.repairToTarget)
 	fT.expectXmin, fT.afterRead = d.xmin, opts.afterRepairRead
 	keys := append(append(append([][]string{}, d.missing...), d.extra...), toTgt...)
 	err := p.repairFlow(ctx, fT, keys, d.missing, opts, plan, func(n repairCounts) {
@@ -245,7 +278,7 @@ func (p *pair) repairTwoWay(ctx context.Context, d diffs, opts Options, tw *twoW
 	if err != nil {
 		return nil, err
 	}
-	fS := p.toSource(originToSource(tw.name))
+	fS := p.toSource(tw.repairToSource)
 	fS.expectXmin, fS.afterRead = d.xmin, opts.afterRepairRead
 	keys = append(append(append([][]string{}, d.missingInSource...), d.extraInSource...), toSrc...)
 	err = p.repairFlow(ctx, fS, keys, d.missingInSource, opts, plan, func(n repairCounts) {

@@ -60,7 +60,9 @@ type stmtKey struct {
 //
 //   - The local row's last writer is pg_xact_commit_timestamp_origin(xmin):
 //     its commit time and replication origin. A row whose last writer is
-//     this direction's own origin came from the other side through the sync;
+//     this direction's own origin, or the origin under which datasync
+//     verify --two-way --repair writes into this side, came from the other
+//     side;
 //     a row written in the same target transaction, or before commit
 //     timestamps were kept, has no commit time. Neither is a conflict.
 //   - An update or delete conflicts when the local row was last written
@@ -167,7 +169,7 @@ func setList(t *mapping.Table, keyChange bool) string {
 // delete, the key ($1…$k), the old row, then the decision without the last.
 // It returns one row: conflict (NULL when the row is missing), the local
 // commit time, whether the change was applied, rows inserted.
-func conflictSQL(p *plan, op cdc.Op, keyChange bool) string {
+func (d *direction) conflictSQL(p *plan, op cdc.Op, keyChange bool) string {
 	t := p.table
 	n, k := len(t.Columns), len(t.Key)
 	target := t.Target.Quoted()
@@ -193,8 +195,8 @@ func conflictSQL(p *plan, op cdc.Op, keyChange bool) string {
 	fmt.Fprintf(&b, `WITH l AS (SELECT %s AS same, pg_xact_commit_timestamp_origin(t.xmin) AS c
 	FROM %s t WHERE %s FOR UPDATE OF t),
 w AS (SELECT ts, conflict, (NOT conflict OR $%d::int = 1 OR ($%d::int = 2 AND ($%d::timestamptz > ts OR ($%d::timestamptz = ts AND $%d::bool)))) AS apply
-	FROM (SELECT (c).timestamp AS ts, (NOT same AND (c).timestamp IS NOT NULL AND (c).roident IS DISTINCT FROM $%d::oid) AS conflict FROM l) v)`,
-		same, target, keyMatch(t, lookup), mode, mode, ts, ts, tie, ours)
+	FROM (SELECT (c).timestamp AS ts, (NOT same AND (c).timestamp IS NOT NULL AND (c).roident IS DISTINCT FROM $%d::oid AND (c).roident IS DISTINCT FROM %d) AS conflict FROM l) v)`,
+		same, target, keyMatch(t, lookup), mode, mode, ts, ts, tie, ours, d.repairID())
 	if op == cdc.OpDelete {
 		fmt.Fprintf(&b, `,
 d AS (DELETE FROM %s t USING w WHERE %s AND w.apply RETURNING 1)
@@ -229,7 +231,7 @@ func (d *direction) fastSQL(p *plan, op cdc.Op, keyChange bool) string {
 	t := p.table
 	n, k := len(t.Columns), len(t.Key)
 	target := t.Target.Quoted()
-	ours := fmt.Sprintf(`(SELECT c.timestamp IS NULL OR c.roident = %d FROM pg_xact_commit_timestamp_origin(t.xmin) c)`, d.ours)
+	ours := fmt.Sprintf(`(SELECT c.timestamp IS NULL OR c.roident IN (%d, %d) FROM pg_xact_commit_timestamp_origin(t.xmin) c)`, d.ours, d.repairID())
 	switch op {
 	case cdc.OpInsert:
 		vals := make([]string, n)
@@ -244,6 +246,15 @@ func (d *direction) fastSQL(p *plan, op cdc.Op, keyChange bool) string {
 	default:
 		return "DELETE FROM " + target + " t WHERE " + keyMatch(t, 1) + " AND ((" + rowMatch(t, k+1) + ") OR " + ours + ")"
 	}
+}
+
+// repairID is the id of the repair origin, or of ours when it is not known:
+// never 0, which is no origin, the id of every local write.
+func (d *direction) repairID() uint32 {
+	if d.repair == 0 {
+		return d.ours
+	}
+	return d.repair
 }
 
 // fastArgs is how many parameters the fast statement of op takes for p.
@@ -267,7 +278,7 @@ func (d *direction) statement(k stmtKey) string {
 		if k.fast {
 			sql = d.fastSQL(k.p, k.op, k.keyChange)
 		} else {
-			sql = conflictSQL(k.p, k.op, k.keyChange)
+			sql = d.conflictSQL(k.p, k.op, k.keyChange)
 		}
 		d.statements[k] = sql
 	}

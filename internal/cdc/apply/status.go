@@ -106,7 +106,8 @@ type OriginStatus struct {
 // checkpoint are named NAME_to_source (its slot and publication on the
 // target, its checkpoint in the source's datasync.sync_state), its
 // origins datasync_NAME_to_target (in the target's cluster) and
-// datasync_NAME_to_source (in the source's).
+// datasync_NAME_to_source (in the source's), and the repair origins
+// RepairOrigin of each.
 type syncObjects struct {
 	slot, publication               string // on the source
 	reverseSlot, reversePublication string // on the target
@@ -268,7 +269,8 @@ func readTwoWay(ctx context.Context, src, dst *pgxpool.Pool, obj syncObjects, st
 		db   string
 		pool *pgxpool.Pool
 		name string
-	}{{"target", dst, obj.originToTarget}, {"source", src, obj.originToSource}} {
+	}{{"target", dst, obj.originToTarget}, {"source", src, obj.originToSource},
+		{"target", dst, RepairOrigin(obj.originToTarget)}, {"source", src, RepairOrigin(obj.originToSource)}} {
 		os, err := readOrigin(ctx, o.pool, o.db, o.name)
 		if err != nil {
 			return err
@@ -353,7 +355,7 @@ func DropSync(ctx context.Context, src, dst *pgxpool.Pool, name string) (*Cleanu
 		name string
 		pool *pgxpool.Pool
 	}{{"target", dst}, {"source", src}} {
-		for _, origin := range []string{obj.originToTarget, obj.originToSource} {
+		for _, origin := range []string{obj.originToTarget, obj.originToSource, RepairOrigin(obj.originToTarget), RepairOrigin(obj.originToSource)} {
 			dropped, err := dropOrigin(ctx, db.pool, db.name, origin)
 			if err != nil {
 				return rep, err

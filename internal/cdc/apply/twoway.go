@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -50,6 +51,13 @@ func TargetOrigin(name string) string { return "datasync_" + name + "_to_target"
 // into the source (the reverse stream).
 func SourceOrigin(name string) string { return "datasync_" + name + "_to_source" }
 
+// RepairOrigin is the replication origin under which datasync verify
+// --two-way --repair writes into the side that origin (TargetOrigin or
+// SourceOrigin) applies into: a repair may then run beside the sync, whose
+// apply session holds origin itself on PostgreSQL 15, and the sync's
+// streams drop its writes as they drop their own.
+func RepairOrigin(origin string) string { return strings.Replace(origin, "_to_", "_repair_to_", 1) }
+
 // ReverseName is the name under which the reverse direction of the two-way
 // sync called name keeps its slot and publication on the target
 // (datasync_NAME_to_source) and its checkpoint, the row NAME_to_source of
@@ -76,6 +84,10 @@ type direction struct {
 	// its id in the applying side's cluster.
 	origin string
 	ours   uint32
+	// repair is the id of the origin under which datasync verify
+	// --two-way --repair writes into the same side (RepairOrigin): its
+	// rows, like those of ours, are copies of the other side's.
+	repair uint32
 	// skip lists the origins whose transactions the stream drops.
 	skip []string
 	// policy is the conflict policy.
@@ -391,11 +403,20 @@ func runTwoWay(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("create datasync schema in %s: %w", side.name, err)
 		}
 	}
+	repairToTarget, err := ensureOrigin(ctx, dst, "target", RepairOrigin(TargetOrigin(cfg.Name)), log)
+	if err != nil {
+		return err
+	}
+	repairToSource, err := ensureOrigin(ctx, src, "source", RepairOrigin(SourceOrigin(cfg.Name)), log)
+	if err != nil {
+		return err
+	}
 	origins := []string{TargetOrigin(cfg.Name), SourceOrigin(cfg.Name)}
-	fwd := &direction{name: cfg.Name, label: dirToTarget, fromSource: true, origin: origins[0], ours: toTarget,
-		skip: origins, policy: cfg.Conflicts, ready: make(chan struct{}), statements: map[stmtKey]string{}, lock: lock}
-	rev := &direction{name: cfg.Name, label: dirToSource, origin: origins[1], ours: toSource,
-		skip: origins, policy: cfg.Conflicts, statements: map[stmtKey]string{}, lock: lock}
+	skip := append(origins, RepairOrigin(origins[0]), RepairOrigin(origins[1]))
+	fwd := &direction{name: cfg.Name, label: dirToTarget, fromSource: true, origin: origins[0], ours: toTarget, repair: repairToTarget,
+		skip: skip, policy: cfg.Conflicts, ready: make(chan struct{}), statements: map[stmtKey]string{}, lock: lock}
+	rev := &direction{name: cfg.Name, label: dirToSource, origin: origins[1], ours: toSource, repair: repairToSource,
+		skip: skip, policy: cfg.Conflicts, statements: map[stmtKey]string{}, lock: lock}
 
 	r, err := newReverse(ctx, cfg, rev, dst, revTables)
 	if err != nil {

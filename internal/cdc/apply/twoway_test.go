@@ -15,6 +15,7 @@ import (
 
 	"github.com/strangler-fig/strangler/internal/mapping"
 	"github.com/strangler-fig/strangler/internal/pgtest"
+	"github.com/strangler-fig/strangler/internal/reconcile"
 )
 
 // twoWayCluster starts a cluster of the test's own with
@@ -571,5 +572,78 @@ func TestTwoWayConcurrentWritersConverge(t *testing.T) {
 				t.Logf("converged after %s conflicts", dump(t, p.dst.Pool, `SELECT (SELECT count(*) FROM datasync.sync_conflicts)`))
 			})
 		}
+	}
+}
+
+// TestTwoWayRepairBesideRunningSync runs datasync verify --two-way --repair
+// while the two-way sync runs, as a nightly job would. Rows made to differ
+// behind the sync's back (written under an origin its streams drop) are
+// repaired toward the side that wrote last, at once (the repair writes
+// under origins of its own, not the sync's, which its apply sessions hold),
+// and the repair's writes are not sent back: the sync applies nothing more,
+// and the sides stay equal while both take writes again.
+func TestTwoWayRepairBesideRunningSync(t *testing.T) {
+	p := newTwoWayPair(t, accountsSchema+`; INSERT INTO accounts SELECT g, 'e' || g, 'seed', g FROM generate_series(1, 20) g`, accountsSchema)
+	cfg := p.twoWay("nightly", "", mapping.TableSpec{Source: "accounts"})
+	reg := prometheus.NewRegistry()
+	cfg.Metrics = NewMetrics(reg)
+	r := startSync(t, cfg)
+	waitSame(t, p, r, accountsQuery, accountsQuery)
+
+	// Damage that no stream carries: on the target, a row changed and one
+	// deleted under the target's repair origin, which both streams drop.
+	execAll(t, p.dst.Pool, `BEGIN; SELECT pg_replication_origin_session_setup('datasync_nightly_repair_to_target');
+		UPDATE accounts SET name = 'damaged' WHERE id = 3; DELETE FROM accounts WHERE id = 4; COMMIT;
+		SELECT pg_replication_origin_session_reset()`)
+	// A row the service writes for real, which the sync carries.
+	execAll(t, p.dst.Pool, `UPDATE accounts SET name = 'service' WHERE id = 5`)
+	waitFor(t, "the service's write to reach the source", func() bool {
+		return dump(t, p.src.Pool, `SELECT name FROM accounts WHERE id = 5`) == "[service]\n"
+	})
+	before := testutil.ToFloat64(cfg.Metrics.Transactions) + testutil.ToFloat64(cfg.Metrics.reverse.Transactions)
+
+	tables, err := mapping.ResolveAll(testCtx(t), p.src.Pool, p.dst.Pool, []mapping.TableSpec{{Source: "accounts"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	verify := func(repair bool) *reconcile.Report {
+		t.Helper()
+		src, err := reconcile.Connect(testCtx(t), p.src.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer src.Close()
+		dst, err := reconcile.Connect(testCtx(t), p.dst.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer dst.Close()
+		rep, err := reconcile.Verify(testCtx(t), src, dst, tables, reconcile.Options{TwoWay: true, Name: "nightly", Repair: repair})
+		if err != nil {
+			t.Fatalf("verify --two-way (repair %t) beside the running sync: %v", repair, err)
+		}
+		return rep
+	}
+	rep := verify(true)
+	tr := rep.Tables[0]
+	if tr.MissingInTarget != 1 || tr.Mismatched != 1 || tr.Repaired != 2 || !rep.Consistent {
+		t.Errorf("repair: got missing in target %d, mismatched %d, repaired %d, consistent %t; want 1, 1, 2, true",
+			tr.MissingInTarget, tr.Mismatched, tr.Repaired, rep.Consistent)
+	}
+	execAll(t, p.src.Pool, `UPDATE accounts SET n = n + 100 WHERE id = 3`)
+	execAll(t, p.dst.Pool, `UPDATE accounts SET n = n + 100 WHERE id = 4`)
+	waitSame(t, p, r, accountsQuery, accountsQuery)
+	if err := r.stop(t); err != nil {
+		t.Fatalf("sync: %v", err)
+	}
+	after := testutil.ToFloat64(cfg.Metrics.Transactions) + testutil.ToFloat64(cfg.Metrics.reverse.Transactions)
+	if after-before != 2 {
+		t.Errorf("transactions applied after the repair: got %v, want 2, the two updates (the repair's writes must not be sent back)", after-before)
+	}
+	if got := dump(t, p.src.Pool, `SELECT name, n FROM accounts WHERE id IN (3, 4, 5) ORDER BY id`); got != "[seed 103]\n[seed 104]\n[service 5]\n" {
+		t.Errorf("rows 3, 4, 5: got\n%swant the source's rows 3 and 4 with the later updates, and the service's row 5", got)
+	}
+	if rep := verify(false); !rep.Consistent {
+		t.Errorf("verify --two-way after: not consistent: %+v", rep.Tables[0])
 	}
 }
