@@ -94,10 +94,10 @@ const (
 // modes returns, for an incoming change of op, the decision mode for a
 // conflicting local row and whether a row missing locally is written.
 func (d *direction) modes(op cdc.Op) (mode int, missing bool) {
+	// Under last_update_wins a delete against a write is decided by time
+	// too, as the other side decides the same pair, the write arriving
+	// there for a key it deleted, by its tombstone's time.
 	if d.policy == LastUpdateWins {
-		if op == cdc.OpDelete {
-			return modeLocal, true
-		}
 		return modeTime, true
 	}
 	if incomingWins := (d.policy == SourceWins) == d.fromSource; incomingWins {
@@ -200,18 +200,25 @@ w AS (SELECT ts, conflict, (NOT conflict OR $%d::int = 1 OR ($%d::int = 2 AND ($
 	if op == cdc.OpDelete {
 		fmt.Fprintf(&b, `,
 d AS (DELETE FROM %s t USING w WHERE %s AND w.apply RETURNING 1)
-SELECT w.conflict, w.ts, w.apply, 0::int8 FROM (SELECT 1) o LEFT JOIN w ON true`, target, keyMatch(t, lookup))
+SELECT w.conflict, w.ts, w.apply, 0::int8, NULL::timestamptz FROM (SELECT 1) o LEFT JOIN w ON true`, target, keyMatch(t, lookup))
 		return b.String()
 	}
 	vals := make([]string, n)
 	for i, c := range t.Columns {
 		vals[i] = param(i+1, c)
 	}
+	// A missing row with a tombstone (last_update_wins only) was deleted
+	// here: the later of the delete and the incoming write wins (on a tie,
+	// the source's). Without one, an insert is written, an update as the
+	// policy says (missing).
 	fmt.Fprintf(&b, `,
 u AS (UPDATE %s t SET %s FROM w WHERE %s AND w.apply RETURNING 1),
-i AS (INSERT INTO %s (%s)%s SELECT %s WHERE NOT EXISTS (SELECT 1 FROM l) AND $%d::bool RETURNING 1)
-SELECT w.conflict, w.ts, w.apply, (SELECT count(*) FROM i) FROM (SELECT 1) o LEFT JOIN w ON true`,
-		target, setList(t, keyChange), keyMatch(t, lookup), target, t.TargetColumnList(), t.Overriding(), strings.Join(vals, ", "), ours+1)
+tb AS (SELECT ts FROM (%s) x WHERE NOT EXISTS (SELECT 1 FROM l)),
+i AS (INSERT INTO %s (%s)%s SELECT %s WHERE NOT EXISTS (SELECT 1 FROM l)
+	AND coalesce((SELECT $%d::timestamptz > tb.ts OR ($%d::timestamptz = tb.ts AND $%d::bool) FROM tb WHERE tb.ts IS NOT NULL), $%d::bool) RETURNING 1)
+SELECT w.conflict, w.ts, w.apply, (SELECT count(*) FROM i), (SELECT tb.ts FROM tb) FROM (SELECT 1) o LEFT JOIN w ON true`,
+		target, setList(t, keyChange), keyMatch(t, lookup), d.tombstone(t, func(i int) int { return lookup + i }),
+		target, t.TargetColumnList(), t.Overriding(), strings.Join(vals, ", "), ts, ts, tie, ours+1)
 	return b.String()
 }
 
@@ -238,7 +245,13 @@ func (d *direction) fastSQL(p *plan, op cdc.Op, keyChange bool) string {
 		for i, c := range t.Columns {
 			vals[i] = param(i+1, c)
 		}
-		return "INSERT INTO " + target + " (" + t.TargetColumnList() + ")" + t.Overriding() + " VALUES (" + strings.Join(vals, ", ") +
+		if d.policy != LastUpdateWins {
+			return "INSERT INTO " + target + " (" + t.TargetColumnList() + ")" + t.Overriding() + " VALUES (" + strings.Join(vals, ", ") +
+				") ON CONFLICT (" + t.TargetKeyList() + ") DO NOTHING"
+		}
+		// A key with a tombstone is left to the conflict-aware statement.
+		return "INSERT INTO " + target + " (" + t.TargetColumnList() + ")" + t.Overriding() + " SELECT " + strings.Join(vals, ", ") +
+			" WHERE NOT EXISTS (" + d.tombstone(t, func(i int) int { return t.Key[i] + 1 }) +
 			") ON CONFLICT (" + t.TargetKeyList() + ") DO NOTHING"
 	case cdc.OpUpdate:
 		return "UPDATE " + target + " t SET " + setList(t, keyChange) + " WHERE " + keyMatch(t, n+1) +
@@ -320,19 +333,21 @@ func (s *syncer) queueChange(b *pgx.Batch, p *plan, tx *cdc.Transaction, c *cdc.
 	lsn := tx.CommitLSN
 	b.Queue(s.tw.statement(k), args...).QueryRow(func(row pgx.Row) error {
 		var conflicted, applied *bool
-		var local *time.Time
+		var local, deleted *time.Time
 		var inserted int64
-		if err := row.Scan(&conflicted, &local, &applied, &inserted); err != nil {
+		if err := row.Scan(&conflicted, &local, &applied, &inserted, &deleted); err != nil {
 			return fmt.Errorf("apply %s on %s: %w", c.Op, table, err)
 		}
 		kind := ""
 		switch {
 		case conflicted != nil && *conflicted:
 			kind = map[cdc.Op]string{cdc.OpInsert: KindInsertExists, cdc.OpUpdate: KindUpdateUpdate, cdc.OpDelete: KindDeleteUpdate}[c.Op]
-		case conflicted == nil && c.Op == cdc.OpUpdate:
+		case conflicted == nil && (c.Op == cdc.OpUpdate || deleted != nil):
+			// The row is missing here: an update, or a write of a key
+			// deleted here (its tombstone's time is the local one).
 			kind = KindUpdateDelete
 			t := inserted > 0
-			applied = &t
+			applied, local = &t, deleted
 		}
 		if kind == "" {
 			return nil

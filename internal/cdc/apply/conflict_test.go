@@ -24,7 +24,7 @@ func TestConflictCheckSeesTheRowItWaitedFor(t *testing.T) {
 	db := twoWayCluster(t).NewDB(t)
 	ctx := testCtx(t)
 	execAll(t, db.Pool, `CREATE SCHEMA app; CREATE TABLE app.people (id bigint PRIMARY KEY, email text, body text);
-		INSERT INTO app.people VALUES (6, 'old', 'b')`)
+		INSERT INTO app.people VALUES (6, 'old', 'b'); CREATE SCHEMA datasync;`+tombstonesSchema)
 	var ours uint32
 	if err := db.Pool.QueryRow(ctx, `SELECT pg_replication_origin_create('datasync_waited_to_target')::int8`).Scan(&ours); err != nil {
 		t.Fatal(err)
@@ -33,7 +33,7 @@ func TestConflictCheckSeesTheRowItWaitedFor(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &direction{fromSource: true, policy: LastUpdateWins, ours: ours, statements: map[stmtKey]string{}}
+	d := &direction{name: "waited", fromSource: true, policy: LastUpdateWins, ours: ours, statements: map[stmtKey]string{}}
 	// The source updated the row from the version both sides had; the
 	// relation publishes body, extra, id, mail.
 	change := &cdc.Change{Op: cdc.OpUpdate, OldKind: 'O',
@@ -87,7 +87,8 @@ func TestConflictCheckSeesTheRowItWaitedFor(t *testing.T) {
 						return err
 					}
 					var inserted int64
-					return tx.QueryRow(ctx, d.statement(k), args...).Scan(&r.conflict, &r.localTime, &r.applied, &inserted)
+					var deleted *time.Time
+					return tx.QueryRow(ctx, d.statement(k), args...).Scan(&r.conflict, &r.localTime, &r.applied, &inserted, &deleted)
 				})
 				done <- r
 			}()

@@ -23,6 +23,7 @@ func (s *syncer) periodicChecks(ctx context.Context) error {
 		return nil
 	}
 	s.checked = time.Now()
+	s.pruneTombstones(ctx)
 	// The reverse direction of a two-way sync has no lock of its own: the
 	// forward direction checks the one both run under.
 	if s.lock != nil {

@@ -2,6 +2,7 @@ package apply
 
 import (
 	"context"
+	"time"
 
 	"github.com/strangler-fig/strangler/internal/backfill"
 	"github.com/strangler-fig/strangler/internal/mapping"
@@ -19,10 +20,27 @@ func (s *syncer) advanceSequences(ctx context.Context, tables []*mapping.Table) 
 	if s.cfg.TwoWay {
 		return nil
 	}
-	moved, err := backfill.AdvanceSequences(ctx, s.dst, tables)
-	for _, a := range moved {
-		s.log.Info("advanced sequence past the copied keys", "target", a.Table.String(), "column", a.Column,
-			"sequence", a.Sequence, "next_value_was", a.From, "next_value", a.To)
+	// A target restarting (right after a copy, say) is waited for, as
+	// apply waits for it, for up to sequenceRetryFor.
+	deadline := time.Now().Add(sequenceRetryFor)
+	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
+		moved, err := backfill.AdvanceSequences(ctx, s.dst, tables)
+		for _, a := range moved {
+			s.log.Info("advanced sequence past the copied keys", "target", a.Table.String(), "column", a.Column,
+				"sequence", a.Sequence, "next_value_was", a.From, "next_value", a.To)
+		}
+		if err == nil || !targetRetryable(err) || time.Now().Add(backoff).After(deadline) {
+			return err
+		}
+		s.log.Warn("advancing the target's sequences failed; retrying", "error", err, "in", backoff)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(backoff):
+		}
 	}
-	return err
 }
+
+// sequenceRetryFor is how long advanceSequences waits for a target that
+// is unreachable.
+const sequenceRetryFor = time.Minute

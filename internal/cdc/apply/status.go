@@ -310,7 +310,7 @@ func Cleanup(ctx context.Context, src, dst *pgxpool.Pool, name string) error {
 
 // DropSync drops what the sync called name created, one-way or two-way:
 // the slots and publications on both sides, the replication origins in
-// both clusters, and the checkpoints (the target's for the forward
+// both clusters, the tombstone triggers and tombstones, and the checkpoints (the target's for the forward
 // direction, the source's for the reverse one). What never existed is
 // skipped. The tables and their rows stay, and so do the ranges of
 // sequences split for two-way sync, with their record in
@@ -348,6 +348,16 @@ func DropSync(ctx context.Context, src, dst *pgxpool.Pool, name string) (*Cleanu
 			return rep, fmt.Errorf("cleanup: drop publication %s on the %s: %w", pb.pub, pb.db, err)
 		}
 		rep.Dropped = append(rep.Dropped, fmt.Sprintf("publication %s on the %s", pb.pub, pb.db))
+	}
+	for _, db := range []struct {
+		name string
+		pool *pgxpool.Pool
+	}{{"target", dst}, {"source", src}} {
+		dropped, err := dropTombstones(ctx, db.pool, db.name, name)
+		rep.Dropped = append(rep.Dropped, dropped...)
+		if err != nil {
+			return rep, err
+		}
 	}
 	// Each origin is looked for in both clusters: they are one cluster
 	// when both databases are on the same server.

@@ -109,6 +109,8 @@ type direction struct {
 	// nextRetryCheck is when the parked changes marked for retry are
 	// looked for next.
 	nextRetryCheck time.Time
+	// nextPrune is when old tombstones are pruned next.
+	nextPrune time.Time
 	// lock is the two-way sync's run lock, held by runTwoWay for both
 	// directions.
 	lock *runLock
@@ -401,6 +403,14 @@ func runTwoWay(ctx context.Context, cfg Config) error {
 		}
 		if _, err := side.pool.Exec(ctx, twoWaySchema); err != nil {
 			return fmt.Errorf("create datasync schema in %s: %w", side.name, err)
+		}
+	}
+	if cfg.Conflicts == LastUpdateWins {
+		if err := installTombstones(ctx, src, "source", cfg.Name, fwdTables, log); err != nil {
+			return err
+		}
+		if err := installTombstones(ctx, dst, "target", cfg.Name, revTables, log); err != nil {
+			return err
 		}
 	}
 	repairToTarget, err := ensureOrigin(ctx, dst, "target", RepairOrigin(TargetOrigin(cfg.Name)), log)
