@@ -256,6 +256,9 @@ func printReverse(w io.Writer, st *apply.Status) {
 			fmt.Fprintf(w, "origin %s\tin the %s's cluster: nothing applied yet\n", o.Name, o.Database)
 		}
 	}
+	for _, ts := range st.Tombstones {
+		fmt.Fprintf(w, "tombstones (%s)\t%d deleted keys kept, triggers on %d tables\n", ts.Database, ts.Keys, ts.Triggers)
+	}
 }
 
 // printHeadroom prints, per sequence split into ranges for two-way sync,

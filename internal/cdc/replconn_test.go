@@ -130,20 +130,29 @@ func TestCreateSlotErrors(t *testing.T) {
 	}
 }
 
-// TestStandbyStatusMovesConfirmedFlush checks that a status update moves
-// the slot's confirmed_flush_lsn, and that a reply request is answered with
-// a keepalive.
-func TestStandbyStatusMovesConfirmedFlush(t *testing.T) {
+// publishedSlot makes a database with table t in publication pub, and a
+// replication connection with a new slot called name.
+func publishedSlot(t *testing.T, name string) (*pgtest.DB, *ReplConn, Slot) {
+	t.Helper()
 	db := pgtest.NewDB(t)
 	ctx := testCtx(t)
 	if _, err := db.Pool.Exec(ctx, `CREATE TABLE t (id int PRIMARY KEY); CREATE PUBLICATION pub FOR TABLE t`); err != nil {
 		t.Fatal(err)
 	}
 	rc := connect(t, db.URL)
-	slot, err := rc.CreateSlot(ctx, "status", SlotOptions{})
+	slot, err := rc.CreateSlot(ctx, name, SlotOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return db, rc, slot
+}
+
+// TestStandbyStatusMovesConfirmedFlush checks that a status update moves
+// the slot's confirmed_flush_lsn, and that a reply request is answered with
+// a keepalive.
+func TestStandbyStatusMovesConfirmedFlush(t *testing.T) {
+	db, rc, slot := publishedSlot(t, "status")
+	ctx := testCtx(t)
 	if _, err := db.Pool.Exec(ctx, `INSERT INTO t VALUES (1)`); err != nil {
 		t.Fatal(err)
 	}
@@ -203,16 +212,8 @@ func waitFor(tb testing.TB, what string, cond func() bool) {
 // change, and its context ending in the middle of a read (WatchContext),
 // which returns at once rather than at the deadline.
 func TestReceiveUntil(t *testing.T) {
-	db := pgtest.NewDB(t)
+	db, rc, slot := publishedSlot(t, "until")
 	ctx := testCtx(t)
-	if _, err := db.Pool.Exec(ctx, `CREATE TABLE t (id int PRIMARY KEY); CREATE PUBLICATION pub FOR TABLE t`); err != nil {
-		t.Fatal(err)
-	}
-	rc := connect(t, db.URL)
-	slot, err := rc.CreateSlot(ctx, "until", SlotOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	if err := rc.StartReplication(ctx, "until", slot.ConsistentPoint, []string{"pub"}); err != nil {
 		t.Fatal(err)
 	}

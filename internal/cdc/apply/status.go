@@ -62,6 +62,20 @@ type Status struct {
 	// The ranges belong to the target's tables, not to one sync: they are
 	// listed whatever the sync's name, and stay after cleanup.
 	KeyHeadroom []SequenceHeadroom `json:"key_headroom"`
+	// Tombstones counts, per side, the deleted keys two-way sync keeps
+	// (last_update_wins), with their tables' triggers.
+	Tombstones []TombstoneStatus `json:"tombstones,omitempty"`
+}
+
+// TombstoneStatus is what one side keeps of the keys its application
+// deleted, for a two-way sync under last_update_wins.
+type TombstoneStatus struct {
+	// Database is "source" or "target".
+	Database string `json:"database"`
+	// Triggers is how many tables have the sync's tombstone trigger.
+	Triggers int64 `json:"triggers"`
+	// Keys is how many deleted keys are kept.
+	Keys int64 `json:"keys"`
 }
 
 // ReverseStatus is the target-to-source direction of a two-way sync.
@@ -280,6 +294,24 @@ func readTwoWay(ctx context.Context, src, dst *pgxpool.Pool, obj syncObjects, st
 	}
 	if st.KeyHeadroom, err = KeyHeadroom(ctx, src, dst); err != nil {
 		return fmt.Errorf("status: %w", err)
+	}
+	for _, side := range []struct {
+		db   string
+		pool *pgxpool.Pool
+	}{{"source", src}, {"target", dst}} {
+		ts := TombstoneStatus{Database: side.db}
+		if err := side.pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM pg_trigger WHERE tgname = $1),
+			CASE WHEN to_regclass('datasync.sync_tombstones') IS NULL THEN 0 ELSE 1 END`, TombstoneTrigger(st.Name)).Scan(&ts.Triggers, &ts.Keys); err != nil {
+			return fmt.Errorf("status: read tombstones in the %s: %w", side.db, err)
+		}
+		if ts.Keys == 1 {
+			if err := side.pool.QueryRow(ctx, `SELECT count(*) FROM datasync.sync_tombstones WHERE name = $1`, st.Name).Scan(&ts.Keys); err != nil {
+				return fmt.Errorf("status: read tombstones in the %s: %w", side.db, err)
+			}
+		}
+		if ts.Triggers > 0 || ts.Keys > 0 {
+			st.Tombstones = append(st.Tombstones, ts)
+		}
 	}
 	st.TwoWay = st.TwoWay || r.SlotExists || r.PublicationExists
 	return nil

@@ -691,6 +691,14 @@ func TestTwoWayTombstones(t *testing.T) {
 		t.Errorf("a later insert of a deleted key: got %q in the target, want [again]", got)
 	}
 
+	st, err := GetStatus(testCtx(t), p.src.Pool, p.dst.Pool, "tomb")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(st.Tombstones); got != "[{source 1 1} {target 1 1}]" {
+		t.Errorf("status tombstones: got %s, want triggers on both sides, each with the key its application deleted (2 in the source, 1 in the target)", got)
+	}
+
 	rep, err := DropSync(testCtx(t), p.src.Pool, p.dst.Pool, "tomb")
 	if err != nil {
 		t.Fatal(err)
