@@ -371,6 +371,11 @@ func runTwoWay(ctx context.Context, cfg Config) error {
 	if _, err := EnsureDisjointKeys(ctx, src, dst, fwdTables, log); err != nil {
 		return err
 	}
+	// Checked after the keys (a split range is kept, and harmless), before
+	// anything of the sync is created.
+	if err := checkFirstCopyKeepsNothing(ctx, dst, cfg.Name, fwdTables); err != nil {
+		return err
+	}
 	var revStart string
 	if err := dst.QueryRow(ctx, `SELECT pg_current_wal_insert_lsn()::text`).Scan(&revStart); err != nil {
 		return fmt.Errorf("read target WAL position: %w", err)
@@ -468,6 +473,56 @@ func runTwoWay(ctx context.Context, cfg Config) error {
 		}
 	}
 	return first
+}
+
+// checkFirstCopyKeepsNothing refuses the first start of the two-way sync
+// called name when a target table holds rows that neither a sync of that
+// name nor a finished backfill wrote: the first copy replaces a target
+// table's rows with the source's, and rows the service wrote there (before
+// the sync ran, or while it was cleaned up) would be lost. A table the
+// sync has copied before (a one-way sync switched to two ways, a restart)
+// or a backfill filled is copied as usual.
+func checkFirstCopyKeepsNothing(ctx context.Context, dst *pgxpool.Pool, name string, tables []*mapping.Table) error {
+	var synced bool
+	if err := dst.QueryRow(ctx, `SELECT to_regclass('datasync.sync_state') IS NOT NULL`).Scan(&synced); err != nil {
+		return fmt.Errorf("read target state: %w", err)
+	}
+	if synced {
+		if err := dst.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM datasync.sync_state WHERE name = $1)`, name).Scan(&synced); err != nil {
+			return fmt.Errorf("read target state: %w", err)
+		}
+	}
+	if synced {
+		return nil
+	}
+	var backfilled bool
+	if err := dst.QueryRow(ctx, `SELECT to_regclass('datasync.backfill_progress') IS NOT NULL`).Scan(&backfilled); err != nil {
+		return fmt.Errorf("read target state: %w", err)
+	}
+	var problems []string
+	for _, t := range tables {
+		var rows bool
+		if err := dst.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM `+t.Target.Quoted()+`)`).Scan(&rows); err != nil {
+			return fmt.Errorf("read target table %s: %w", t.Target, err)
+		}
+		if !rows {
+			continue
+		}
+		filled := false
+		if backfilled {
+			if err := dst.QueryRow(ctx, `SELECT bool_and(done) IS TRUE FROM datasync.backfill_progress WHERE target_table = $1`, t.Target.String()).Scan(&filled); err != nil {
+				return fmt.Errorf("read backfill state of %s: %w", t.Target, err)
+			}
+		}
+		if !filled {
+			problems = append(problems, fmt.Sprintf("target table %s has rows, and no sync named %q nor a finished backfill wrote them: the first two-way copy replaces the target's rows with the source's, so rows the service wrote there would be lost. If they are a copy of the source's, empty the table (or fill it with datasync backfill) and start again; if the service wrote rows that must be kept, copy them to the source first",
+				t.Target, name))
+		}
+	}
+	if len(problems) > 0 {
+		return &mapping.PreflightError{Problems: problems}
+	}
+	return nil
 }
 
 // fillDefaults sets Config's defaults.

@@ -716,3 +716,36 @@ func TestTwoWayTombstones(t *testing.T) {
 		execAll(t, pool, `DELETE FROM accounts WHERE id = 3`)
 	}
 }
+
+// TestTwoWayFirstStartKeepsServiceRows checks that the first start of a
+// two-way sync refuses, creating nothing, when a target table holds rows
+// that no sync of its name nor a finished backfill wrote (the service's,
+// written before the sync ran): its first copy would replace them. An
+// empty target, or one a one-way sync of the same name filled, starts.
+func TestTwoWayFirstStartKeepsServiceRows(t *testing.T) {
+	c := twoWayCluster(t)
+	p := pairIn(t, c, accountsSchema+`; INSERT INTO accounts VALUES (1, 'a@x', 'A', 1)`, accountsSchema+`; INSERT INTO accounts VALUES (500, 'svc@x', 'S', 0)`)
+	err := Run(testCtx(t), p.twoWay("keep", "", mapping.TableSpec{Source: "accounts"}))
+	if !errors.Is(err, mapping.ErrPreflight) || !strings.Contains(err.Error(), "target table public.accounts has rows") {
+		t.Fatalf("got %v, want a preflight error naming the target table", err)
+	}
+	if got := dump(t, p.src.Pool, `SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'datasync_keep%'`); got != "[0]\n" {
+		t.Errorf("slots created: %s, want none", got)
+	}
+	if got := dump(t, p.dst.Pool, accountsQuery); got != "[500 svc@x S 0]\n" {
+		t.Errorf("the target's row: got %s, want it kept", got)
+	}
+
+	// A one-way sync of the name copies the table first; switched to two
+	// ways, it starts.
+	q := pairIn(t, c, accountsSchema+`; INSERT INTO accounts VALUES (1, 'a@x', 'A', 1)`, accountsSchema)
+	oneWay := q.config("switch", mapping.TableSpec{Source: "accounts"})
+	oneWay.UntilCaughtUp = true
+	if err := Run(testCtx(t), oneWay); err != nil {
+		t.Fatal(err)
+	}
+	catchUp(t, q.twoWay("switch", "", mapping.TableSpec{Source: "accounts"}))
+	if s, d := dump(t, q.src.Pool, accountsQuery), dump(t, q.dst.Pool, accountsQuery); s != d {
+		t.Errorf("after the switch: source\n%starget\n%s", s, d)
+	}
+}
