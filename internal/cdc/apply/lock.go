@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/strangler-fig/strangler/internal/dbconn"
 )
@@ -168,6 +169,26 @@ func (l *runLock) holder(ctx context.Context, conn *pgx.Conn, side string) strin
 		}
 	}
 	return fmt.Sprintf("%q, connected to the %s from %s since %s as backend %d", app, side, addr, since.UTC().Format(time.RFC3339), backend)
+}
+
+// runningHolder reports whether a sync called name runs, holding its lock
+// in pool's database (side), and who it is.
+func runningHolder(ctx context.Context, pool interface {
+	Acquire(context.Context) (*pgxpool.Conn, error)
+}, side, name string) (string, bool, error) {
+	c, err := pool.Acquire(ctx)
+	if err != nil {
+		return "", false, fmt.Errorf("connect %s: %w", side, err)
+	}
+	defer c.Release()
+	var held bool
+	if err := c.QueryRow(ctx, `SELECT EXISTS (`+holderSQL+`)`, name).Scan(&held); err != nil {
+		return "", false, fmt.Errorf("look for a running sync %s in the %s: %w", name, side, err)
+	}
+	if !held {
+		return "", false, nil
+	}
+	return (&runLock{name: name}).holder(ctx, c.Conn(), side), true, nil
 }
 
 // check makes sure the locks are still held. A lock connection that was

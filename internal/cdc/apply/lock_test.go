@@ -128,3 +128,30 @@ func connectRepl(tb testing.TB, url string) *cdc.ReplConn {
 	tb.Cleanup(func() { rc.Close(context.Background()) })
 	return rc
 }
+
+// TestCleanupRefusesWhileRunning checks that cleanup leaves a running
+// sync alone, whatever its slot's state (it may not be active during the
+// first copy): it names the running process and drops nothing; once the
+// sync has stopped, it drops.
+func TestCleanupRefusesWhileRunning(t *testing.T) {
+	p := newPair(t, usersSchema+`INSERT INTO users VALUES (1, 'a', 'A', 'x', 1)`, usersSchema)
+	r := startSync(t, p.config("busy", mapping.TableSpec{Source: "users"}))
+	waitSame(t, p, r, usersQuery, usersQuery)
+	rep, err := DropSync(testCtx(t), p.src.Pool, p.dst.Pool, "busy")
+	if !errors.Is(err, ErrAlreadyRunning) || !strings.Contains(err.Error(), fmt.Sprintf("pid %d", os.Getpid())) {
+		t.Fatalf("cleanup beside the running sync: got %v, want ErrAlreadyRunning naming pid %d", err, os.Getpid())
+	}
+	if len(rep.Dropped) != 0 {
+		t.Errorf("dropped beside the running sync: %v", rep.Dropped)
+	}
+	if got := dump(t, p.src.Pool, `SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'datasync_busy'`); got != "[1]\n" {
+		t.Errorf("slot after the refused cleanup: %s, want it kept", got)
+	}
+	if err := r.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "cleanup after the sync stopped", func() bool {
+		_, err := DropSync(testCtx(t), p.src.Pool, p.dst.Pool, "busy")
+		return err == nil
+	})
+}

@@ -351,6 +351,20 @@ func Cleanup(ctx context.Context, src, dst *pgxpool.Pool, name string) error {
 func DropSync(ctx context.Context, src, dst *pgxpool.Pool, name string) (*CleanupReport, error) {
 	obj := objectsOf(name)
 	rep := &CleanupReport{Dropped: []string{}}
+	// A running sync holds its lock from before it creates anything until
+	// it stops: even in its first copy, when its slot may not be active.
+	for _, side := range []struct {
+		db   string
+		pool *pgxpool.Pool
+	}{{"target", dst}, {"source", src}} {
+		who, running, err := runningHolder(ctx, side.pool, side.db, name)
+		if err != nil {
+			return rep, fmt.Errorf("cleanup: %w", err)
+		}
+		if running {
+			return rep, fmt.Errorf("cleanup: sync %s is running (%s): stop it first; nothing was dropped: %w", name, who, ErrAlreadyRunning)
+		}
+	}
 	for _, sl := range []struct {
 		db   string
 		pool *pgxpool.Pool
