@@ -123,12 +123,16 @@ type ack struct {
 	user
 	servedBy string // who took the create
 	actor    string // the X-User-ID that made it
+	deleted  bool   // a DELETE of it was acknowledged
 }
 
 // send sends a JSON request through the proxy as actor and returns the code,
 // the X-Served-By and the decoded row.
 func send(client *http.Client, method, url, actor string, body any) (int, string, user, error) {
-	b, _ := json.Marshal(body)
+	var b []byte
+	if body != nil {
+		b, _ = json.Marshal(body)
+	}
 	req, err := http.NewRequest(method, url, bytes.NewReader(b))
 	if err != nil {
 		return 0, "", user{}, err
@@ -142,7 +146,7 @@ func send(client *http.Client, method, url, actor string, body any) (int, string
 	defer resp.Body.Close()
 	data, _ := io.ReadAll(resp.Body)
 	var u user
-	if resp.StatusCode/100 == 2 {
+	if resp.StatusCode/100 == 2 && resp.StatusCode != http.StatusNoContent {
 		if err := json.Unmarshal(data, &u); err != nil {
 			return resp.StatusCode, "", u, fmt.Errorf("decode %s: %w", data, err)
 		}
@@ -158,6 +162,7 @@ type writers struct {
 	acked   map[int64]*ack
 	served  map[string]int // creates acknowledged, by X-Served-By
 	updates int
+	deletes int
 	errors  []string
 	stop    chan struct{}
 	wg      sync.WaitGroup
@@ -177,6 +182,29 @@ func startWriters(tb testing.TB, proxyURL string, n int) *writers {
 				case <-w.stop:
 					return
 				default:
+				}
+				if len(mine) > 0 && rng.IntN(12) == 0 {
+					// Delete one of this writer's rows, as the user who made
+					// it, on whichever side the cohort now sends it to: an
+					// update acknowledged on the other side may not have
+					// arrived yet, and the later delete must win on both.
+					k := rng.IntN(len(mine))
+					a := mine[k]
+					code, _, _, err := send(client, http.MethodDelete, fmt.Sprintf("%s/api/users/%d", proxyURL, a.ID), a.actor, nil)
+					w.mu.Lock()
+					switch {
+					case err != nil:
+						w.errors = append(w.errors, "DELETE: "+err.Error())
+					case code == http.StatusNoContent:
+						a.deleted = true
+						w.deletes++
+						mine = append(mine[:k], mine[k+1:]...)
+					case code == http.StatusNotFound:
+					default:
+						w.errors = append(w.errors, fmt.Sprintf("DELETE %d: status %d", a.ID, code))
+					}
+					w.mu.Unlock()
+					continue
 				}
 				if len(mine) > 0 && rng.IntN(3) == 0 {
 					// Update one of this writer's rows, as the user who made it:
@@ -356,7 +384,7 @@ routes:
 
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	t.Logf("acknowledged creates by backend: %v; updates: %d; errors: %d", w.served, w.updates, len(w.errors))
+	t.Logf("acknowledged creates by backend: %v; updates: %d; deletes: %d; errors: %d", w.served, w.updates, w.deletes, len(w.errors))
 	for _, e := range w.errors {
 		t.Errorf("writer: %s", e)
 	}
@@ -385,6 +413,9 @@ routes:
 		for side, got := range map[string]map[int64]user{"monolith": src, "user-service": dst} {
 			u, ok := got[id]
 			switch {
+			case a.deleted && ok:
+				t.Errorf("user %d (%s), deleted with an acknowledged DELETE, is still in the %s's database: %+v", id, a.Email, side, u)
+			case a.deleted:
 			case !ok:
 				t.Errorf("user %d (%s, created through the %s) is missing in the %s's database", id, a.Email, a.servedBy, side)
 			case u != a.user:
@@ -420,6 +451,9 @@ routes:
 	}
 	var byMonolith, byService []int64
 	for id, a := range w.acked {
+		if a.deleted {
+			continue
+		}
 		if a.servedBy == "monolith" && !strings.Contains(a.Username, "-u") {
 			byMonolith = append(byMonolith, id)
 		}
@@ -438,6 +472,9 @@ routes:
 	// (by the monolith) to the user who made it.
 	client := &http.Client{Timeout: 10 * time.Second}
 	for id, a := range w.acked {
+		if a.deleted {
+			continue
+		}
 		req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("%s/api/users/%d", proxyURL, id), nil)
 		req.Header.Set("X-User-ID", a.actor)
 		resp, err := client.Do(req)
