@@ -230,6 +230,12 @@ func run(ctx context.Context, cfg Config, dir *direction) error {
 	if err := ensureStateSchema(ctx, s.dst); err != nil {
 		return err
 	}
+	if dir == nil {
+		// A two-way sync of this name switched back to one way.
+		if err := dropTombstonesOf(ctx, s.src, s.dst, cfg.Name, s.log); err != nil {
+			return err
+		}
+	}
 	s.signature = map[*mapping.Table]string{}
 	for _, t := range s.tables {
 		s.signature[t] = tableSignature(t, identity[t])

@@ -99,11 +99,33 @@ CREATE OR REPLACE TRIGGER %s AFTER DELETE ON %s FOR EACH ROW EXECUTE FUNCTION %s
 			fn, outputSettings, mapping.QuoteLiteral(name), mapping.QuoteLiteral(t.Source.String()), strings.Join(keys, ", "),
 			mapping.QuoteIdent(TombstoneTrigger(name)), t.Source.Quoted(), fn)
 		if _, err := pool.Exec(ctx, sql); err != nil {
-			return fmt.Errorf("create the tombstone trigger on %s table %s: %w", side, t.Source, err)
+			return fmt.Errorf("create the tombstone trigger on %s table %s: %w (two-way sync under last_update_wins records deleted keys with it: let the sync's role create triggers and functions there, or choose --conflicts source_wins or target_wins, which keep no tombstones)", side, t.Source, err)
 		}
 		if !exists {
 			log.Info("changed the "+side+" database for two-way sync: a trigger records the keys the application deletes, so that a write arriving later for such a key is compared with the delete",
 				"table", t.Source.String(), "trigger", TombstoneTrigger(name), "function", fn)
+		}
+	}
+	return nil
+}
+
+// dropTombstonesOf drops, on both sides, the tombstone triggers and
+// tombstones of the sync called name, which only a two-way sync under
+// last_update_wins keeps: left by one, they would go on recording deletes
+// nothing reads or prunes. Each one dropped is logged.
+func dropTombstonesOf(ctx context.Context, src, dst *pgxpool.Pool, name string, log interface {
+	Info(string, ...any)
+}) error {
+	for _, side := range []struct {
+		db   string
+		pool *pgxpool.Pool
+	}{{"source", src}, {"target", dst}} {
+		dropped, err := dropTombstones(ctx, side.pool, side.db, name)
+		for _, d := range dropped {
+			log.Info("dropped what a two-way sync under last_update_wins of this name left, which this sync does not use", "dropped", d)
+		}
+		if err != nil {
+			return err
 		}
 	}
 	return nil

@@ -417,6 +417,8 @@ func runTwoWay(ctx context.Context, cfg Config) error {
 		if err := installTombstones(ctx, dst, "target", cfg.Name, revTables, log); err != nil {
 			return err
 		}
+	} else if err := dropTombstonesOf(ctx, src, dst, cfg.Name, log); err != nil {
+		return err
 	}
 	repairToTarget, err := ensureOrigin(ctx, dst, "target", RepairOrigin(TargetOrigin(cfg.Name)), log)
 	if err != nil {

@@ -749,3 +749,36 @@ func TestTwoWayFirstStartKeepsServiceRows(t *testing.T) {
 		t.Errorf("after the switch: source\n%starget\n%s", s, d)
 	}
 }
+
+// TestTombstoneTriggersLeaveWithLastUpdateWins checks that the tombstone
+// triggers exist only while a two-way sync under last_update_wins runs the
+// name: restarted under source_wins, or as a one-way sync, it drops them.
+func TestTombstoneTriggersLeaveWithLastUpdateWins(t *testing.T) {
+	c := twoWayCluster(t)
+	const triggers = `SELECT count(*) FROM pg_trigger WHERE tgname = 'datasync_leave_tombstone'`
+	for _, then := range []string{SourceWins, "one-way"} {
+		t.Run(then, func(t *testing.T) {
+			p := pairIn(t, c, accountsSchema+`; INSERT INTO accounts VALUES (1, 'a@x', 'A', 1)`, accountsSchema)
+			catchUp(t, p.twoWay("leave", "", mapping.TableSpec{Source: "accounts"}))
+			for _, pool := range []*pgxpool.Pool{p.src.Pool, p.dst.Pool} {
+				if got := dump(t, pool, triggers); got != "[1]\n" {
+					t.Fatalf("triggers under last_update_wins: got %s, want 1 per side", got)
+				}
+			}
+			if then == SourceWins {
+				catchUp(t, p.twoWay("leave", SourceWins, mapping.TableSpec{Source: "accounts"}))
+			} else {
+				cfg := p.config("leave", mapping.TableSpec{Source: "accounts"})
+				cfg.UntilCaughtUp = true
+				if err := Run(testCtx(t), cfg); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, pool := range []*pgxpool.Pool{p.src.Pool, p.dst.Pool} {
+				if got := dump(t, pool, triggers); got != "[0]\n" {
+					t.Errorf("triggers after a %s run: got %s, want none", then, got)
+				}
+			}
+		})
+	}
+}
