@@ -243,6 +243,13 @@ func (p *pair) repairBatch(ctx context.Context, f *flow, keys [][]string, isMiss
 		if _, err := tx.Exec(ctx, "SET LOCAL lock_timeout = '"+repairLockTimeout+"'"); err != nil {
 			return err
 		}
+		if f.origin != "" {
+			// Under an origin, PostgreSQL gives the session's transactions
+			// the commit time of its first one unless this is reset.
+			if _, err := tx.Exec(ctx, "SELECT pg_replication_origin_xact_reset()"); err != nil {
+				return err
+			}
+		}
 		inserted := map[string]bool{}
 		if len(before.keys) > 0 {
 			ks, err := p.write(ctx, tx, f, before, " DO NOTHING RETURNING "+strings.Join(f.toKey, ", "))

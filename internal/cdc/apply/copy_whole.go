@@ -52,7 +52,7 @@ func (s *syncer) copyTableWhole(ctx context.Context, t *mapping.Table, snapshot 
 	if _, err := stx.Exec(ctx, "SET TRANSACTION SNAPSHOT "+mapping.QuoteLiteral(snapshot)); err != nil {
 		return 0, fmt.Errorf("%s: import snapshot: %w", op, err)
 	}
-	dtx, err := s.dst.Begin(ctx)
+	dtx, err := s.beginTx(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("%s: %w", op, err)
 	}

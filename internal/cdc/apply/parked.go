@@ -38,7 +38,7 @@ func (s *syncer) refused(err error) bool {
 // transaction applied.
 func (s *syncer) applyParking(ctx context.Context, batch []*cdc.Transaction) (cdc.LSN, error) {
 	s.beginApply()
-	tx, err := s.dst.Begin(ctx)
+	tx, err := s.beginTx(ctx)
 	if err != nil {
 		return s.applied, fmt.Errorf("apply: begin: %w", err)
 	}
@@ -216,6 +216,9 @@ func (s *syncer) retryParked(ctx context.Context) {
 			}
 		}
 		err := pgx.BeginFunc(ctx, s.dst, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, resetOriginTimeSQL); err != nil {
+				return err
+			}
 			if _, err := tx.Exec(ctx, it.sql, args...); err != nil {
 				return err
 			}

@@ -628,7 +628,7 @@ func (s *syncer) sendPart(ctx context.Context, tx *pgx.Tx, part *cdc.Transaction
 	}
 	if *tx == nil {
 		s.beginApply()
-		t, err := s.dst.Begin(ctx)
+		t, err := s.beginTx(ctx)
 		if err != nil {
 			return s.restartOn(ctx, fmt.Errorf("apply: begin: %w", err))
 		}
@@ -848,7 +848,7 @@ func (s *syncer) applyBatch(ctx context.Context, batch []*cdc.Transaction, fast 
 	commitTime := last.CommitTime
 	b.Queue(upsertStateSQL, s.cfg.Name, last.EndLSN.String(), &commitTime)
 	s.beginApply()
-	tx, err := s.dst.Begin(ctx)
+	tx, err := s.beginTx(ctx)
 	if err != nil {
 		return s.applied, fmt.Errorf("apply: begin: %w", err)
 	}
@@ -875,6 +875,27 @@ func (s *syncer) applyBatch(ctx context.Context, batch []*cdc.Transaction, fast 
 	s.count(counts, n)
 	return last.EndLSN, planErr
 }
+
+// beginTx begins a target transaction that applies changes. In a two-way
+// sync the session runs under a replication origin, and PostgreSQL gives
+// every transaction of such a session the commit time of its first one
+// unless the origin's transaction time is reset: rows the sync applies
+// would carry a commit time from when it started.
+func (s *syncer) beginTx(ctx context.Context) (pgx.Tx, error) {
+	tx, err := s.dst.Begin(ctx)
+	if err != nil || s.tw == nil {
+		return tx, err
+	}
+	if _, err := tx.Exec(ctx, resetOriginTimeSQL); err != nil {
+		_ = tx.Rollback(ctx)
+		return nil, err
+	}
+	return tx, nil
+}
+
+// resetOriginTimeSQL makes the commit time of the transaction it runs in,
+// in a session under a replication origin, the time it commits.
+const resetOriginTimeSQL = `SELECT pg_replication_origin_xact_reset()`
 
 // count adds committed changes and transactions to the metrics.
 func (s *syncer) count(changes map[[2]string]int, transactions int) {

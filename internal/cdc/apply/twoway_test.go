@@ -803,3 +803,26 @@ func TestTwoWayTombstonesCompositeKey(t *testing.T) {
 		t.Errorf("after deletes later than the other side's updates: source %q, target %q, want both empty", s, d)
 	}
 }
+
+// TestTwoWayAppliedRowsCarryTheirOwnCommitTime checks that rows the sync
+// applies at different times carry different commit times on the side
+// they are applied to. PostgreSQL would otherwise give every transaction
+// of a session under a replication origin the commit time of its first.
+func TestTwoWayAppliedRowsCarryTheirOwnCommitTime(t *testing.T) {
+	p := newTwoWayPair(t, accountsSchema, accountsSchema)
+	cfg := p.twoWay("ctime", "", mapping.TableSpec{Source: "accounts"})
+	r := startSync(t, cfg)
+	for _, id := range []int{1, 2} {
+		execAll(t, p.src.Pool, fmt.Sprintf(`INSERT INTO accounts VALUES (%d, 'e%d', 'n', 0)`, id, id))
+		waitSame(t, p, r, accountsQuery, accountsQuery)
+		time.Sleep(300 * time.Millisecond)
+	}
+	var gap float64
+	if err := p.dst.Pool.QueryRow(testCtx(t), `SELECT extract(epoch FROM max(pg_xact_commit_timestamp(xmin)) - min(pg_xact_commit_timestamp(xmin)))::float8
+		FROM accounts`).Scan(&gap); err != nil {
+		t.Fatal(err)
+	}
+	if gap < 0.25 {
+		t.Errorf("commit times of rows applied 300 ms apart differ by %.3f s, want at least 0.25 s", gap)
+	}
+}
