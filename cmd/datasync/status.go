@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 	"github.com/strangler-fig/strangler/internal/cli"
 	"github.com/strangler-fig/strangler/internal/dbconn"
 	"github.com/strangler-fig/strangler/internal/mapping"
+	"github.com/strangler-fig/strangler/internal/origins"
 )
 
 // StatusOptions are the flags of datasync status.
@@ -240,9 +240,9 @@ func printReverse(w io.Writer, st *apply.Status) {
 	}
 	for _, o := range st.Origins {
 		switch {
-		case strings.Contains(o.Name, "_repair_to_") && o.Exists:
+		case origins.IsRepair(o.Name) && o.Exists:
 			fmt.Fprintf(w, "origin %s\tin the %s's cluster (marks what datasync verify --two-way --repair writes)\n", o.Name, o.Database)
-		case strings.Contains(o.Name, "_repair_to_"):
+		case origins.IsRepair(o.Name):
 			fmt.Fprintf(w, "origin %s\tmissing in the %s's cluster (a sync of this version creates it; until then repair waits for the sync's own origins)\n", o.Name, o.Database)
 		case !o.Exists:
 			fmt.Fprintf(w, "origin %s\tmissing in the %s's cluster\n", o.Name, o.Database)

@@ -272,8 +272,8 @@ func TestStatusCleanupTwoWay(t *testing.T) {
 	// none, as one from before them.
 	if len(js.Origins) != 4 || js.Origins[0].Name != "datasync_tw_hand_to_target" || !js.Origins[0].Exists || js.Origins[0].Database != "target" ||
 		js.Origins[0].RemoteLSN != "0/1234" || js.Origins[1].Name != "datasync_tw_hand_to_source" || !js.Origins[1].Exists || js.Origins[1].Database != "source" ||
-		js.Origins[2].Name != "datasync_tw_hand_repair_to_target" || js.Origins[2].Exists || js.Origins[2].Database != "target" ||
-		js.Origins[3].Name != "datasync_tw_hand_repair_to_source" || js.Origins[3].Exists || js.Origins[3].Database != "source" {
+		js.Origins[2].Name != "datasync_tw_hand_to_target_repair" || js.Origins[2].Exists || js.Origins[2].Database != "target" ||
+		js.Origins[3].Name != "datasync_tw_hand_to_source_repair" || js.Origins[3].Exists || js.Origins[3].Database != "source" {
 		t.Errorf("origins: got %+v, want both of the sync's, to_target applied up to 0/1234, then both repair origins, missing", js.Origins)
 	}
 	if len(js.KeyHeadroom) != 2 || js.KeyHeadroom[1].Left != 1<<63-1-1<<52+1 {

@@ -54,6 +54,17 @@ func Settings() map[string]string {
 	return out
 }
 
+// FunctionSettings is the pinned session settings as SET clauses of CREATE
+// FUNCTION, for a function that must write values as text the way datasync's
+// sessions read them, whatever the calling session's settings.
+func FunctionSettings() string {
+	parts := make([]string, len(pinned))
+	for i, kv := range pinned {
+		parts[i] = "SET " + kv[0] + " = '" + kv[1] + "'"
+	}
+	return strings.Join(parts, " ")
+}
+
 // Pin sets the pinned session settings in params (a connection config's
 // RuntimeParams), over any value the connection string gave them.
 func Pin(params map[string]string) {

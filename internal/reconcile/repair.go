@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/strangler-fig/strangler/internal/mapping"
+	"github.com/strangler-fig/strangler/internal/origins"
 )
 
 // RepairPlan counts what a repair did or, in a dry run, would do.
@@ -117,7 +118,7 @@ func (p *pair) repair(ctx context.Context, d diffs, opts Options) (*RepairPlan, 
 	}
 	var origin string
 	if opts.TwoWay {
-		origin = originToTarget(opts.Name)
+		origin = origins.ToTarget(opts.Name)
 	}
 	f := p.toTarget(origin)
 	f.afterRead = opts.afterRepairRead
@@ -244,9 +245,7 @@ func (p *pair) repairBatch(ctx context.Context, f *flow, keys [][]string, isMiss
 			return err
 		}
 		if f.origin != "" {
-			// Under an origin, PostgreSQL gives the session's transactions
-			// the commit time of its first one unless this is reset.
-			if _, err := tx.Exec(ctx, "SELECT pg_replication_origin_xact_reset()"); err != nil {
+			if _, err := tx.Exec(ctx, origins.ResetTimeSQL); err != nil {
 				return err
 			}
 		}
@@ -492,7 +491,7 @@ func setupOrigin(ctx context.Context, conn *pgxpool.Conn, name string) error {
 		case <-time.After(wait):
 		}
 	}
-	return fmt.Errorf("write under replication origin %s: %w: it stayed in use by another session (on PostgreSQL 15 an origin serves one session at a time: a running sync holds its own, and repair uses them only when the sync has not created the repair origins datasync_NAME_repair_to_target and _to_source, which a sync of this version does at start): restart the sync with this version, or stop it for the repair, or verify without --repair", name, last)
+	return fmt.Errorf("write under replication origin %s: %w: it stayed in use by another session (on PostgreSQL 15 an origin serves one session at a time: a running sync holds its own, and repair uses them only when the sync has not created the repair origins datasync_NAME_to_target_repair and datasync_NAME_to_source_repair, which a sync of this version does at start): restart the sync with this version, or stop it for the repair, or verify without --repair", name, last)
 }
 
 // resetOrigin ends the session's origin and releases conn; a connection
@@ -507,15 +506,3 @@ func resetOrigin(conn *pgxpool.Conn) {
 	}
 	conn.Release()
 }
-
-// originToTarget names the replication origin of the sessions that write
-// into the target for the two-way sync named name; originToSource those
-// that write into the source. The names are shared with the sync.
-func originToTarget(name string) string { return "datasync_" + name + "_to_target" }
-
-func originToSource(name string) string { return "datasync_" + name + "_to_source" }
-
-// repairOrigin names the origin repair writes under into the side that
-// origin (originToTarget or originToSource) applies into, as the sync
-// (apply.RepairOrigin) creates it.
-func repairOrigin(origin string) string { return strings.Replace(origin, "_to_", "_repair_to_", 1) }

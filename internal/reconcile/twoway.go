@@ -9,6 +9,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/strangler-fig/strangler/internal/origins"
 )
 
 // Sides a two-way difference names as the one that wrote the row last.
@@ -32,7 +34,7 @@ type twoWay struct {
 	// Both are checked to exist.
 	toTarget, toSource uint32
 	// repairToTarget and repairToSource are the origins repair writes
-	// under: datasync_NAME_repair_to_target and _to_source, which the
+	// under: datasync_NAME_to_target_repair and datasync_NAME_to_source_repair, which the
 	// sync creates and its streams drop, so that repair runs beside it
 	// (PostgreSQL 15 lets one session at a time use an origin, and the
 	// sync's apply sessions hold theirs). A sync from before them has
@@ -60,7 +62,7 @@ func prepareTwoWay(ctx context.Context, src, dst *pgxpool.Pool, name string) (*t
 		pool   *pgxpool.Pool
 		origin string
 		ident  *uint32
-	}{{sideSource, src, originToSource(name), &tw.toSource}, {sideTarget, dst, originToTarget(name), &tw.toTarget}} {
+	}{{sideSource, src, origins.ToSource(name), &tw.toSource}, {sideTarget, dst, origins.ToTarget(name), &tw.toTarget}} {
 		var on string
 		if err := s.pool.QueryRow(ctx, "SELECT current_setting('track_commit_timestamp')").Scan(&on); err != nil {
 			return nil, fmt.Errorf("read track_commit_timestamp on the %s: %w", s.side, err)
@@ -81,14 +83,14 @@ func prepareTwoWay(ctx context.Context, src, dst *pgxpool.Pool, name string) (*t
 		}
 		*s.ident = uint32(id.Int64)
 	}
-	tw.repairToTarget, tw.repairToSource = originToTarget(name), originToSource(name)
+	tw.repairToTarget, tw.repairToSource = origins.ToTarget(name), origins.ToSource(name)
 	for _, s := range []struct {
 		pool   *pgxpool.Pool
 		origin string
 		name   *string
 		ident  *uint32
-	}{{src, repairOrigin(originToSource(name)), &tw.repairToSource, &tw.repairToSourceID},
-		{dst, repairOrigin(originToTarget(name)), &tw.repairToTarget, &tw.repairToTargetID}} {
+	}{{src, origins.Repair(origins.ToSource(name)), &tw.repairToSource, &tw.repairToSourceID},
+		{dst, origins.Repair(origins.ToTarget(name)), &tw.repairToTarget, &tw.repairToTargetID}} {
 		var id pgtype.Int8
 		if err := s.pool.QueryRow(ctx, "SELECT (SELECT roident FROM pg_replication_origin WHERE roname = $1)::bigint", s.origin).Scan(&id); err != nil {
 			return nil, fmt.Errorf("read replication origin %s: %w", s.origin, err)
@@ -108,11 +110,11 @@ func prepareTwoWay(ctx context.Context, src, dst *pgxpool.Pool, name string) (*t
 // checked.
 func checkNoTwoWaySync(ctx context.Context, src *pgxpool.Pool, name string) error {
 	var exists bool
-	if err := src.QueryRow(ctx, "SELECT EXISTS (SELECT FROM pg_replication_origin WHERE roname = $1)", originToSource(name)).Scan(&exists); err != nil {
+	if err := src.QueryRow(ctx, "SELECT EXISTS (SELECT FROM pg_replication_origin WHERE roname = $1)", origins.ToSource(name)).Scan(&exists); err != nil {
 		return nil
 	}
 	if exists {
-		return fmt.Errorf("%w: --repair without --two-way beside the two-way sync %q (replication origin %s exists on the source): its writes would be sent back to the source; repair with --two-way --name %s", ErrTwoWay, name, originToSource(name), name)
+		return fmt.Errorf("%w: --repair without --two-way beside the two-way sync %q (replication origin %s exists on the source): its writes would be sent back to the source; repair with --two-way --name %s", ErrTwoWay, name, origins.ToSource(name), name)
 	}
 	return nil
 }

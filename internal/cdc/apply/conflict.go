@@ -227,8 +227,7 @@ SELECT w.conflict, w.ts, w.apply, (SELECT count(*) FROM i), (SELECT tb.ts FROM t
 // conflict-aware statement would find no conflict and the row where it is
 // expected, and then does what that statement does; it touches no row
 // otherwise. Its parameters are the first ones of the conflict-aware
-// statement's (fastArgs of them). It changes exactly one row when it
-// applies the change.
+// statement's. It changes exactly one row when it applies the change.
 //
 // A row is where it is expected, without conflict, when an insert's key is
 // free, and when the row an update or delete finds by key was last written
@@ -244,10 +243,6 @@ func (d *direction) fastSQL(p *plan, op cdc.Op, keyChange bool) string {
 		vals := make([]string, n)
 		for i, c := range t.Columns {
 			vals[i] = param(i+1, c)
-		}
-		if d.policy != LastUpdateWins {
-			return "INSERT INTO " + target + " (" + t.TargetColumnList() + ")" + t.Overriding() + " VALUES (" + strings.Join(vals, ", ") +
-				") ON CONFLICT (" + t.TargetKeyList() + ") DO NOTHING"
 		}
 		// A key with a tombstone is left to the conflict-aware statement.
 		return "INSERT INTO " + target + " (" + t.TargetColumnList() + ")" + t.Overriding() + " SELECT " + strings.Join(vals, ", ") +
@@ -268,19 +263,6 @@ func (d *direction) repairID() uint32 {
 		return d.ours
 	}
 	return d.repair
-}
-
-// fastArgs is how many parameters the fast statement of op takes for p.
-func fastArgs(p *plan, op cdc.Op) int {
-	n, k := len(p.table.Columns), len(p.table.Key)
-	switch op {
-	case cdc.OpInsert:
-		return n
-	case cdc.OpUpdate:
-		return 2*n + k
-	default:
-		return k + n
-	}
 }
 
 // statement returns the two-way statement named by k, compiling it on
@@ -414,7 +396,7 @@ func (d *direction) conflictArgs(p *plan, tx *cdc.Transaction, c *cdc.Change, fa
 	if keys, err = p.key(keyTuple); err != nil {
 		return stmtKey{}, nil, nil, err
 	}
-	args = make([]any, 0, fastArgs(p, c.Op)+5)
+	args = make([]any, 0, 2*len(p.table.Columns)+len(keys)+5)
 	for _, part := range parts {
 		if part == nil {
 			args = append(args, keys...)

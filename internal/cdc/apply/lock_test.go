@@ -110,7 +110,7 @@ func TestSlotInUseNotDropped(t *testing.T) {
 		t.Fatal(err)
 	}
 	err := Run(ctx, p.config("busy", mapping.TableSpec{Source: "users"}))
-	if !errors.Is(err, ErrAlreadyRunning) || !strings.Contains(err.Error(), "in use by source process") {
+	if !errors.Is(err, ErrAlreadyRunning) || !strings.Contains(err.Error(), "in use by server process") {
 		t.Fatalf("got %v, want a refusal naming the process using the slot", err)
 	}
 	var n int

@@ -215,10 +215,7 @@ func (s *syncer) retryParked(ctx context.Context) {
 				args[i] = *a
 			}
 		}
-		err := pgx.BeginFunc(ctx, s.dst, func(tx pgx.Tx) error {
-			if _, err := tx.Exec(ctx, resetOriginTimeSQL); err != nil {
-				return err
-			}
+		err := s.inTx(ctx, func(tx pgx.Tx) error {
 			if _, err := tx.Exec(ctx, it.sql, args...); err != nil {
 				return err
 			}

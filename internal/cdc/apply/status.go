@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/strangler-fig/strangler/internal/mapping"
+	"github.com/strangler-fig/strangler/internal/origins"
 )
 
 // Status is the state of a sync, read from both databases.
@@ -121,7 +122,7 @@ type OriginStatus struct {
 // target, its checkpoint in the source's datasync.sync_state), its
 // origins datasync_NAME_to_target (in the target's cluster) and
 // datasync_NAME_to_source (in the source's), and the repair origins
-// RepairOrigin of each.
+// origins.Repair of each.
 type syncObjects struct {
 	slot, publication               string // on the source
 	reverseSlot, reversePublication string // on the target
@@ -134,7 +135,7 @@ func objectsOf(name string) syncObjects {
 		slot: SlotName(name), publication: PublicationName(name),
 		reverseSlot: SlotName(name + "_to_source"), reversePublication: PublicationName(name + "_to_source"),
 		reverseCheckpoint: name + "_to_source",
-		originToTarget:    "datasync_" + name + "_to_target", originToSource: "datasync_" + name + "_to_source",
+		originToTarget:    origins.ToTarget(name), originToSource: origins.ToSource(name),
 	}
 }
 
@@ -284,7 +285,7 @@ func readTwoWay(ctx context.Context, src, dst *pgxpool.Pool, obj syncObjects, st
 		pool *pgxpool.Pool
 		name string
 	}{{"target", dst, obj.originToTarget}, {"source", src, obj.originToSource},
-		{"target", dst, RepairOrigin(obj.originToTarget)}, {"source", src, RepairOrigin(obj.originToSource)}} {
+		{"target", dst, origins.Repair(obj.originToTarget)}, {"source", src, origins.Repair(obj.originToSource)}} {
 		os, err := readOrigin(ctx, o.pool, o.db, o.name)
 		if err != nil {
 			return err
@@ -300,11 +301,12 @@ func readTwoWay(ctx context.Context, src, dst *pgxpool.Pool, obj syncObjects, st
 		pool *pgxpool.Pool
 	}{{"source", src}, {"target", dst}} {
 		ts := TombstoneStatus{Database: side.db}
-		if err := side.pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM pg_trigger WHERE tgname = $1),
-			CASE WHEN to_regclass('datasync.sync_tombstones') IS NULL THEN 0 ELSE 1 END`, TombstoneTrigger(st.Name)).Scan(&ts.Triggers, &ts.Keys); err != nil {
+		var kept bool
+		if err := side.pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM pg_trigger WHERE tgname = $1), to_regclass('datasync.sync_tombstones') IS NOT NULL`,
+			TombstoneTrigger(st.Name)).Scan(&ts.Triggers, &kept); err != nil {
 			return fmt.Errorf("status: read tombstones in the %s: %w", side.db, err)
 		}
-		if ts.Keys == 1 {
+		if kept {
 			if err := side.pool.QueryRow(ctx, `SELECT count(*) FROM datasync.sync_tombstones WHERE name = $1`, st.Name).Scan(&ts.Keys); err != nil {
 				return fmt.Errorf("status: read tombstones in the %s: %w", side.db, err)
 			}
@@ -411,7 +413,7 @@ func DropSync(ctx context.Context, src, dst *pgxpool.Pool, name string) (*Cleanu
 		name string
 		pool *pgxpool.Pool
 	}{{"target", dst}, {"source", src}} {
-		for _, origin := range []string{obj.originToTarget, obj.originToSource, RepairOrigin(obj.originToTarget), RepairOrigin(obj.originToSource)} {
+		for _, origin := range []string{obj.originToTarget, obj.originToSource, origins.Repair(obj.originToTarget), origins.Repair(obj.originToSource)} {
 			dropped, err := dropOrigin(ctx, db.pool, db.name, origin)
 			if err != nil {
 				return rep, err

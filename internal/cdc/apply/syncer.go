@@ -16,6 +16,7 @@ import (
 	"github.com/strangler-fig/strangler/internal/cdc"
 	"github.com/strangler-fig/strangler/internal/dbconn"
 	"github.com/strangler-fig/strangler/internal/mapping"
+	"github.com/strangler-fig/strangler/internal/origins"
 	"github.com/strangler-fig/strangler/internal/progress"
 )
 
@@ -273,31 +274,17 @@ func run(ctx context.Context, cfg Config, dir *direction) error {
 // handoff makes sure the slot exists and every table is copied.
 func (s *syncer) handoff(ctx context.Context) error {
 	slot := SlotName(s.cfg.Name)
-	st, err := loadState(ctx, s.dst, s.cfg.Name)
+	st, exists, err := s.slotAndState(ctx, slot)
 	if err != nil {
 		return err
-	}
-	var exists bool
-	if err := s.src.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)`, slot).Scan(&exists); err != nil {
-		return fmt.Errorf("look up slot %s: %w", slot, err)
 	}
 	switch {
 	case !exists && st.exists:
 		return fmt.Errorf("sync %s: the target has applied changes up to %s but the source has no slot %s: changes since are lost; run datasync cleanup --name %s, then sync again to copy afresh: %w",
 			s.cfg.Name, st.applied, slot, s.cfg.Name, ErrSlotLost)
 	case exists && !st.exists:
-		// A first run stopped before its copy finished: start over, unless
-		// a live process still uses the slot (the lock keeps other syncs
-		// of this name out; this guards against anything else).
-		if pid, err := slotOwner(ctx, s.src, slot); err != nil {
+		if err := s.dropUnfinished(ctx, slot, "the slot of an unfinished first copy"); err != nil {
 			return err
-		} else if pid != 0 {
-			return fmt.Errorf("sync %s: slot %s has no finished copy in the target but is in use by source process %d: stop that process first; nothing was dropped: %w",
-				s.cfg.Name, slot, pid, ErrAlreadyRunning)
-		}
-		s.log.Info("dropping the slot of an unfinished first copy", "slot", slot)
-		if _, err := s.src.Exec(ctx, `SELECT pg_drop_replication_slot($1)`, slot); err != nil {
-			return fmt.Errorf("drop slot %s: %w", slot, err)
 		}
 		exists = false
 	}
@@ -328,6 +315,38 @@ func (s *syncer) handoff(ctx context.Context) error {
 		if _, err := s.copyWithSlot(ctx, tmp, true, missing); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// slotAndState reads the syncer's checkpoint in its target and whether
+// its slot exists in its source.
+func (s *syncer) slotAndState(ctx context.Context, slot string) (state, bool, error) {
+	st, err := loadState(ctx, s.dst, s.cfg.Name)
+	if err != nil {
+		return st, false, err
+	}
+	var exists bool
+	if err := s.src.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)`, slot).Scan(&exists); err != nil {
+		return st, false, fmt.Errorf("look up slot %s: %w", slot, err)
+	}
+	return st, exists, nil
+}
+
+// dropUnfinished drops the slot of a first start that stopped before its
+// copy finished, so that it starts over, unless a live process still uses
+// the slot (the lock keeps other syncs of this name out; this guards
+// against anything else). what names the slot in the log.
+func (s *syncer) dropUnfinished(ctx context.Context, slot, what string) error {
+	if pid, err := slotOwner(ctx, s.src, slot); err != nil {
+		return err
+	} else if pid != 0 {
+		return fmt.Errorf("sync %s: slot %s has no finished copy in the target but is in use by server process %d there: stop that process first; nothing was dropped: %w",
+			s.cfg.Name, slot, pid, ErrAlreadyRunning)
+	}
+	s.log.Info("dropping "+what, "slot", slot)
+	if _, err := s.src.Exec(ctx, `SELECT pg_drop_replication_slot($1)`, slot); err != nil {
+		return fmt.Errorf("drop slot %s: %w", slot, err)
 	}
 	return nil
 }
@@ -886,16 +905,26 @@ func (s *syncer) beginTx(ctx context.Context) (pgx.Tx, error) {
 	if err != nil || s.tw == nil {
 		return tx, err
 	}
-	if _, err := tx.Exec(ctx, resetOriginTimeSQL); err != nil {
+	if _, err := tx.Exec(ctx, origins.ResetTimeSQL); err != nil {
 		_ = tx.Rollback(ctx)
 		return nil, err
 	}
 	return tx, nil
 }
 
-// resetOriginTimeSQL makes the commit time of the transaction it runs in,
-// in a session under a replication origin, the time it commits.
-const resetOriginTimeSQL = `SELECT pg_replication_origin_xact_reset()`
+// inTx runs fn in a transaction begun by beginTx, committed when fn
+// returns nil.
+func (s *syncer) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
+	tx, err := s.beginTx(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	if err := fn(tx); err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
+}
 
 // count adds committed changes and transactions to the metrics.
 func (s *syncer) count(changes map[[2]string]int, transactions int) {

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/strangler-fig/strangler/internal/dbconn"
 	"github.com/strangler-fig/strangler/internal/mapping"
 )
 
@@ -55,12 +56,6 @@ func tombstoneFunction(name string, oid uint32) string {
 	return fmt.Sprintf("tombstone_%s_%d", name, oid)
 }
 
-// outputSettings are the settings every datasync session pins (dbconn),
-// which the trigger function runs under too, so that it writes a key as
-// text exactly as the apply session reads it.
-const outputSettings = `SET datestyle = 'ISO, MDY' SET intervalstyle = 'postgres' SET extra_float_digits = 3
-	SET timezone = 'UTC' SET bytea_output = 'hex'`
-
 // installTombstones creates or replaces, on the tables of one side (the
 // Source of each of tables), the triggers that record deleted keys, logging
 // each one it creates.
@@ -83,7 +78,9 @@ func installTombstones(ctx context.Context, pool *pgxpool.Pool, side, name strin
 		}
 		fn := "datasync." + mapping.QuoteIdent(tombstoneFunction(name, oid))
 		// SECURITY DEFINER: the application's role need not be allowed to
-		// write datasync's schema.
+		// write datasync's schema. The function runs under the settings
+		// every datasync session pins, so that it writes a key as text
+		// exactly as the apply session reads it.
 		sql := fmt.Sprintf(`CREATE OR REPLACE FUNCTION %s() RETURNS trigger LANGUAGE plpgsql
 	SECURITY DEFINER SET search_path = pg_catalog, pg_temp %s
 	AS $fn$
@@ -96,7 +93,7 @@ BEGIN
 	RETURN NULL;
 END $fn$;
 CREATE OR REPLACE TRIGGER %s AFTER DELETE ON %s FOR EACH ROW EXECUTE FUNCTION %s()`,
-			fn, outputSettings, mapping.QuoteLiteral(name), mapping.QuoteLiteral(t.Source.String()), strings.Join(keys, ", "),
+			fn, dbconn.FunctionSettings(), mapping.QuoteLiteral(name), mapping.QuoteLiteral(t.Source.String()), strings.Join(keys, ", "),
 			mapping.QuoteIdent(TombstoneTrigger(name)), t.Source.Quoted(), fn)
 		if _, err := pool.Exec(ctx, sql); err != nil {
 			return fmt.Errorf("create the tombstone trigger on %s table %s: %w (two-way sync under last_update_wins records deleted keys with it: let the sync's role create triggers and functions there, or choose --conflicts source_wins or target_wins, which keep no tombstones)", side, t.Source, err)

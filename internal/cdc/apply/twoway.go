@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -15,6 +14,7 @@ import (
 	"github.com/strangler-fig/strangler/internal/cdc"
 	"github.com/strangler-fig/strangler/internal/dbconn"
 	"github.com/strangler-fig/strangler/internal/mapping"
+	"github.com/strangler-fig/strangler/internal/origins"
 )
 
 // Conflict policies of two-way sync (Config.Conflicts).
@@ -43,21 +43,6 @@ func ValidConflictPolicy(p string) bool {
 // reverse slot datasync_NAME_to_source must fit PostgreSQL's 63 characters.
 const MaxTwoWayNameLen = 44
 
-// TargetOrigin is the replication origin of the sessions that apply changes
-// into the target (the forward stream and the initial copy).
-func TargetOrigin(name string) string { return "datasync_" + name + "_to_target" }
-
-// SourceOrigin is the replication origin of the sessions that apply changes
-// into the source (the reverse stream).
-func SourceOrigin(name string) string { return "datasync_" + name + "_to_source" }
-
-// RepairOrigin is the replication origin under which datasync verify
-// --two-way --repair writes into the side that origin (TargetOrigin or
-// SourceOrigin) applies into: a repair may then run beside the sync, whose
-// apply session holds origin itself on PostgreSQL 15, and the sync's
-// streams drop its writes as they drop their own.
-func RepairOrigin(origin string) string { return strings.Replace(origin, "_to_", "_repair_to_", 1) }
-
 // ReverseName is the name under which the reverse direction of the two-way
 // sync called name keeps its slot and publication on the target
 // (datasync_NAME_to_source) and its checkpoint, the row NAME_to_source of
@@ -85,7 +70,7 @@ type direction struct {
 	origin string
 	ours   uint32
 	// repair is the id of the origin under which datasync verify
-	// --two-way --repair writes into the same side (RepairOrigin): its
+	// --two-way --repair writes into the same side (origins.Repair): its
 	// rows, like those of ours, are copies of the other side's.
 	repair uint32
 	// skip lists the origins whose transactions the stream drops.
@@ -391,11 +376,11 @@ func runTwoWay(ctx context.Context, cfg Config) error {
 	if err := fullIdentity(ctx, dst, "target", PublicationName(ReverseName(cfg.Name)), revTables, log); err != nil {
 		return err
 	}
-	toTarget, err := ensureOrigin(ctx, dst, "target", TargetOrigin(cfg.Name), log)
+	toTarget, err := ensureOrigin(ctx, dst, "target", origins.ToTarget(cfg.Name), log)
 	if err != nil {
 		return err
 	}
-	toSource, err := ensureOrigin(ctx, src, "source", SourceOrigin(cfg.Name), log)
+	toSource, err := ensureOrigin(ctx, src, "source", origins.ToSource(cfg.Name), log)
 	if err != nil {
 		return err
 	}
@@ -420,19 +405,19 @@ func runTwoWay(ctx context.Context, cfg Config) error {
 	} else if err := dropTombstonesOf(ctx, src, dst, cfg.Name, log); err != nil {
 		return err
 	}
-	repairToTarget, err := ensureOrigin(ctx, dst, "target", RepairOrigin(TargetOrigin(cfg.Name)), log)
+	repairToTarget, err := ensureOrigin(ctx, dst, "target", origins.Repair(origins.ToTarget(cfg.Name)), log)
 	if err != nil {
 		return err
 	}
-	repairToSource, err := ensureOrigin(ctx, src, "source", RepairOrigin(SourceOrigin(cfg.Name)), log)
+	repairToSource, err := ensureOrigin(ctx, src, "source", origins.Repair(origins.ToSource(cfg.Name)), log)
 	if err != nil {
 		return err
 	}
-	origins := []string{TargetOrigin(cfg.Name), SourceOrigin(cfg.Name)}
-	skip := append(origins, RepairOrigin(origins[0]), RepairOrigin(origins[1]))
-	fwd := &direction{name: cfg.Name, label: dirToTarget, fromSource: true, origin: origins[0], ours: toTarget, repair: repairToTarget,
+	applyOrigins := []string{origins.ToTarget(cfg.Name), origins.ToSource(cfg.Name)}
+	skip := append(applyOrigins, origins.Repair(applyOrigins[0]), origins.Repair(applyOrigins[1]))
+	fwd := &direction{name: cfg.Name, label: dirToTarget, fromSource: true, origin: applyOrigins[0], ours: toTarget, repair: repairToTarget,
 		skip: skip, policy: cfg.Conflicts, ready: make(chan struct{}), statements: map[stmtKey]string{}, lock: lock}
-	rev := &direction{name: cfg.Name, label: dirToSource, origin: origins[1], ours: toSource, repair: repairToSource,
+	rev := &direction{name: cfg.Name, label: dirToSource, origin: applyOrigins[1], ours: toSource, repair: repairToSource,
 		skip: skip, policy: cfg.Conflicts, statements: map[stmtKey]string{}, lock: lock}
 
 	r, err := newReverse(ctx, cfg, rev, dst, revTables)
@@ -582,13 +567,9 @@ func (s *syncer) prepare(ctx context.Context) error {
 		return err
 	}
 	slot := SlotName(s.cfg.Name)
-	st, err := loadState(ctx, s.dst, s.cfg.Name)
+	st, exists, err := s.slotAndState(ctx, slot)
 	if err != nil {
 		return err
-	}
-	var exists bool
-	if err := s.src.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)`, slot).Scan(&exists); err != nil {
-		return fmt.Errorf("look up slot %s: %w", slot, err)
 	}
 	switch {
 	case !exists && st.exists:
@@ -598,9 +579,8 @@ func (s *syncer) prepare(ctx context.Context) error {
 		s.applied = st.applied
 		return nil
 	case exists:
-		s.log.Info("dropping the reverse slot of an unfinished first start", "slot", slot)
-		if _, err := s.src.Exec(ctx, `SELECT pg_drop_replication_slot($1)`, slot); err != nil {
-			return fmt.Errorf("drop slot %s: %w", slot, err)
+		if err := s.dropUnfinished(ctx, slot, "the reverse slot of an unfinished first start"); err != nil {
+			return err
 		}
 	}
 	rc, err := cdc.Connect(ctx, s.cfg.Source)

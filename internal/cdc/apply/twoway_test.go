@@ -599,7 +599,7 @@ func TestTwoWayRepairBesideRunningSync(t *testing.T) {
 
 	// Damage that no stream carries: on the target, a row changed and one
 	// deleted under the target's repair origin, which both streams drop.
-	execAll(t, p.dst.Pool, `BEGIN; SELECT pg_replication_origin_session_setup('datasync_nightly_repair_to_target');
+	execAll(t, p.dst.Pool, `BEGIN; SELECT pg_replication_origin_session_setup('datasync_nightly_to_target_repair');
 		UPDATE accounts SET name = 'damaged' WHERE id = 3; DELETE FROM accounts WHERE id = 4; COMMIT;
 		SELECT pg_replication_origin_session_reset()`)
 	// A row the service writes for real, which the sync carries.
